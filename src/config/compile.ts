@@ -1,0 +1,206 @@
+/*
+ * config/compile — turns a validated config plus overrides into Settings: the
+ * compiled Policy the engine runs and the addresses the daemon listens on.
+ * Checks what the schema alone cannot (complete rules, unique names) and
+ * reports it at the rule's place in the file.
+ */
+import { resolve } from 'node:path';
+import { NetworkSet } from '../engine/address.js';
+import { formatDuration } from '../engine/decide.js';
+import type { CountKind, Policy, Rule } from '../engine/policy.js';
+import type { EventKind } from '../engine/types.js';
+import { DEFAULT_LISTEN, DEFAULT_RULES, DEFAULTS } from './defaults.js';
+import { ConfigError, type ConfigProblem } from './errors.js';
+import type { Locate, Overrides } from './load.js';
+import { parseDuration, parseListen, ruleSchema, type ListenTarget, type ParsedConfig, type ParsedRule } from './schema.js';
+
+export interface Settings {
+  /** The config file, or undefined for built-in defaults. */
+  file: string | undefined;
+  dataDir: string;
+  listen: { postfix: ListenTarget[]; dovecot: ListenTarget[]; admin: ListenTarget[] };
+  logLevel: string;
+  allowlist: { networks: string[]; users: string[] };
+  postfix: { budgetMs: number; idleTimeoutMs: number; maxLine: number; maxAttributes: number; repeatWindowMs: number };
+  store: { maxKeys: number; snapshotMs: number };
+  policy: Policy;
+}
+
+const ms = (v: string | number): number => parseDuration(v) as number;
+
+export function compileSettings(file: string | undefined, cfg: ParsedConfig, locate: Locate, o: Overrides): Settings {
+  const problems: ConfigProblem[] = [];
+  const rules = compileRules(cfg, locate, problems);
+  if (problems.length) throw new ConfigError(problems);
+  const bans = cfg.bans ?? {};
+  const agg = bans.ipv6_aggregate ?? {};
+  const d = DEFAULTS;
+  const escalation = {
+    baseMs: bans.duration ?? ms(d.bans.duration),
+    factor: bans.factor ?? d.bans.factor,
+    maxMs: bans.max ?? ms(d.bans.max),
+    lookbackMs: bans.lookback ?? ms(d.bans.lookback),
+  };
+  const ipv6Prefix = cfg.networks?.ipv6_prefix ?? d.networks.ipv6_prefix;
+  const aggPrefix = agg.prefix ?? d.bans.ipv6_aggregate.prefix;
+  if (aggPrefix >= ipv6Prefix) {
+    throw new ConfigError([
+      {
+        code: 'MW_CONFIG_INVALID',
+        where: locate(['bans', 'ipv6_aggregate', 'prefix']),
+        message: `bans.ipv6_aggregate.prefix (${aggPrefix}) must be shorter than networks.ipv6_prefix (${ipv6Prefix})`,
+      },
+    ]);
+  }
+  const policy: Policy = {
+    ipv4Prefix: cfg.networks?.ipv4_prefix ?? d.networks.ipv4_prefix,
+    ipv6Prefix,
+    allowNetworks: new NetworkSet(cfg.allowlist?.networks ?? d.allowlist.networks),
+    allowUsers: new Set((cfg.allowlist?.users ?? d.allowlist.users).map((u) => u.toLowerCase())),
+    escalation,
+    ipv6Aggregate: {
+      enabled: agg.enabled ?? d.bans.ipv6_aggregate.enabled,
+      prefix: aggPrefix,
+      threshold: agg.threshold ?? d.bans.ipv6_aggregate.threshold,
+    },
+    suspensionMs: cfg.suspensions?.duration ?? ms(d.suspensions.duration),
+    rules,
+  };
+  const listenOf = (key: 'postfix' | 'dovecot' | 'admin', ov: Overrides['postfixListen']): ListenTarget[] =>
+    (ov ? ov.value.split(',') : (cfg.listen?.[key] ?? DEFAULT_LISTEN[key])).map((s) => parseListen(s) as ListenTarget);
+  const p = cfg.postfix ?? {};
+  return {
+    file,
+    dataDir: resolve(o.dataDir?.value ?? cfg.data_dir ?? d.data_dir),
+    listen: {
+      postfix: listenOf('postfix', o.postfixListen),
+      dovecot: listenOf('dovecot', o.dovecotListen),
+      admin: listenOf('admin', o.adminListen),
+    },
+    logLevel: cfg.log?.level ?? d.log.level,
+    allowlist: { networks: [...(cfg.allowlist?.networks ?? d.allowlist.networks)], users: [...policy.allowUsers] },
+    postfix: {
+      budgetMs: p.budget ?? ms(d.postfix.budget),
+      idleTimeoutMs: p.idle_timeout ?? ms(d.postfix.idle_timeout),
+      maxLine: p.max_line ?? d.postfix.max_line,
+      maxAttributes: p.max_attributes ?? d.postfix.max_attributes,
+      repeatWindowMs: p.repeat_window ?? ms(d.postfix.repeat_window),
+    },
+    store: {
+      maxKeys: cfg.store?.max_keys ?? d.store.max_keys,
+      snapshotMs: cfg.store?.snapshot_interval ?? ms(d.store.snapshot_interval),
+    },
+    policy,
+  };
+}
+
+function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem[]): Rule[] {
+  const defaults = (cfg.use_default_rules ?? true) ? DEFAULT_RULES.map((r) => ruleSchema.parse(r)) : [];
+  const merged = new Map<string, { rule: ParsedRule; index: number | undefined }>();
+  for (const r of defaults) merged.set(r.name, { rule: r, index: undefined });
+  const seen = new Set<string>();
+  (cfg.rules ?? []).forEach((r, index) => {
+    if (seen.has(r.name)) {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: locate(['rules', index, 'name']),
+        message: `rule name ${JSON.stringify(r.name)} is used twice; give each rule its own name`,
+      });
+    }
+    seen.add(r.name);
+    const base = merged.get(r.name)?.rule;
+    merged.set(r.name, { rule: base ? { ...base, ...r, when: r.when ?? base.when } : r, index });
+  });
+  const out: Rule[] = [];
+  for (const { rule: r, index } of merged.values()) {
+    if (r.enabled === false) continue;
+    const where = (field?: string): string =>
+      index === undefined ? `(built-in rule ${r.name})` : locate(field ? ['rules', index, field] : ['rules', index]);
+    const missing = (['on', 'key', 'count', 'limit', 'window'] as const).filter((f) => r[f] === undefined);
+    if (missing.length) {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where(),
+        message: `rule ${r.name} needs ${missing.join(', ')} (a new rule must say on which events, key, count, limit and window)`,
+      });
+      continue;
+    }
+    const then = typeof r.then === 'string' ? { action: r.then } : (r.then ?? { action: 'tempfail' as const });
+    if (then.action === 'delay' && then.delay === undefined) {
+      problems.push({ code: 'MW_CONFIG_RULE', where: where('then'), message: `rule ${r.name}: action delay needs then.delay (e.g. 3s)` });
+    }
+    if (then.suspend !== undefined && r.key !== 'user') {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('then'),
+        message: `rule ${r.name}: then.suspend needs key: user (only a user can be suspended)`,
+      });
+    }
+    out.push({
+      name: r.name,
+      description: r.description ?? '',
+      mode: r.mode ?? 'enforce',
+      on: r.on as EventKind[],
+      key: r.key as Rule['key'],
+      count: r.count as CountKind,
+      limit: r.limit as number,
+      windowMs: r.window as number,
+      when: { ...r.when },
+      then: {
+        action: then.action,
+        delaySeconds: then.delay === undefined ? 0 : Math.ceil(then.delay / 1000),
+        message: then.message ?? '',
+        ban: then.ban === true ? 'ip' : then.ban === false ? undefined : then.ban,
+        suspendMs: then.suspend,
+      },
+    });
+  }
+  return out;
+}
+
+/** The effective configuration as plain data, durations written back as text (for check-config). */
+export function describeSettings(s: Settings): Record<string, unknown> {
+  const listen = (ts: ListenTarget[]): string[] => ts.map((t) => (t.kind === 'unix' ? t.path : t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`));
+  const p = s.policy;
+  return {
+    config_file: s.file ?? '(none: built-in defaults)',
+    data_dir: s.dataDir,
+    listen: { postfix: listen(s.listen.postfix), dovecot: listen(s.listen.dovecot), admin: listen(s.listen.admin) },
+    log: { level: s.logLevel },
+    networks: { ipv4_prefix: p.ipv4Prefix, ipv6_prefix: p.ipv6Prefix },
+    allowlist: s.allowlist,
+    bans: {
+      duration: formatDuration(p.escalation.baseMs),
+      factor: p.escalation.factor,
+      max: formatDuration(p.escalation.maxMs),
+      lookback: formatDuration(p.escalation.lookbackMs),
+      ipv6_aggregate: p.ipv6Aggregate,
+    },
+    suspensions: { duration: formatDuration(p.suspensionMs) },
+    postfix: {
+      budget: formatDuration(s.postfix.budgetMs),
+      idle_timeout: formatDuration(s.postfix.idleTimeoutMs),
+      max_line: s.postfix.maxLine,
+      max_attributes: s.postfix.maxAttributes,
+      repeat_window: formatDuration(s.postfix.repeatWindowMs),
+    },
+    store: { max_keys: s.store.maxKeys, snapshot_interval: formatDuration(s.store.snapshotMs) },
+    rules: p.rules.map((r) => ({
+      name: r.name,
+      mode: r.mode,
+      on: r.on,
+      ...(Object.keys(r.when).length ? { when: r.when } : {}),
+      key: r.key,
+      count: r.count,
+      limit: r.limit,
+      window: formatDuration(r.windowMs),
+      then: {
+        action: r.then.action,
+        ...(r.then.delaySeconds ? { delay: `${r.then.delaySeconds}s` } : {}),
+        ...(r.then.message ? { message: r.then.message } : {}),
+        ...(r.then.ban ? { ban: r.then.ban } : {}),
+        ...(r.then.suspendMs ? { suspend: formatDuration(r.then.suspendMs) } : {}),
+      },
+    })),
+  };
+}

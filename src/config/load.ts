@@ -1,0 +1,134 @@
+/*
+ * config/load — reads a YAML config, validates it, and reports every problem
+ * at its place (`file:line:col`). Environment variables and flags override the
+ * file; they are validated with the same rules and named when wrong.
+ *
+ * Trusts nothing in the file. Reports all problems at once, not the first.
+ */
+import { readFileSync } from 'node:fs';
+import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import type { z } from 'zod';
+import { compileSettings, type Settings } from './compile.js';
+import { ConfigError, type ConfigProblem } from './errors.js';
+import { configSchema, parseListen, type ParsedConfig } from './schema.js';
+
+/** Values from the environment or command-line flags; `from` names the source for errors. */
+export interface Override {
+  value: string;
+  from: string;
+}
+
+export interface Overrides {
+  dataDir?: Override | undefined;
+  postfixListen?: Override | undefined;
+  dovecotListen?: Override | undefined;
+  adminListen?: Override | undefined;
+}
+
+export type Locate = (path: ReadonlyArray<PropertyKey>, key?: string) => string;
+
+/** Env variables that may override the config (flags take precedence over them). */
+export function overridesFromEnv(env: NodeJS.ProcessEnv): Overrides {
+  const pick = (name: string): Override | undefined => (env[name] ? { value: env[name], from: name } : undefined);
+  return {
+    dataDir: pick('MAILWARDEN_DATA'),
+    postfixListen: pick('MAILWARDEN_POSTFIX_LISTEN'),
+    dovecotListen: pick('MAILWARDEN_DOVECOT_LISTEN'),
+    adminListen: pick('MAILWARDEN_ADMIN_LISTEN'),
+  };
+}
+
+export function loadSettings(file: string | undefined, overrides: Overrides = {}): Settings {
+  if (file === undefined) return finish(undefined, {}, () => '(built-in defaults)', overrides);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new ConfigError([{ code: 'MW_CONFIG_READ', where: file, message: `cannot read the config file: ${reason}` }]);
+  }
+  return loadSettingsFromText(text, file, overrides);
+}
+
+export function loadSettingsFromText(text: string, file: string, overrides: Overrides = {}): Settings {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number): string => {
+    const p = lc.linePos(offset);
+    return `${file}:${p.line}:${p.col}`;
+  };
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => ({ code: 'MW_CONFIG_SYNTAX', where: at(e.pos[0]), message: `YAML syntax: ${firstLine(e.message)}` })),
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const locate: Locate = (path, key) => at(offsetOf(doc, path, key));
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.flatMap((i) => problemsOf(i, [], locate)));
+  return finish(file, parsed.data, locate, overrides);
+}
+
+function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, overrides: Overrides): Settings {
+  const problems: ConfigProblem[] = [];
+  for (const o of [overrides.postfixListen, overrides.dovecotListen, overrides.adminListen]) {
+    if (!o) continue;
+    for (const part of o.value.split(',')) {
+      if (parseListen(part) === undefined) {
+        problems.push({
+          code: 'MW_CONFIG_ENV',
+          where: o.from,
+          message: `${JSON.stringify(part)} is not a listen address; write host:port (127.0.0.1:10031, [::1]:10031) or an absolute unix socket path`,
+        });
+      }
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return compileSettings(file, cfg, locate, overrides);
+}
+
+type Issue = z.core.$ZodIssue;
+
+function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): ConfigProblem[] {
+  const path = [...prefix, ...issue.path];
+  const name = path.length ? path.join('.') : 'the config';
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => ({
+      code: 'MW_CONFIG_UNKNOWN_KEY',
+      where: locate(path, k),
+      message: `unknown key ${JSON.stringify(k)} in ${name}; remove it or check its spelling (docs/CONFIG.md lists every key)`,
+    }));
+  }
+  if (issue.code === 'invalid_union') {
+    // Report the branch that matches the value's type (e.g. the enum for a string), not "Invalid input".
+    const branch =
+      issue.errors.find((b) => !b.some((i) => i.code === 'invalid_type' && i.path.length === 0)) ?? issue.errors[0] ?? [];
+    return branch.flatMap((i) => problemsOf(i, path, locate));
+  }
+  let message = issue.message;
+  if (issue.code === 'invalid_value') message = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  else if (issue.code === 'invalid_type') message = `must be ${article(issue.expected)}`;
+  return [{ code: 'MW_CONFIG_INVALID', where: locate(path), message: `${name}: ${message}` }];
+}
+
+function article(t: string): string {
+  return /^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
+
+/** Source offset of the value at `path` (or of `key` inside it), falling back to the nearest ancestor. */
+function offsetOf(doc: Document, path: ReadonlyArray<PropertyKey>, key?: string): number {
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n) as unknown[], true);
+    if (!isNode(node)) continue;
+    if (key !== undefined && n === path.length && isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
+      if (pair && isScalar(pair.key) && pair.key.range) return pair.key.range[0];
+    }
+    if (node.range) return node.range[0];
+  }
+  return 0;
+}

@@ -1,0 +1,172 @@
+/*
+ * config/schema — the shape of mailwarden.yaml, as zod schemas.
+ *
+ * Every object is strict: an unknown key is an error (a typo in a limit must not
+ * silently fall back to a default). Durations are `90s`, `5m`, `1h`, `7d`, or a
+ * number of seconds. Defaults live in config/defaults.ts, not here, so that
+ * `check-config` can show which values came from where.
+ */
+import ipaddr from 'ipaddr.js';
+import { z } from 'zod';
+import { EVENT_KINDS } from '../engine/types.js';
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** Parses `90s`, `5m`, `1h`, `7d`, `2w`, `250ms`, or seconds as a number; returns ms. */
+export function parseDuration(v: string | number): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.round(v * 1000) : undefined;
+  const m = DURATION_RE.exec(v.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * (UNIT_MS[m[2] as string] as number));
+}
+
+export const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a duration: ${JSON.stringify(v)}; write e.g. 30s, 5m, 1h, 7d, or a number of seconds`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const positiveDuration = duration.refine((ms) => ms > 0, { message: 'must be longer than 0' });
+
+/** `host:port`, `[v6]:port`, or a unix socket path (starts with / or .). */
+export const listenAddress = z.string().refine((s) => parseListen(s) !== undefined, {
+  message: 'not a listen address; write host:port (127.0.0.1:10031, [::1]:10031) or an absolute unix socket path',
+});
+
+export type ListenTarget = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export function parseListen(s: string): ListenTarget | undefined {
+  const t = s.trim();
+  if (t.startsWith('/') || t.startsWith('./') || t.startsWith('../')) return { kind: 'unix', path: t };
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(t);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { kind: 'tcp', host: (m[1] ?? m[2]) as string, port };
+}
+
+const listenList = z.union([listenAddress, z.array(listenAddress)]).transform((v) => (Array.isArray(v) ? v : [v]));
+
+export const SUBJECT_KEYS = ['ip', 'network', 'user', 'sender', 'sender_domain'] as const;
+export const DISTINCT_FIELDS = ['pwhash', 'ip', 'network', 'user', 'recipient_domain'] as const;
+export const COUNT_KINDS = [
+  'events',
+  'recipients',
+  'messages',
+  'bytes',
+  'failures',
+  ...DISTINCT_FIELDS.map((f) => `distinct:${f}` as const),
+] as const;
+export const ACTIONS = ['allow', 'delay', 'tempfail', 'reject', 'hold'] as const;
+
+const cidr = z.string().refine((s) => isCidrOrIp(s), {
+  message: 'not an IP address or CIDR network (e.g. 192.0.2.0/24, 2001:db8::/32)',
+});
+
+function isCidrOrIp(s: string): boolean {
+  try {
+    if (s.includes('/')) ipaddr.parseCIDR(s);
+    else if (!ipaddr.isValid(s)) return false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const thenObject = z.strictObject({
+  action: z.enum(ACTIONS),
+  delay: positiveDuration.optional(),
+  message: z.string().max(200).optional(),
+  ban: z.union([z.boolean(), z.enum(['ip', 'network'])]).optional(),
+  suspend: positiveDuration.optional(),
+});
+
+export const ruleSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, {
+    message: 'rule names are 1-64 characters of a-z, 0-9, _ . - (e.g. smtp-connections-per-ip)',
+  }),
+  enabled: z.boolean().optional(),
+  mode: z.enum(['enforce', 'observe']).optional(),
+  on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).min(1).optional(),
+  key: z.enum(SUBJECT_KEYS).optional(),
+  count: z.enum(COUNT_KINDS).optional(),
+  limit: z.number().int().positive().optional(),
+  window: positiveDuration.optional(),
+  when: z
+    .strictObject({
+      authenticated: z.boolean().optional(),
+      context: z.array(z.string()).optional(),
+      protocol: z.array(z.string()).optional(),
+    })
+    .optional(),
+  then: z.union([z.enum(ACTIONS), thenObject]).optional(),
+  description: z.string().optional(),
+});
+
+export const configSchema = z.strictObject({
+  data_dir: z.string().min(1).optional(),
+  listen: z
+    .strictObject({
+      postfix: listenList.optional(),
+      dovecot: listenList.optional(),
+      admin: listenList.optional(),
+    })
+    .optional(),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).optional() }).optional(),
+  networks: z
+    .strictObject({
+      ipv4_prefix: z.number().int().min(8).max(32).optional(),
+      ipv6_prefix: z.number().int().min(16).max(128).optional(),
+    })
+    .optional(),
+  allowlist: z
+    .strictObject({
+      networks: z.array(cidr).optional(),
+      users: z.array(z.string().min(1)).optional(),
+    })
+    .optional(),
+  bans: z
+    .strictObject({
+      duration: positiveDuration.optional(),
+      factor: z.number().min(1).max(100).optional(),
+      max: positiveDuration.optional(),
+      lookback: positiveDuration.optional(),
+      ipv6_aggregate: z
+        .strictObject({
+          prefix: z.number().int().min(16).max(63).optional(),
+          threshold: z.number().int().min(2).optional(),
+          enabled: z.boolean().optional(),
+        })
+        .optional(),
+    })
+    .optional(),
+  suspensions: z.strictObject({ duration: positiveDuration.optional() }).optional(),
+  postfix: z
+    .strictObject({
+      budget: positiveDuration.optional(),
+      idle_timeout: positiveDuration.optional(),
+      max_line: z.number().int().min(512).max(1_048_576).optional(),
+      max_attributes: z.number().int().min(8).max(10_000).optional(),
+      repeat_window: duration.optional(),
+    })
+    .optional(),
+  store: z
+    .strictObject({
+      max_keys: z.number().int().min(1000).optional(),
+      snapshot_interval: positiveDuration.optional(),
+    })
+    .optional(),
+  use_default_rules: z.boolean().optional(),
+  rules: z.array(ruleSchema).optional(),
+});
+
+export type RawConfig = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ParsedRule = z.output<typeof ruleSchema>;

@@ -1,0 +1,114 @@
+/*
+ * engine/address — client addresses and the networks they belong to.
+ *
+ * Trusts nothing: every address an adapter hands us passes `canonicalIp`, which
+ * is strict (node's `isIP`, so no `0x7f.1` or `127.1` shorthands), unmaps
+ * IPv4-mapped IPv6, and prints IPv6 in RFC 5952 form so one host has one key.
+ * Networks are CIDR strings (`192.0.2.0/24`, `2001:db8:1:2::/64`).
+ *
+ * Known limit: clients behind NAT or a carrier-grade NAT share one address and
+ * one /24; that is why limits are per rule and allowlists exist.
+ */
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+
+/** The canonical text of a valid IP address, or undefined for anything else. */
+export function canonicalIp(raw: string): string | undefined {
+  let s = raw.trim();
+  // Postfix sends IPv6 bare; log lines and admins may bracket it or add a zone.
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
+  if (s.toLowerCase().startsWith('ipv6:')) s = s.slice(5);
+  const family = isIP(s);
+  if (family === 0) return undefined;
+  if (family === 4) return s;
+  const addr = ipaddr.IPv6.parse(s);
+  if (addr.isIPv4MappedAddress()) return addr.toIPv4Address().toString();
+  return addr.toRFC5952String();
+}
+
+export function isIPv6(ip: string): boolean {
+  return ip.includes(':');
+}
+
+/** The CIDR of the prefix-bit network holding a canonical IP (`ip/32` and `ip/128` included). */
+export function networkOf(ip: string, prefix: number): string {
+  if (!isIPv6(ip)) {
+    if (prefix >= 32) return `${ip}/32`;
+    const parts = ip.split('.').map(Number) as [number, number, number, number];
+    const n = ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
+    const masked = prefix === 0 ? 0 : (n & (0xffffffff << (32 - prefix))) >>> 0;
+    return `${masked >>> 24}.${(masked >>> 16) & 255}.${(masked >>> 8) & 255}.${masked & 255}/${prefix}`;
+  }
+  const bytes = ipaddr.IPv6.parse(ip).toByteArray();
+  for (let i = 0; i < 16; i++) {
+    const bitsLeft = prefix - i * 8;
+    if (bitsLeft <= 0) bytes[i] = 0;
+    else if (bitsLeft < 8) bytes[i] = (bytes[i] as number) & (0xff << (8 - bitsLeft));
+  }
+  return `${(ipaddr.fromByteArray(bytes) as ipaddr.IPv6).toRFC5952String()}/${prefix}`;
+}
+
+export interface ParsedSubject {
+  /** `ip` for a single address, `network` for a CIDR. */
+  kind: 'ip' | 'network';
+  /** Canonical text: the address, or the CIDR with host bits cleared. */
+  text: string;
+  prefix: number;
+  v6: boolean;
+}
+
+/**
+ * An address or CIDR given by an administrator or config, canonicalised.
+ * `10.1.2.3/24` becomes `10.1.2.0/24`; `/32` and `/128` become plain addresses.
+ */
+export function parseSubject(raw: string): ParsedSubject | undefined {
+  const s = raw.trim();
+  const slash = s.indexOf('/');
+  if (slash < 0) {
+    const ip = canonicalIp(s);
+    return ip === undefined ? undefined : { kind: 'ip', text: ip, prefix: isIPv6(ip) ? 128 : 32, v6: isIPv6(ip) };
+  }
+  const ip = canonicalIp(s.slice(0, slash));
+  const bits = s.slice(slash + 1);
+  if (ip === undefined || !/^\d{1,3}$/.test(bits)) return undefined;
+  const prefix = Number(bits);
+  const v6 = isIPv6(ip);
+  if (prefix > (v6 ? 128 : 32)) return undefined;
+  if (prefix === (v6 ? 128 : 32)) return { kind: 'ip', text: ip, prefix, v6 };
+  return { kind: 'network', text: networkOf(ip, prefix), prefix, v6 };
+}
+
+/** A compiled list of networks for fast membership tests. */
+export class NetworkSet {
+  private readonly v4: Array<[number, number]> = [];
+  private readonly v6: Array<[ipaddr.IPv6, number]> = [];
+
+  constructor(cidrs: readonly string[]) {
+    for (const c of cidrs) {
+      const p = parseSubject(c);
+      if (!p) throw new Error(`not an IP address or network: ${c}`);
+      const base = p.kind === 'ip' ? p.text : p.text.slice(0, p.text.indexOf('/'));
+      if (p.v6) this.v6.push([ipaddr.IPv6.parse(base), p.prefix]);
+      else this.v4.push([ipv4ToInt(base), p.prefix]);
+    }
+  }
+
+  get size(): number {
+    return this.v4.length + this.v6.length;
+  }
+
+  has(ip: string): boolean {
+    if (isIPv6(ip)) {
+      if (this.v6.length === 0) return false;
+      const a = ipaddr.IPv6.parse(ip);
+      return this.v6.some(([net, bits]) => a.match(net, bits));
+    }
+    const n = ipv4ToInt(ip);
+    return this.v4.some(([net, bits]) => bits === 0 || (n ^ net) >>> (32 - bits) === 0);
+  }
+}
+
+function ipv4ToInt(ip: string): number {
+  const p = ip.split('.').map(Number) as [number, number, number, number];
+  return ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+}

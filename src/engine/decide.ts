@@ -1,0 +1,148 @@
+/*
+ * engine/decide — second pure half of a decision: from the event, the plan and
+ * what the store answered, the Decision and its effects (bans, suspensions).
+ *
+ * Order of precedence: allowlisted sources are always allowed; then a ban on
+ * the source; then a suspension of the user (sending events only); then the
+ * strongest action among the enforcing rules that fired. Observe-mode rules are
+ * reported in `hits` and never change the action.
+ */
+import { isIPv6, networkOf } from './address.js';
+import type { Plan } from './plan.js';
+import type { Policy, Rule } from './policy.js';
+import {
+  ACTION_RANK,
+  ALLOW,
+  type BanRecord,
+  type Decision,
+  type Effect,
+  type MailEvent,
+  type RuleHit,
+  type SuspensionRecord,
+} from './types.js';
+
+export interface CounterResult {
+  /** The count including this event (what it would be, if refused). */
+  count: number;
+  /** This counter alone is over its limit. */
+  exceeded: boolean;
+}
+
+export interface ApplyResult {
+  /** The longest-lasting active ban covering the client, if any. */
+  ban?: BanRecord | undefined;
+  suspension?: SuspensionRecord | undefined;
+  counters: CounterResult[];
+}
+
+const NOUN: Record<string, string> = {
+  events: 'requests',
+  recipients: 'recipients',
+  messages: 'messages',
+  bytes: 'bytes',
+  failures: 'failed logins',
+};
+
+export function formatDuration(ms: number): string {
+  const units: Array<[string, number]> = [
+    ['w', 604_800_000],
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ];
+  for (const [u, size] of units) if (ms >= size && ms % size === 0) return `${ms / size}${u}`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+function defaultReason(rule: Rule, subject: string): string {
+  const what = rule.count.startsWith('distinct:') ? `distinct ${rule.count.slice(9)} values` : (NOUN[rule.count] ?? rule.count);
+  const per = formatDuration(rule.windowMs);
+  const tail = rule.then.action === 'reject' ? '' : '; try again later';
+  return `Too many ${what} from ${subject} (limit ${rule.limit} per ${per}, rule ${rule.name})${tail}`;
+}
+
+export function banReason(ban: BanRecord): string {
+  return `Access denied: ${ban.subject} is blocked until ${new Date(ban.until).toISOString()} (rule ${ban.rule})`;
+}
+
+export function suspensionReason(s: SuspensionRecord): string {
+  return `Account ${s.user} is suspended from sending (rule ${s.rule}); contact your mail administrator`;
+}
+
+export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
+  if (!plan.allowlisted && result.ban) {
+    return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(result.ban), hits: [], effects: [] };
+  }
+  if (!plan.allowlisted && result.suspension) {
+    const reason = suspensionReason(result.suspension);
+    return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
+  }
+  const hits: RuleHit[] = [];
+  let winner: { rule: Rule; hit: RuleHit } | undefined;
+  for (let i = 0; i < plan.counters.length; i++) {
+    const r = result.counters[i];
+    const rule = plan.rules[i] as Rule;
+    if (!r?.exceeded) continue;
+    const subject = plan.subjects[i] as string;
+    const hit: RuleHit = {
+      rule: rule.name,
+      subject,
+      count: r.count,
+      limit: rule.limit,
+      action: rule.then.action,
+      observe: rule.mode === 'observe' || plan.allowlisted,
+      reason: rule.then.message || defaultReason(rule, subject),
+    };
+    hits.push(hit);
+    if (hit.observe) continue;
+    if (!winner || ACTION_RANK[hit.action] > ACTION_RANK[winner.hit.action]) winner = { rule, hit };
+  }
+  if (!winner) return hits.length ? { ...ALLOW, hits, effects: [] } : ALLOW;
+  const effects: Effect[] = [];
+  for (let i = 0; i < hits.length; i++) {
+    const hit = hits[i] as RuleHit;
+    if (hit.observe) continue;
+    const rule = policy.rules.find((r) => r.name === hit.rule) as Rule;
+    effects.push(...effectsOf(rule, hit, event, policy));
+  }
+  return {
+    action: winner.hit.action,
+    delaySeconds: winner.hit.action === 'delay' ? winner.rule.then.delaySeconds : 0,
+    rule: winner.rule.name,
+    reason: winner.hit.reason,
+    hits,
+    effects,
+  };
+}
+
+function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): Effect[] {
+  const out: Effect[] = [];
+  const evidence = { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, count: hit.count, limit: hit.limit, subject: hit.subject, window: formatDuration(rule.windowMs) };
+  if (rule.then.ban) {
+    const v6 = isIPv6(event.ip);
+    const subject = rule.then.ban === 'ip' ? event.ip : networkOf(event.ip, v6 ? policy.ipv6Prefix : policy.ipv4Prefix);
+    const agg = policy.ipv6Aggregate;
+    out.push({
+      type: 'ban',
+      subject,
+      rule: rule.name,
+      reason: hit.reason,
+      evidence,
+      escalation: policy.escalation,
+      aggregate:
+        v6 && agg.enabled
+          ? { prefix: networkOf(event.ip, agg.prefix), member: networkOf(event.ip, policy.ipv6Prefix), threshold: agg.threshold }
+          : undefined,
+    });
+  }
+  if (rule.then.suspendMs !== undefined && event.user !== undefined) {
+    out.push({ type: 'suspend', user: event.user, rule: rule.name, reason: hit.reason, durationMs: rule.then.suspendMs, evidence });
+  }
+  return out;
+}
+
+/** Ban length for the n-th offence (1-based) within the look-back period. */
+export function escalatedDuration(esc: { baseMs: number; factor: number; maxMs: number }, offence: number): number {
+  return Math.min(esc.maxMs, Math.round(esc.baseMs * esc.factor ** Math.max(0, offence - 1)));
+}

@@ -1,0 +1,149 @@
+/*
+ * engine/plan — first pure half of a decision: from an event and the policy,
+ * the keys the store must read and bump. The store does all of it in one
+ * atomic call (a few Map operations, or one Redis round trip).
+ *
+ * Gating: counters of enforcing rules are "gated": the store charges them only
+ * if the whole event passes (no ban, no suspension, no enforcing limit
+ * exceeded). A message that is refused is therefore never charged as sent, and
+ * a refused attempt does not use up the quota of the other rules.
+ */
+import { isIPv6, networkOf } from './address.js';
+import type { DistinctField, Policy, Rule } from './policy.js';
+import type { MailEvent } from './types.js';
+
+export type CounterOp =
+  | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; gated: boolean }
+  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; gated: boolean };
+
+export interface Plan {
+  /** Ban subjects that would cover this client: its address and enclosing networks. */
+  banSubjects: string[];
+  /** Check this user's suspension (only for events that send mail). */
+  suspendedUser?: string | undefined;
+  counters: CounterOp[];
+  /** Allowlisted sources and users are counted but never limited. */
+  allowlisted: boolean;
+  /** Subject text per rule (same order as counters), for reasons and evidence. */
+  subjects: string[];
+  rules: Rule[];
+}
+
+/** Prefix lengths checked for bans besides the configured network sizes (administrators ban these). */
+const V4_BAN_PREFIXES = [32, 24, 16, 8];
+const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
+
+const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
+
+export function banSubjectsFor(ip: string, policy: Policy): string[] {
+  const v6 = isIPv6(ip);
+  const lengths = new Set(v6 ? V6_BAN_PREFIXES : V4_BAN_PREFIXES);
+  lengths.add(v6 ? policy.ipv6Prefix : policy.ipv4Prefix);
+  if (v6 && policy.ipv6Aggregate.enabled) lengths.add(policy.ipv6Aggregate.prefix);
+  const full = v6 ? 128 : 32;
+  return [...lengths].sort((a, b) => b - a).map((len) => (len === full ? ip : networkOf(ip, len)));
+}
+
+export function isAllowlisted(event: MailEvent, policy: Policy): boolean {
+  return (event.user !== undefined && policy.allowUsers.has(event.user)) || policy.allowNetworks.has(event.ip);
+}
+
+export function ruleApplies(rule: Rule, event: MailEvent): boolean {
+  if (!rule.on.includes(event.kind)) return false;
+  const w = rule.when;
+  if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return false;
+  if (w.context !== undefined && !w.context.includes(event.context)) return false;
+  if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
+  return true;
+}
+
+/** The value a rule counts against, or undefined when the event lacks it (no user, null sender). */
+export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string | undefined {
+  switch (rule.key) {
+    case 'ip':
+      return event.ip;
+    case 'network':
+      return networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+    case 'user':
+      return event.user;
+    case 'sender':
+      return event.sender || undefined;
+    case 'sender_domain':
+      return domainOf(event.sender);
+  }
+}
+
+function domainOf(address: string | undefined): string | undefined {
+  if (!address) return undefined;
+  const at = address.lastIndexOf('@');
+  return at < 0 ? undefined : address.slice(at + 1);
+}
+
+function distinctMember(field: DistinctField, event: MailEvent, policy: Policy): string | undefined {
+  switch (field) {
+    case 'pwhash':
+      return event.pwhash || undefined;
+    case 'ip':
+      return event.ip;
+    case 'network':
+      return networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+    case 'user':
+      return event.user;
+    case 'recipient_domain':
+      return domainOf(event.recipient);
+  }
+}
+
+/** How much one event costs a rate rule, or 0 when it does not count (e.g. a successful login for `failures`). */
+function costOf(rule: Rule, event: MailEvent): number {
+  switch (rule.count) {
+    case 'events':
+    case 'messages':
+      return 1;
+    case 'recipients':
+      return Math.max(1, event.recipients);
+    case 'bytes':
+      return event.size;
+    case 'failures':
+      return event.kind === 'auth-result' && event.success === false ? 1 : 0;
+    default:
+      return 0;
+  }
+}
+
+/** Counter key: rule name and subject. Stable across reloads, so counters survive a policy change. */
+export function counterKey(rule: string, subject: string): string {
+  return `${rule}|${subject}`;
+}
+
+export function plan(event: MailEvent, policy: Policy): Plan {
+  const allowlisted = isAllowlisted(event, policy);
+  const out: Plan = {
+    banSubjects: allowlisted ? [] : banSubjectsFor(event.ip, policy),
+    suspendedUser: !allowlisted && event.user !== undefined && SENDING_EVENTS.has(event.kind) ? event.user : undefined,
+    counters: [],
+    allowlisted,
+    subjects: [],
+    rules: [],
+  };
+  for (const rule of policy.rules) {
+    if (!ruleApplies(rule, event)) continue;
+    const subject = subjectOf(rule, event, policy);
+    if (subject === undefined) continue;
+    const gated = !allowlisted && rule.mode === 'enforce';
+    const key = counterKey(rule.name, subject);
+    const base = { rule: rule.name, key, limit: rule.limit, windowMs: rule.windowMs, gated };
+    if (rule.count.startsWith('distinct:')) {
+      const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
+      if (member === undefined) continue;
+      out.counters.push({ type: 'distinct', member, ...base });
+    } else {
+      const cost = costOf(rule, event);
+      if (cost <= 0) continue;
+      out.counters.push({ type: 'rate', cost, ...base });
+    }
+    out.subjects.push(subject);
+    out.rules.push(rule);
+  }
+  return out;
+}

@@ -1,0 +1,53 @@
+/*
+ * engine/policy — the compiled policy the engine runs: rules with every default
+ * filled in, durations in milliseconds, networks pre-parsed. Built once per
+ * (re)load by config/compile.ts; the engine never reads YAML.
+ */
+import type { NetworkSet } from './address.js';
+import type { Action, BanScope, Escalation, EventKind, SubjectKind } from './types.js';
+
+export type DistinctField = 'pwhash' | 'ip' | 'network' | 'user' | 'recipient_domain';
+export type CountKind = 'events' | 'recipients' | 'messages' | 'bytes' | 'failures' | `distinct:${DistinctField}`;
+
+export interface RuleThen {
+  action: Action;
+  /** For `delay`: seconds the client is held back. */
+  delaySeconds: number;
+  /** Text shown to the client; a neutral default is used when empty. */
+  message: string;
+  /** Ban the source (its address or its network) when the rule fires. */
+  ban?: BanScope | undefined;
+  /** Suspend the authenticated user for this long when the rule fires. */
+  suspendMs?: number | undefined;
+}
+
+export interface Rule {
+  name: string;
+  description: string;
+  /** `observe`: count and report, never act. */
+  mode: 'enforce' | 'observe';
+  on: readonly EventKind[];
+  key: SubjectKind;
+  count: CountKind;
+  limit: number;
+  windowMs: number;
+  when: {
+    authenticated?: boolean | undefined;
+    context?: readonly string[] | undefined;
+    protocol?: readonly string[] | undefined;
+  };
+  then: RuleThen;
+}
+
+export interface Policy {
+  ipv4Prefix: number;
+  ipv6Prefix: number;
+  allowNetworks: NetworkSet;
+  allowUsers: ReadonlySet<string>;
+  /** How bans last and grow for repeat offenders. */
+  escalation: Escalation;
+  /** IPv6: ban the covering prefix when `threshold` bans fall inside it. */
+  ipv6Aggregate: { enabled: boolean; prefix: number; threshold: number };
+  suspensionMs: number;
+  rules: readonly Rule[];
+}

@@ -1,0 +1,52 @@
+/*
+ * store/counting — the counting arithmetic every backend shares (the Redis Lua
+ * script mirrors it line for line).
+ *
+ * Rates use GCRA: one number per key, the "theoretical arrival time" (TAT).
+ * `limit` events per `window` means one event every window/limit ms, with a
+ * burst of up to `limit`. Unlike a fixed window it never lets 2× the limit
+ * through at a window edge, and unlike a log of timestamps it is O(1) memory.
+ *
+ * Distinct counts keep each member with the time it was last seen, pruned to
+ * the window, and capped (`DISTINCT_CAP`): past the cap the count means
+ * "at least".
+ */
+
+export interface RateOutcome {
+  /** TAT to store if the event is charged. */
+  tat: number;
+  /** Count in the window including this event. */
+  count: number;
+  exceeded: boolean;
+}
+
+export function gcra(storedTat: number | undefined, now: number, cost: number, limit: number, windowMs: number): RateOutcome {
+  const interval = windowMs / limit;
+  const base = storedTat !== undefined && storedTat > now ? storedTat : now;
+  const tat = base + cost * interval;
+  const used = (tat - now) / interval;
+  // Float rounding must not turn exactly `limit` into limit+epsilon.
+  const count = Math.ceil(used - 1e-9);
+  return { tat, count, exceeded: tat - now > windowMs + 1e-6 };
+}
+
+/** The count a stored TAT stands for at `now`, without charging. */
+export function gcraCount(storedTat: number | undefined, now: number, limit: number, windowMs: number): number {
+  if (storedTat === undefined || storedTat <= now) return 0;
+  return Math.ceil((storedTat - now) / (windowMs / limit) - 1e-9);
+}
+
+export const DISTINCT_CAP = 1024;
+
+/** Drops members not seen within the window; returns the live count. */
+export function pruneDistinct(set: Map<string, number>, now: number, windowMs: number): number {
+  const horizon = now - windowMs;
+  for (const [m, seen] of set) if (seen <= horizon) set.delete(m);
+  return set.size;
+}
+
+/** Count if `member` were added now (members past the cap are not stored). */
+export function distinctCountWith(set: Map<string, number> | undefined, member: string): number {
+  if (!set) return 1;
+  return set.has(member) ? set.size : set.size + 1;
+}

@@ -1,0 +1,251 @@
+/*
+ * store/memory — the embedded store: hot counters in bounded Maps, durable
+ * state (bans, suspensions, offences, audit) in SQLite via store/sqlite.ts.
+ *
+ * Bounded memory: rate counters and distinct sets together hold at most
+ * `maxKeys` keys; a key touched moves to the back of its Map, and the coldest
+ * key is evicted first (LRU). An evicted key simply starts again from zero, so
+ * eviction can only ever under-count a cold subject, never block a warm one.
+ *
+ * Atomicity is free here: apply() runs to completion on the event loop.
+ */
+import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
+import type { CounterOp, Plan } from '../engine/plan.js';
+import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
+import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct } from './counting.js';
+import { SqlitePersistence } from './sqlite.js';
+import type { AuditRow, CommitResult, Store, StoreStats } from './types.js';
+
+export interface MemoryStoreOptions {
+  /** SQLite file; ':memory:' for tests that need no durability. */
+  file: string;
+  maxKeys: number;
+  /** Offence history older than this is forgotten (the escalation look-back). */
+  lookbackMs: number;
+  now: () => number;
+}
+
+const AUDIT_THROTTLE_MS = 60_000;
+
+export class MemoryStore implements Store {
+  readonly backend = 'memory';
+  private readonly rates = new Map<string, number>();
+  private readonly distinct = new Map<string, Map<string, number>>();
+  private readonly bans = new Map<string, BanRecord>();
+  private readonly suspensions = new Map<string, SuspensionRecord>();
+  /** aggregate prefix → member network → ban time, for IPv6 escalation. */
+  private readonly aggregates = new Map<string, Map<string, number>>();
+  private readonly lastAudit = new Map<string, number>();
+  private evictions = 0;
+  readonly db: SqlitePersistence;
+  private readonly opts: MemoryStoreOptions;
+
+  constructor(opts: MemoryStoreOptions) {
+    this.opts = opts;
+    this.db = new SqlitePersistence(opts.file);
+    const now = opts.now();
+    this.db.prune(now, opts.lookbackMs);
+    for (const b of this.db.loadBans(now)) this.bans.set(b.subject, b);
+    for (const s of this.db.loadSuspensions(now)) this.suspensions.set(s.user, s);
+    for (const row of this.db.loadCounters()) {
+      if (row.tat !== null) this.rates.set(row.key, row.tat);
+      else if (row.members !== null) this.distinct.set(row.key, new Map(JSON.parse(row.members) as Array<[string, number]>));
+    }
+  }
+
+  apply(plan: Plan, now: number): Promise<ApplyResult> {
+    return Promise.resolve(this.applySync(plan, now));
+  }
+
+  /** The synchronous core of apply(), exposed for the benchmark and tests. */
+  applySync(plan: Plan, now: number): ApplyResult {
+    const ban = this.activeBan(plan.banSubjects, now);
+    const suspension = plan.suspendedUser === undefined ? undefined : this.activeSuspension(plan.suspendedUser, now);
+    const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);
+    const tats: number[] = new Array<number>(plan.counters.length);
+    let pass = ban === undefined && suspension === undefined;
+    for (let i = 0; i < plan.counters.length; i++) {
+      const op = plan.counters[i] as CounterOp;
+      if (op.type === 'rate') {
+        const out = gcra(this.rates.get(op.key), now, op.cost, op.limit, op.windowMs);
+        counters[i] = { count: out.count, exceeded: out.exceeded };
+        tats[i] = out.tat;
+      } else {
+        const set = this.distinct.get(op.key);
+        if (set) pruneDistinct(set, now, op.windowMs);
+        const count = distinctCountWith(set, op.member);
+        counters[i] = { count, exceeded: count > op.limit };
+      }
+      if (op.gated && (counters[i] as CounterResult).exceeded) pass = false;
+    }
+    // Charge: gated counters only if the whole event passes; observe-only counters always.
+    for (let i = 0; i < plan.counters.length; i++) {
+      const op = plan.counters[i] as CounterOp;
+      if (op.gated && !pass) continue;
+      if (op.type === 'rate') {
+        if (!(counters[i] as CounterResult).exceeded) this.touch(this.rates, op.key, tats[i] as number);
+      } else {
+        let set = this.distinct.get(op.key);
+        if (!set) set = new Map();
+        set.delete(op.member);
+        if (set.size < DISTINCT_CAP) set.set(op.member, now);
+        this.touch(this.distinct, op.key, set);
+      }
+    }
+    return { ban, suspension, counters };
+  }
+
+  /** Sets a key as most recently used and evicts the coldest keys over the bound. */
+  private touch<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+    while (this.rates.size + this.distinct.size > this.opts.maxKeys) {
+      const victim = map.keys().next().value as string;
+      map.delete(victim);
+      this.evictions++;
+    }
+  }
+
+  private activeBan(subjects: readonly string[], now: number): BanRecord | undefined {
+    let best: BanRecord | undefined;
+    for (const s of subjects) {
+      const b = this.bans.get(s);
+      if (b === undefined) continue;
+      if (b.until <= now) {
+        this.bans.delete(s);
+        continue;
+      }
+      if (!best || b.until > best.until) best = b;
+    }
+    return best;
+  }
+
+  private activeSuspension(user: string, now: number): SuspensionRecord | undefined {
+    const s = this.suspensions.get(user);
+    if (s === undefined) return undefined;
+    if (s.until > now) return s;
+    this.suspensions.delete(user);
+    return undefined;
+  }
+
+  commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult> {
+    const out: CommitResult = { bans: [], suspensions: [] };
+    for (const e of effects) {
+      if (e.type === 'ban') out.bans.push(...this.ban(e, now, actor));
+      else {
+        const existing = this.activeSuspension(e.user, now);
+        const until = Math.max(existing?.until ?? 0, now + e.durationMs);
+        const s: SuspensionRecord = { user: e.user, since: existing?.since ?? now, until, rule: e.rule, reason: e.reason, actor };
+        this.suspensions.set(e.user, s);
+        this.db.saveSuspension(s);
+        this.db.audit(now, 'suspend', e.user, e.rule, e.reason, actor, { ...e.evidence, until });
+        out.suspensions.push(s);
+      }
+    }
+    return Promise.resolve(out);
+  }
+
+  /** Records a ban (escalated for repeat offenders) and, for IPv6, the covering prefix if it is now due. */
+  private ban(e: BanEffect, now: number, actor: string): BanRecord[] {
+    const existing = this.bans.get(e.subject);
+    // Several requests of one attack can fire the same rule before the ban lands; one offence is one ban.
+    if (existing && existing.until > now && e.durationMs === undefined) return [];
+    const esc = e.escalation;
+    const offence = this.db.offencesSince(e.subject, now - esc.lookbackMs) + 1;
+    const length = e.durationMs ?? escalatedDuration(esc, offence);
+    const rec: BanRecord = { subject: e.subject, since: now, until: now + length, rule: e.rule, reason: e.reason, offence, actor };
+    this.bans.set(e.subject, rec);
+    this.db.saveBan(rec, true);
+    this.db.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
+    const out = [rec];
+    if (e.aggregate) {
+      // member network → until: count the networks inside the prefix whose ban is still active.
+      let members = this.aggregates.get(e.aggregate.prefix);
+      if (!members) this.aggregates.set(e.aggregate.prefix, (members = new Map()));
+      members.set(e.aggregate.member, Math.max(members.get(e.aggregate.member) ?? 0, rec.until));
+      for (const [m, until] of members) if (until <= now) members.delete(m);
+      if (members.size >= e.aggregate.threshold && !this.activeBan([e.aggregate.prefix], now)) {
+        const reason = `${members.size} banned networks inside ${e.aggregate.prefix} (threshold ${e.aggregate.threshold})`;
+        const evidence = { networks: [...members.keys()], trigger: e.subject };
+        out.push(...this.ban({ type: 'ban', subject: e.aggregate.prefix, rule: e.rule, reason, escalation: esc, evidence }, now, actor));
+      }
+    }
+    return out;
+  }
+
+  unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
+    const b = this.bans.get(subject);
+    if (!b) return Promise.resolve(undefined);
+    this.bans.delete(subject);
+    this.db.deleteBan(subject);
+    this.db.audit(now, 'unban', subject, b.rule, reason, actor, { was: b });
+    return Promise.resolve(b.until > now ? b : undefined);
+  }
+
+  resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
+    const s = this.suspensions.get(user);
+    if (!s) return Promise.resolve(undefined);
+    this.suspensions.delete(user);
+    this.db.deleteSuspension(user);
+    this.db.audit(now, 'resume', user, s.rule, reason, actor, { was: s });
+    return Promise.resolve(s.until > now ? s : undefined);
+  }
+
+  listBans(now: number): Promise<BanRecord[]> {
+    return Promise.resolve([...this.bans.values()].filter((b) => b.until > now).sort((a, b) => b.since - a.since));
+  }
+
+  listSuspensions(now: number): Promise<SuspensionRecord[]> {
+    return Promise.resolve([...this.suspensions.values()].filter((s) => s.until > now).sort((a, b) => b.since - a.since));
+  }
+
+  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void> {
+    for (const h of hits) {
+      const k = `${h.rule}|${h.subject}`;
+      const last = this.lastAudit.get(k);
+      if (last !== undefined && now - last < AUDIT_THROTTLE_MS) continue;
+      if (this.lastAudit.size > 100_000) this.lastAudit.clear();
+      this.lastAudit.set(k, now);
+      const evidence = { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, count: h.count, limit: h.limit, action: h.action };
+      this.db.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, 'mailwarden', evidence);
+    }
+    return Promise.resolve();
+  }
+
+  auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {
+    return Promise.resolve(this.db.auditFor(subjects, limit));
+  }
+
+  peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
+    return Promise.resolve(
+      ops.map((op) => {
+        if (op.type === 'rate') return gcraCount(this.rates.get(op.key), now, op.limit, op.windowMs);
+        const set = this.distinct.get(op.key);
+        return set ? pruneDistinct(set, now, op.windowMs) : 0;
+      }),
+    );
+  }
+
+  stats(now: number): StoreStats {
+    let activeBans = 0;
+    for (const b of this.bans.values()) if (b.until > now) activeBans++;
+    let activeSuspensions = 0;
+    for (const s of this.suspensions.values()) if (s.until > now) activeSuspensions++;
+    return { backend: this.backend, counterKeys: this.rates.size + this.distinct.size, evictions: this.evictions, activeBans, activeSuspensions };
+  }
+
+  /** Writes live counters to SQLite (called periodically and at shutdown). */
+  async snapshot(now: number): Promise<number> {
+    const rows: Array<[string, number | null, string | null]> = [];
+    for (const [k, tat] of this.rates) if (tat > now) rows.push([k, tat, null]);
+    for (const [k, set] of this.distinct) if (set.size > 0) rows.push([k, null, JSON.stringify([...set])]);
+    await this.db.saveCounters(rows);
+    this.db.prune(now, this.opts.lookbackMs);
+    return rows.length;
+  }
+
+  async close(): Promise<void> {
+    await this.snapshot(this.opts.now());
+    this.db.close();
+  }
+}

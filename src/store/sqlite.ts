@@ -1,0 +1,163 @@
+/*
+ * store/sqlite — durable state of the embedded store in one SQLite file
+ * (better-sqlite3, WAL): bans, suspensions, offence history (for escalation),
+ * the audit trail, and periodic snapshots of counters.
+ *
+ * Writes are synchronous and happen before a decision is returned, so a
+ * `kill -9` right after a ban keeps the ban (WAL with synchronous=NORMAL is
+ * durable against a process crash; a power loss may lose the last commit).
+ * Counter snapshots are written in chunks so a large table never stalls the
+ * event loop for long.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { BanRecord, SuspensionRecord } from '../engine/types.js';
+import type { AuditKind, AuditRow } from './types.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS bans (subject TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL,
+  rule TEXT NOT NULL, reason TEXT NOT NULL, offence INTEGER NOT NULL, actor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS suspensions (user TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL,
+  rule TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offences (subject TEXT NOT NULL, time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS offences_subject ON offences (subject, time);
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL,
+  subject TEXT NOT NULL, rule TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, evidence TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, id);
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, tat REAL, members TEXT);
+`;
+
+interface AuditDbRow {
+  id: number;
+  time: number;
+  kind: string;
+  subject: string;
+  rule: string;
+  reason: string;
+  actor: string;
+  evidence: string;
+}
+
+export class SqlitePersistence {
+  readonly db: Database.Database;
+  private stmts;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 2000');
+    this.db.exec(SCHEMA);
+    const db = this.db;
+    this.stmts = {
+      putBan: db.prepare(
+        'INSERT OR REPLACE INTO bans (subject, since, until, rule, reason, offence, actor) VALUES (@subject, @since, @until, @rule, @reason, @offence, @actor)',
+      ),
+      delBan: db.prepare('DELETE FROM bans WHERE subject = ?'),
+      allBans: db.prepare('SELECT * FROM bans WHERE until > ?'),
+      putSusp: db.prepare(
+        'INSERT OR REPLACE INTO suspensions (user, since, until, rule, reason, actor) VALUES (@user, @since, @until, @rule, @reason, @actor)',
+      ),
+      delSusp: db.prepare('DELETE FROM suspensions WHERE user = ?'),
+      allSusp: db.prepare('SELECT * FROM suspensions WHERE until > ?'),
+      addOffence: db.prepare('INSERT INTO offences (subject, time) VALUES (?, ?)'),
+      countOffences: db.prepare('SELECT count(*) AS n FROM offences WHERE subject = ? AND time > ?'),
+      pruneOffences: db.prepare('DELETE FROM offences WHERE time <= ?'),
+      pruneBans: db.prepare('DELETE FROM bans WHERE until <= ?'),
+      pruneSusp: db.prepare('DELETE FROM suspensions WHERE until <= ?'),
+      audit: db.prepare(
+        'INSERT INTO audit (time, kind, subject, rule, reason, actor, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      allCounters: db.prepare('SELECT key, tat, members FROM counters'),
+    };
+  }
+
+  saveBan(ban: BanRecord, newOffence: boolean): void {
+    this.db.transaction(() => {
+      this.stmts.putBan.run(ban);
+      if (newOffence) this.stmts.addOffence.run(ban.subject, ban.since);
+    })();
+  }
+
+  deleteBan(subject: string): void {
+    this.stmts.delBan.run(subject);
+  }
+
+  loadBans(now: number): BanRecord[] {
+    return this.stmts.allBans.all(now) as BanRecord[];
+  }
+
+  saveSuspension(s: SuspensionRecord): void {
+    this.stmts.putSusp.run(s);
+  }
+
+  deleteSuspension(user: string): void {
+    this.stmts.delSusp.run(user);
+  }
+
+  loadSuspensions(now: number): SuspensionRecord[] {
+    return this.stmts.allSusp.all(now) as SuspensionRecord[];
+  }
+
+  /** Offences of a subject after `since` (the escalation look-back). */
+  offencesSince(subject: string, since: number): number {
+    return (this.stmts.countOffences.get(subject, since) as { n: number }).n;
+  }
+
+  /** Drops expired bans, suspensions, and offences older than the look-back. */
+  prune(now: number, lookbackMs: number): void {
+    this.stmts.pruneBans.run(now);
+    this.stmts.pruneSusp.run(now);
+    this.stmts.pruneOffences.run(now - lookbackMs);
+  }
+
+  audit(time: number, kind: AuditKind, subject: string, rule: string, reason: string, actor: string, evidence: object): void {
+    this.stmts.audit.run(time, kind, subject, rule, reason, actor, JSON.stringify(evidence));
+  }
+
+  auditFor(subjects: readonly string[], limit: number): AuditRow[] {
+    if (subjects.length === 0) return [];
+    const marks = subjects.map(() => '?').join(',');
+    const rows = this.db
+      .prepare(`SELECT * FROM audit WHERE subject IN (${marks}) ORDER BY id DESC LIMIT ?`)
+      .all(...subjects, limit) as AuditDbRow[];
+    return rows.map((r) => ({ ...r, kind: r.kind as AuditKind, evidence: JSON.parse(r.evidence) as Record<string, unknown> }));
+  }
+
+  /**
+   * Replaces the counter snapshot. Rows go to a side table in chunks (yielding to
+   * the event loop between them), then one rename swaps it in, so a crash
+   * mid-snapshot leaves the previous snapshot whole.
+   */
+  async saveCounters(rows: Iterable<[string, number | null, string | null]>, chunk = 5000): Promise<void> {
+    this.db.exec('DROP TABLE IF EXISTS counters_next; CREATE TABLE counters_next (key TEXT PRIMARY KEY, tat REAL, members TEXT)');
+    const put = this.db.prepare('INSERT OR REPLACE INTO counters_next (key, tat, members) VALUES (?, ?, ?)');
+    const insert = this.db.transaction((batch: Array<[string, number | null, string | null]>) => {
+      for (const r of batch) put.run(r[0], r[1], r[2]);
+    });
+    let batch: Array<[string, number | null, string | null]> = [];
+    for (const r of rows) {
+      batch.push(r);
+      if (batch.length >= chunk) {
+        insert(batch);
+        batch = [];
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    if (batch.length) insert(batch);
+    this.db.transaction(() => {
+      this.db.exec('DROP TABLE counters; ALTER TABLE counters_next RENAME TO counters');
+    })();
+    this.stmts.allCounters = this.db.prepare('SELECT key, tat, members FROM counters');
+  }
+
+  loadCounters(): Array<{ key: string; tat: number | null; members: string | null }> {
+    return this.stmts.allCounters.all() as Array<{ key: string; tat: number | null; members: string | null }>;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

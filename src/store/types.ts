@@ -1,0 +1,57 @@
+/*
+ * store/types — the one interface every backend implements (memory + SQLite
+ * now, Redis later). A backend knows counting and persistence, nothing about
+ * mail: it executes a Plan atomically and records effects, and the engine
+ * decides what they mean.
+ */
+import type { ApplyResult } from '../engine/decide.js';
+import type { CounterOp, Plan } from '../engine/plan.js';
+import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
+
+export type AuditKind = 'ban' | 'unban' | 'suspend' | 'resume' | 'limit' | 'observe';
+
+export interface AuditRow {
+  id: number;
+  time: number;
+  kind: AuditKind;
+  /** An address, a CIDR, or a user. */
+  subject: string;
+  rule: string;
+  reason: string;
+  /** `mailwarden` for automatic actions; `cli`, `api:<who>` for people. */
+  actor: string;
+  evidence: Record<string, unknown>;
+}
+
+export interface CommitResult {
+  bans: BanRecord[];
+  suspensions: SuspensionRecord[];
+}
+
+export interface StoreStats {
+  backend: string;
+  counterKeys: number;
+  evictions: number;
+  activeBans: number;
+  activeSuspensions: number;
+}
+
+export interface Store {
+  readonly backend: string;
+  /** Check bans/suspension and bump counters, atomically; see engine/plan.ts for gating. */
+  apply(plan: Plan, now: number): Promise<ApplyResult>;
+  /** Make bans and suspensions durable (before the decision is returned) and audit them. */
+  commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult>;
+  unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined>;
+  resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined>;
+  listBans(now: number): Promise<BanRecord[]>;
+  listSuspensions(now: number): Promise<SuspensionRecord[]>;
+  /** Audit rules that fired (throttled: one row per rule and subject per minute). */
+  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void>;
+  /** Newest first. */
+  auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]>;
+  /** Current counts of these counters, without charging them. */
+  peek(ops: readonly CounterOp[], now: number): Promise<number[]>;
+  stats(now: number): StoreStats;
+  close(): Promise<void>;
+}
