@@ -43,11 +43,12 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
   };
   const ipv6Prefix = cfg.networks?.ipv6_prefix ?? d.networks.ipv6_prefix;
   const aggPrefix = agg.prefix ?? d.bans.ipv6_aggregate.prefix;
-  if (aggPrefix >= ipv6Prefix) {
+  const aggEnabled = agg.enabled ?? d.bans.ipv6_aggregate.enabled;
+  if (aggEnabled && aggPrefix >= ipv6Prefix) {
     throw new ConfigError([
       {
         code: 'MW_CONFIG_INVALID',
-        where: locate(['bans', 'ipv6_aggregate', 'prefix']),
+        where: locate(agg.prefix === undefined ? ['networks', 'ipv6_prefix'] : ['bans', 'ipv6_aggregate', 'prefix']),
         message: `bans.ipv6_aggregate.prefix (${aggPrefix}) must be shorter than networks.ipv6_prefix (${ipv6Prefix})`,
       },
     ]);
@@ -59,7 +60,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
     allowUsers: new Set((cfg.allowlist?.users ?? d.allowlist.users).map((u) => u.toLowerCase())),
     escalation,
     ipv6Aggregate: {
-      enabled: agg.enabled ?? d.bans.ipv6_aggregate.enabled,
+      enabled: aggEnabled,
       prefix: aggPrefix,
       threshold: agg.threshold ?? d.bans.ipv6_aggregate.threshold,
     },

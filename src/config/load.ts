@@ -6,7 +6,7 @@
  * Trusts nothing in the file. Reports all problems at once, not the first.
  */
 import { readFileSync } from 'node:fs';
-import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, visit, type Alias, type Document } from 'yaml';
 import type { z } from 'zod';
 import { compileSettings, type Settings } from './compile.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
@@ -62,7 +62,14 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
       doc.errors.map((e) => ({ code: 'MW_CONFIG_SYNTAX', where: at(e.pos[0]), message: `YAML syntax: ${firstLine(e.message)}` })),
     );
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {};
+  } catch (err) {
+    // An alias to an undefined anchor (or an alias bomb) fails only here, not in doc.errors.
+    const alias = firstAlias(doc);
+    throw new ConfigError([{ code: 'MW_CONFIG_SYNTAX', where: at(alias?.range?.[0] ?? 0), message: `YAML: ${firstLine((err as Error).message)}` }]);
+  }
   const locate: Locate = (path, key) => at(offsetOf(doc, path, key));
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(parsed.error.issues.flatMap((i) => problemsOf(i, [], locate)));
@@ -101,8 +108,14 @@ function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): Config
   }
   if (issue.code === 'invalid_union') {
     // Report the branch that matches the value's type (e.g. the enum for a string), not "Invalid input".
+    // A branch with no type/value mismatch at its root matched the value's shape (e.g. the object form of
+    // `then`), so its deeper issues are the real ones; otherwise prefer a branch of the right type.
+    const rootMiss = (b: Issue[], codes: string[]): boolean => b.some((i) => i.path.length === 0 && codes.includes(i.code));
     const branch =
-      issue.errors.find((b) => !b.some((i) => i.code === 'invalid_type' && i.path.length === 0)) ?? issue.errors[0] ?? [];
+      issue.errors.find((b) => !rootMiss(b, ['invalid_type', 'invalid_value'])) ??
+      issue.errors.find((b) => !rootMiss(b, ['invalid_type'])) ??
+      issue.errors[0] ??
+      [];
     return branch.flatMap((i) => problemsOf(i, path, locate));
   }
   let message = issue.message;
@@ -131,4 +144,21 @@ function offsetOf(doc: Document, path: ReadonlyArray<PropertyKey>, key?: string)
     if (node.range) return node.range[0];
   }
   return 0;
+}
+
+/** The first alias that does not resolve, else the first alias (for errors raised while resolving them). */
+function firstAlias(doc: Document): Alias | undefined {
+  let first: Alias | undefined;
+  let broken: Alias | undefined;
+  visit(doc, {
+    Alias(_, node) {
+      first ??= node;
+      if (node.resolve(doc) === undefined) {
+        broken = node;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return broken ?? first;
 }

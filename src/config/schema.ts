@@ -6,8 +6,8 @@
  * number of seconds. Defaults live in config/defaults.ts, not here, so that
  * `check-config` can show which values came from where.
  */
-import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
+import { parseSubject } from '../engine/address.js';
 import { EVENT_KINDS } from '../engine/types.js';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/;
@@ -70,14 +70,9 @@ const cidr = z.string().refine((s) => isCidrOrIp(s), {
   message: 'not an IP address or CIDR network (e.g. 192.0.2.0/24, 2001:db8::/32)',
 });
 
+// The same strict parser NetworkSet uses, so every accepted entry compiles (no `127.1` or `0x7f.0.0.1`).
 function isCidrOrIp(s: string): boolean {
-  try {
-    if (s.includes('/')) ipaddr.parseCIDR(s);
-    else if (!ipaddr.isValid(s)) return false;
-    return true;
-  } catch {
-    return false;
-  }
+  return parseSubject(s) !== undefined;
 }
 
 const thenObject = z.strictObject({

@@ -2,9 +2,10 @@
  * store/memory — the embedded store: hot counters in bounded Maps, durable
  * state (bans, suspensions, offences, audit) in SQLite via store/sqlite.ts.
  *
- * Bounded memory: rate counters and distinct sets together hold at most
- * `maxKeys` keys; a key touched moves to the back of its Map, and the coldest
- * key is evicted first (LRU). An evicted key simply starts again from zero, so
+ * Bounded memory: rate counters and distinct sets share one Map holding at most
+ * `maxKeys` keys; a key touched moves to the back of the Map, and the coldest
+ * key of either kind is evicted first (one LRU order, so neither kind can
+ * crowd the other out). An evicted key simply starts again from zero, so
  * eviction can only ever under-count a cold subject, never block a warm one.
  *
  * Atomicity is free here: apply() runs to completion on the event loop.
@@ -29,8 +30,8 @@ const AUDIT_THROTTLE_MS = 60_000;
 
 export class MemoryStore implements Store {
   readonly backend = 'memory';
-  private readonly rates = new Map<string, number>();
-  private readonly distinct = new Map<string, Map<string, number>>();
+  /** Counter key → GCRA TAT (rate rules) or member → last seen (distinct rules), in LRU order. */
+  private readonly counters = new Map<string, number | Map<string, number>>();
   private readonly bans = new Map<string, BanRecord>();
   private readonly suspensions = new Map<string, SuspensionRecord>();
   /** aggregate prefix → member network → ban time, for IPv6 escalation. */
@@ -48,8 +49,8 @@ export class MemoryStore implements Store {
     for (const b of this.db.loadBans(now)) this.bans.set(b.subject, b);
     for (const s of this.db.loadSuspensions(now)) this.suspensions.set(s.user, s);
     for (const row of this.db.loadCounters()) {
-      if (row.tat !== null) this.rates.set(row.key, row.tat);
-      else if (row.members !== null) this.distinct.set(row.key, new Map(JSON.parse(row.members) as Array<[string, number]>));
+      if (row.tat !== null) this.counters.set(row.key, row.tat);
+      else if (row.members !== null) this.counters.set(row.key, new Map(JSON.parse(row.members) as Array<[string, number]>));
     }
   }
 
@@ -67,11 +68,11 @@ export class MemoryStore implements Store {
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
       if (op.type === 'rate') {
-        const out = gcra(this.rates.get(op.key), now, op.cost, op.limit, op.windowMs);
+        const out = gcra(this.rateOf(op.key), now, op.cost, op.limit, op.windowMs);
         counters[i] = { count: out.count, exceeded: out.exceeded };
         tats[i] = out.tat;
       } else {
-        const set = this.distinct.get(op.key);
+        const set = this.setOf(op.key);
         if (set) pruneDistinct(set, now, op.windowMs);
         const count = distinctCountWith(set, op.member);
         counters[i] = { count, exceeded: count > op.limit };
@@ -83,25 +84,36 @@ export class MemoryStore implements Store {
       const op = plan.counters[i] as CounterOp;
       if (op.gated && !pass) continue;
       if (op.type === 'rate') {
-        if (!(counters[i] as CounterResult).exceeded) this.touch(this.rates, op.key, tats[i] as number);
+        if (!(counters[i] as CounterResult).exceeded) this.touch(op.key, tats[i] as number);
       } else {
-        let set = this.distinct.get(op.key);
+        let set = this.setOf(op.key);
         if (!set) set = new Map();
         set.delete(op.member);
         if (set.size < DISTINCT_CAP) set.set(op.member, now);
-        this.touch(this.distinct, op.key, set);
+        this.touch(op.key, set);
       }
     }
     return { ban, suspension, counters };
   }
 
+  /** A rate counter's TAT (a key holding the other kind, after a rule changed its count, reads as new). */
+  private rateOf(key: string): number | undefined {
+    const v = this.counters.get(key);
+    return typeof v === 'number' ? v : undefined;
+  }
+
+  private setOf(key: string): Map<string, number> | undefined {
+    const v = this.counters.get(key);
+    return typeof v === 'number' ? undefined : v;
+  }
+
   /** Sets a key as most recently used and evicts the coldest keys over the bound. */
-  private touch<V>(map: Map<string, V>, key: string, value: V): void {
-    map.delete(key);
-    map.set(key, value);
-    while (this.rates.size + this.distinct.size > this.opts.maxKeys) {
-      const victim = map.keys().next().value as string;
-      map.delete(victim);
+  private touch(key: string, value: number | Map<string, number>): void {
+    this.counters.delete(key);
+    this.counters.set(key, value);
+    while (this.counters.size > this.opts.maxKeys) {
+      const victim = this.counters.keys().next().value as string;
+      this.counters.delete(victim);
       this.evictions++;
     }
   }
@@ -177,6 +189,8 @@ export class MemoryStore implements Store {
     const b = this.bans.get(subject);
     if (!b) return Promise.resolve(undefined);
     this.bans.delete(subject);
+    // A lifted network ban no longer counts towards banning its covering IPv6 prefix.
+    for (const members of this.aggregates.values()) members.delete(subject);
     this.db.deleteBan(subject);
     this.db.audit(now, 'unban', subject, b.rule, reason, actor, { was: b });
     return Promise.resolve(b.until > now ? b : undefined);
@@ -219,8 +233,8 @@ export class MemoryStore implements Store {
   peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
     return Promise.resolve(
       ops.map((op) => {
-        if (op.type === 'rate') return gcraCount(this.rates.get(op.key), now, op.limit, op.windowMs);
-        const set = this.distinct.get(op.key);
+        if (op.type === 'rate') return gcraCount(this.rateOf(op.key), now, op.limit, op.windowMs);
+        const set = this.setOf(op.key);
         return set ? pruneDistinct(set, now, op.windowMs) : 0;
       }),
     );
@@ -231,14 +245,17 @@ export class MemoryStore implements Store {
     for (const b of this.bans.values()) if (b.until > now) activeBans++;
     let activeSuspensions = 0;
     for (const s of this.suspensions.values()) if (s.until > now) activeSuspensions++;
-    return { backend: this.backend, counterKeys: this.rates.size + this.distinct.size, evictions: this.evictions, activeBans, activeSuspensions };
+    return { backend: this.backend, counterKeys: this.counters.size, evictions: this.evictions, activeBans, activeSuspensions };
   }
 
   /** Writes live counters to SQLite (called periodically and at shutdown). */
   async snapshot(now: number): Promise<number> {
     const rows: Array<[string, number | null, string | null]> = [];
-    for (const [k, tat] of this.rates) if (tat > now) rows.push([k, tat, null]);
-    for (const [k, set] of this.distinct) if (set.size > 0) rows.push([k, null, JSON.stringify([...set])]);
+    for (const [k, v] of this.counters) {
+      if (typeof v === 'number') {
+        if (v > now) rows.push([k, v, null]);
+      } else if (v.size > 0) rows.push([k, null, JSON.stringify([...v])]);
+    }
     await this.db.saveCounters(rows);
     this.db.prune(now, this.opts.lookbackMs);
     return rows.length;

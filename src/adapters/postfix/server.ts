@@ -1,0 +1,196 @@
+/*
+ * adapters/postfix/server — the policy service Postfix's smtpd talks to
+ * (`check_policy_service inet:127.0.0.1:10031` or `unix:…`).
+ *
+ * Contract: every complete request gets exactly one answer, in order, and
+ * fast. If the engine or store has not answered within the budget (default
+ * 100 ms) the answer is `DUNNO` and the miss is counted: Postfix fails closed
+ * (451 4.3.5) when its policy service is slow or down, so our failure must
+ * never become the mail server's outage.
+ *
+ * Bad input: a line over the limit closes the connection (framing is lost);
+ * a malformed request is answered `DUNNO`; idle connections are closed after
+ * `idleTimeoutMs` (Postfix's own max_idle is 300 s, so the default is longer);
+ * TCP keep-alive reaps half-open peers. Each problem is logged once per
+ * connection. Nothing a client sends can throw out of this module.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { ListenTarget } from '../../config/schema.js';
+import type { Decision, MailEvent } from '../../engine/types.js';
+import { listenOn } from '../../listen.js';
+import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
+import { repeatKey, toAction, toEvent } from './translate.js';
+
+export type Evaluate = (event: MailEvent) => Promise<Decision>;
+
+export interface PostfixServerOptions {
+  evaluate: Evaluate;
+  logger: Logger;
+  now: () => number;
+  budgetMs: number;
+  idleTimeoutMs: number;
+  maxLine: number;
+  maxAttributes: number;
+  /** Identical repeats within this window get the first answer and are not counted again. */
+  repeatWindowMs: number;
+}
+
+export interface PostfixStats {
+  connections: number;
+  requests: number;
+  repeats: number;
+  /** Answered DUNNO because the decision missed the budget. */
+  budgetMisses: number;
+  /** Answered DUNNO because the engine or store failed. */
+  errors: number;
+  badRequests: number;
+  /** Connections closed for a framing violation (over-long line). */
+  framingErrors: number;
+  idleClosed: number;
+}
+
+const DUNNO = 'action=DUNNO\n\n';
+const REPEAT_CACHE_MAX = 20_000;
+
+export class PostfixPolicyServer {
+  readonly stats: PostfixStats = {
+    connections: 0,
+    requests: 0,
+    repeats: 0,
+    budgetMisses: 0,
+    errors: 0,
+    badRequests: 0,
+    framingErrors: 0,
+    idleClosed: 0,
+  };
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+  private readonly repeats = new Map<string, { at: number; reply: string }>();
+  private readonly o: PostfixServerOptions;
+
+  constructor(o: PostfixServerOptions) {
+    this.o = o;
+  }
+
+  /** Starts listening on every target; returns the bound addresses. */
+  async start(targets: readonly ListenTarget[]): Promise<string[]> {
+    const bound: string[] = [];
+    for (const t of targets) {
+      const server = createServer((s) => this.serve(s));
+      server.on('error', (err) => this.o.logger.error({ err }, 'postfix policy listener error'));
+      bound.push(await listenOn(server, t));
+      this.servers.push(server);
+    }
+    return bound;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    this.servers.length = 0;
+  }
+
+  private serve(socket: Socket): void {
+    this.stats.connections++;
+    this.sockets.add(socket);
+    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    const log = this.o.logger.child({ adapter: 'postfix', peer });
+    const parser = new PolicyParser({ maxLine: this.o.maxLine, maxAttributes: this.o.maxAttributes });
+    let warned = false;
+    const warnOnce = (msg: string, extra: object = {}): void => {
+      if (warned) return;
+      warned = true;
+      log.warn(extra, msg);
+    };
+    // Answers leave in request order even when a slow decision is followed by a fast one.
+    let chain: Promise<void> = Promise.resolve();
+    socket.setEncoding('utf8');
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.setTimeout(this.o.idleTimeoutMs, () => {
+      this.stats.idleClosed++;
+      if (parser.buffered > 0) warnOnce('closing idle connection with an incomplete request');
+      socket.destroy();
+    });
+    socket.on('data', (chunk: string) => {
+      let items;
+      try {
+        items = parser.push(chunk);
+      } catch (err) {
+        if (!(err instanceof FramingError)) throw err;
+        this.stats.framingErrors++;
+        warnOnce(`closing connection: ${err.message}`);
+        socket.destroy();
+        return;
+      }
+      for (const item of items) {
+        this.stats.requests++;
+        if (!item.ok) {
+          this.stats.badRequests++;
+          warnOnce(`bad request answered DUNNO: ${item.problem}`);
+          chain = chain.then(() => write(socket, DUNNO));
+          continue;
+        }
+        const reply = this.answer(item.attrs, warnOnce);
+        chain = chain.then(() => reply.then((r) => write(socket, r)));
+      }
+    });
+    socket.on('error', (err) => log.debug({ err }, 'postfix connection error'));
+    socket.on('close', () => this.sockets.delete(socket));
+  }
+
+  /** One request → one `action=…` reply; never rejects. */
+  private async answer(attrs: PolicyAttributes, warnOnce: (msg: string, extra?: object) => void): Promise<string> {
+    const now = this.o.now();
+    const key = repeatKey(attrs);
+    const seen = this.repeats.get(key);
+    if (seen && now - seen.at <= this.o.repeatWindowMs) {
+      this.stats.repeats++;
+      return seen.reply;
+    }
+    const t = toEvent(attrs, now);
+    if (!t.ok) {
+      this.stats.badRequests++;
+      warnOnce(`request answered DUNNO: ${t.problem}`);
+      return DUNNO;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, this.o.budgetMs, undefined);
+    });
+    let reply: string;
+    try {
+      const d = await Promise.race([this.o.evaluate(t.event), late]);
+      if (d === undefined) {
+        this.stats.budgetMisses++;
+        this.o.logger.warn({ adapter: 'postfix', ip: t.event.ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered DUNNO');
+        return DUNNO;
+      }
+      reply = `action=${toAction(d)}\n\n`;
+    } catch (err) {
+      this.stats.errors++;
+      this.o.logger.error({ err, adapter: 'postfix', ip: t.event.ip }, 'decision failed; answered DUNNO');
+      return DUNNO;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.remember(key, now, reply);
+    return reply;
+  }
+
+  private remember(key: string, now: number, reply: string): void {
+    if (this.repeats.size >= REPEAT_CACHE_MAX) {
+      // Oldest entries first (Map keeps insertion order); expired ones are useless anyway.
+      for (const [k, v] of this.repeats) {
+        if (now - v.at <= this.o.repeatWindowMs && this.repeats.size < REPEAT_CACHE_MAX) break;
+        this.repeats.delete(k);
+      }
+    }
+    this.repeats.set(key, { at: now, reply });
+  }
+}
+
+function write(socket: Socket, text: string): void {
+  if (!socket.destroyed && socket.writable) socket.write(text);
+}

@@ -1,0 +1,88 @@
+/*
+ * adapters/postfix/translate — Postfix policy request ⇄ engine vocabulary.
+ * Holds no policy: it only says what a request means (which event, which
+ * client, which user) and how a Decision is spoken back as a Postfix action.
+ *
+ * Facts from Postfix 3.7 (../shared/protocol/FINDINGS.md): `sasl_username` is
+ * set from MAIL on after a successful AUTH; `recipient_count` is filled only at
+ * DATA and END-OF-MESSAGE; `instance` identifies one mail transaction.
+ */
+import { canonicalIp } from '../../engine/address.js';
+import type { Decision, EventKind, MailEvent } from '../../engine/types.js';
+import type { PolicyAttributes } from './parse.js';
+
+const STATES: Record<string, EventKind> = {
+  CONNECT: 'connect',
+  EHLO: 'helo',
+  HELO: 'helo',
+  MAIL: 'mail',
+  RCPT: 'recipient',
+  DATA: 'data',
+  'END-OF-MESSAGE': 'message',
+  VRFY: 'vrfy',
+  ETRN: 'etrn',
+};
+
+export type Translation = { ok: true; event: MailEvent } | { ok: false; problem: string };
+
+function int(v: string | undefined): number {
+  const n = v === undefined ? 0 : Number.parseInt(v, 10);
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
+
+export function toEvent(a: PolicyAttributes, now: number): Translation {
+  if (a.request !== 'smtpd_access_policy') return { ok: false, problem: `unsupported request ${JSON.stringify(a.request ?? '')}` };
+  const kind = STATES[a.protocol_state ?? ''];
+  if (kind === undefined) return { ok: false, problem: `unknown protocol_state ${JSON.stringify(a.protocol_state ?? '')}` };
+  const ip = canonicalIp(a.client_address ?? '');
+  if (ip === undefined) return { ok: false, problem: `invalid client_address ${JSON.stringify(a.client_address ?? '')}` };
+  const user = a.sasl_username ? a.sasl_username.trim().toLowerCase() : '';
+  const count = int(a.recipient_count);
+  return {
+    ok: true,
+    event: {
+      kind,
+      time: now,
+      ip,
+      protocol: 'smtp',
+      context: a.policy_context ?? '',
+      user: user || undefined,
+      sender: a.sender === undefined ? undefined : a.sender.toLowerCase(),
+      recipient: a.recipient ? a.recipient.toLowerCase() : undefined,
+      recipients: kind === 'recipient' ? 1 : kind === 'data' || kind === 'message' ? count : 0,
+      size: kind === 'message' ? int(a.size) : 0,
+    },
+  };
+}
+
+/**
+ * Postfix repeats a request once per restriction list that calls the policy
+ * service (4 identical RCPT requests with smtpd_delay_reject=yes). This key is
+ * equal for such repeats, so they get one answer and are counted once.
+ */
+export function repeatKey(a: PolicyAttributes): string {
+  return `${a.protocol_state}\0${a.client_address}\0${a.client_port}\0${a.instance}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.recipient_count}\0${a.size}\0${a.policy_context}`;
+}
+
+/** Text safe inside one SMTP reply line. */
+function clean(reason: string): string {
+  // eslint-disable-next-line no-control-regex
+  return reason.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, 400) || 'Policy rejection';
+}
+
+/** The `action=` value for a Decision (DESIGN.md: DUNNO / DEFER_IF_PERMIT / 450 / REJECT / HOLD). */
+export function toAction(d: Decision): string {
+  switch (d.action) {
+    case 'allow':
+      return 'DUNNO';
+    // Postfix cannot tarpit without holding an smtpd process; a delay becomes a soft, deferrable refusal.
+    case 'delay':
+      return `DEFER_IF_PERMIT ${clean(d.reason)}`;
+    case 'tempfail':
+      return `450 4.7.1 ${clean(d.reason)}`;
+    case 'reject':
+      return `554 5.7.1 ${clean(d.reason)}`;
+    case 'hold':
+      return `HOLD ${clean(d.reason)}`;
+  }
+}

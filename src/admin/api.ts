@@ -1,0 +1,174 @@
+/*
+ * admin/api — the administration HTTP API (fastify), used by the CLI.
+ *
+ * Two doors, one set of routes: the unix socket in the data dir (mode 0600:
+ * whoever can open it is trusted, as with Postfix's own control sockets) and
+ * TCP (loopback by default), where every request needs the bearer token from
+ * `<data>/admin.token`. A wrong or missing token gets a bare 401 that says
+ * nothing about what exists.
+ *
+ * Input is validated before it reaches the store: addresses and networks go
+ * through parseSubject (strict), durations through parseDuration.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { parseDuration } from '../config/schema.js';
+import { parseSubject } from '../engine/address.js';
+import type { Policy } from '../engine/policy.js';
+import { explain } from '../explain.js';
+import type { Store } from '../store/types.js';
+
+export interface AdminContext {
+  store: Store;
+  policy: () => Policy;
+  now: () => number;
+  status: () => Record<string, unknown>;
+}
+
+export interface AdminOptions {
+  /** Bearer token required on every request; undefined for the trusted unix socket. */
+  token: string | undefined;
+}
+
+interface BanBody {
+  subject: string;
+  duration?: string | number;
+  reason?: string;
+}
+interface SuspendBody {
+  duration?: string | number;
+  reason?: string;
+}
+
+const banBody = {
+  type: 'object',
+  required: ['subject'],
+  additionalProperties: false,
+  properties: {
+    subject: { type: 'string', minLength: 1, maxLength: 64 },
+    duration: { anyOf: [{ type: 'string' }, { type: 'number' }] },
+    reason: { type: 'string', maxLength: 300 },
+  },
+} as const;
+
+const suspendBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { duration: { anyOf: [{ type: 'string' }, { type: 'number' }] }, reason: { type: 'string', maxLength: 300 } },
+} as const;
+
+function actorOf(req: FastifyRequest, trusted: boolean): string {
+  const h = req.headers['x-mailwarden-actor'];
+  const who = typeof h === 'string' && /^[\w.@:-]{1,64}$/.test(h) ? h : undefined;
+  return trusted ? (who ?? 'cli') : `api${who ? `:${who}` : ''}`;
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (!header?.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice(7));
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+class BadRequest extends Error {
+  readonly statusCode = 400;
+}
+
+function durationOf(v: string | number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = parseDuration(v);
+  if (ms === undefined || ms <= 0) throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
+  return ms;
+}
+
+export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 16 * 1024 });
+  const trusted = opts.token === undefined;
+  if (opts.token !== undefined) {
+    const token = opts.token;
+    app.addHook('onRequest', async (req, reply) => {
+      if (!tokenMatches(req.headers.authorization, token)) {
+        await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized' });
+      }
+    });
+  }
+  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, _req, reply) => {
+    const code = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    void reply.code(code).send({ error: code === 500 ? 'internal error' : err.message });
+  });
+
+  app.get('/v1/status', () => ctx.status());
+
+  app.get<{ Querystring: { q?: string; limit?: string; offset?: string } }>('/v1/bans', async (req) => {
+    const all = await ctx.store.listBans(ctx.now());
+    const q = req.query.q?.toLowerCase();
+    const hits = q ? all.filter((b) => b.subject.includes(q) || b.rule.includes(q) || b.reason.toLowerCase().includes(q)) : all;
+    const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100));
+    const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
+    return { total: hits.length, offset, limit, items: hits.slice(offset, offset + limit) };
+  });
+
+  app.post<{ Body: BanBody }>('/v1/bans', { schema: { body: banBody } }, async (req, reply) => {
+    const s = parseSubject(req.body.subject);
+    if (!s) throw new BadRequest(`${JSON.stringify(req.body.subject)} is not an IP address or CIDR network`);
+    const policy = ctx.policy();
+    const base = s.kind === 'ip' ? s.text : s.text.slice(0, s.text.indexOf('/'));
+    if (policy.allowNetworks.has(base)) {
+      return reply.code(409).send({ error: `${s.text} is allowlisted; remove it from allowlist.networks first` });
+    }
+    const now = ctx.now();
+    const durationMs = durationOf(req.body.duration);
+    const reason = req.body.reason ?? 'banned by an administrator';
+    const done = await ctx.store.commit(
+      [{ type: 'ban', subject: s.text, rule: 'manual', reason, evidence: {}, escalation: policy.escalation, durationMs }],
+      now,
+      actorOf(req, trusted),
+    );
+    const made = done.bans[0];
+    if (made) return reply.code(201).send(made);
+    // Already banned and no new length asked for: the existing ban stands.
+    return (await ctx.store.listBans(now)).find((b) => b.subject === s.text);
+  });
+
+  app.delete<{ Params: { subject: string }; Querystring: { reason?: string } }>('/v1/bans/:subject', async (req, reply) => {
+    const s = parseSubject(decodeURIComponent(req.params.subject));
+    if (!s) throw new BadRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
+    const gone = await ctx.store.unban(s.text, actorOf(req, trusted), ctx.now(), req.query.reason ?? 'unbanned by an administrator');
+    if (!gone) return reply.code(404).send({ error: `${s.text} is not banned` });
+    return { removed: gone };
+  });
+
+  app.get('/v1/users', async () => ({ items: await ctx.store.listSuspensions(ctx.now()) }));
+
+  app.post<{ Params: { user: string }; Body: SuspendBody | undefined }>(
+    '/v1/users/:user/suspend',
+    { schema: { body: suspendBody } },
+    async (req, reply) => {
+      const user = req.params.user.trim().toLowerCase();
+      if (!user || user.length > 320) throw new BadRequest('a user name is required');
+      const durationMs = durationOf(req.body?.duration) ?? ctx.policy().suspensionMs;
+      const reason = req.body?.reason ?? 'suspended by an administrator';
+      const done = await ctx.store.commit(
+        [{ type: 'suspend', user, rule: 'manual', reason, durationMs, evidence: {} }],
+        ctx.now(),
+        actorOf(req, trusted),
+      );
+      return reply.code(201).send(done.suspensions[0]);
+    },
+  );
+
+  app.post<{ Params: { user: string } }>('/v1/users/:user/resume', async (req, reply) => {
+    const user = req.params.user.trim().toLowerCase();
+    const gone = await ctx.store.resume(user, actorOf(req, trusted), ctx.now(), 'resumed by an administrator');
+    if (!gone) return reply.code(404).send({ error: `${user} is not suspended` });
+    return { resumed: gone };
+  });
+
+  app.get<{ Params: { subject: string } }>('/v1/explain/:subject', async (req) => {
+    const raw = decodeURIComponent(req.params.subject);
+    if (!raw.trim() || raw.length > 320) throw new BadRequest('give an IP address, a network or a user');
+    return explain(raw, ctx.policy(), ctx.store, ctx.now());
+  });
+
+  return app;
+}

@@ -1,0 +1,153 @@
+/*
+ * daemon — wires config → store → decider → adapters → admin, and owns the
+ * process lifecycle: start, SIGHUP reload (a bad new config is refused and
+ * the old one stays), graceful stop on SIGTERM/SIGINT (listeners closed,
+ * counters snapshotted, SQLite closed).
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { PostfixPolicyServer } from './adapters/postfix/server.js';
+import { buildAdminApi } from './admin/api.js';
+import type { Settings } from './config/compile.js';
+import { ConfigError } from './config/errors.js';
+import { loadSettings, type Overrides } from './config/load.js';
+import { Decider } from './decider.js';
+import { describeTarget } from './listen.js';
+import { MemoryStore } from './store/memory.js';
+
+export const VERSION = '0.1.0';
+
+export function adminSocketPath(dataDir: string): string {
+  return join(dataDir, 'admin.sock');
+}
+
+/** The admin token: from `<data>/admin.token`, created (mode 0600) on first start. */
+export function ensureToken(dataDir: string): string {
+  const file = join(dataDir, 'admin.token');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const token = randomBytes(32).toString('base64url');
+  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  return token;
+}
+
+export interface DaemonHandle {
+  settings: Settings;
+  bound: { postfix: string[]; admin: string[] };
+  reload(): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(
+  settings: Settings,
+  logger: Logger,
+  reloadFrom: { file: string | undefined; overrides: Overrides },
+  now: () => number = Date.now,
+): Promise<DaemonHandle> {
+  const started = now();
+  mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
+  const store = new MemoryStore({
+    file: join(settings.dataDir, 'mailwarden.sqlite'),
+    maxKeys: settings.store.maxKeys,
+    lookbackMs: settings.policy.escalation.lookbackMs,
+    now,
+  });
+  const decider = new Decider(settings.policy, store, logger);
+  const postfix = new PostfixPolicyServer({
+    evaluate: decider.evaluate,
+    logger,
+    now,
+    budgetMs: settings.postfix.budgetMs,
+    idleTimeoutMs: settings.postfix.idleTimeoutMs,
+    maxLine: settings.postfix.maxLine,
+    maxAttributes: settings.postfix.maxAttributes,
+    repeatWindowMs: settings.postfix.repeatWindowMs,
+  });
+  let current = settings;
+  const node = hostname();
+  const status = (): Record<string, unknown> => ({
+    name: 'mailwarden',
+    version: VERSION,
+    node,
+    pid: process.pid,
+    uptimeSeconds: Math.round((now() - started) / 1000),
+    configFile: current.file ?? null,
+    dataDir: current.dataDir,
+    rules: current.policy.rules.map((r) => ({ name: r.name, mode: r.mode })),
+    store: store.stats(now()),
+    postfix: { listen: bound.postfix, ...postfix.stats },
+    memory: { rssBytes: process.memoryUsage().rss },
+  });
+  const ctx = { store, policy: () => decider.policy, now, status };
+  const token = ensureToken(settings.dataDir);
+  const admins: FastifyInstance[] = [];
+  const bound = { postfix: [] as string[], admin: [] as string[] };
+
+  try {
+    bound.postfix = await postfix.start(settings.listen.postfix);
+    const local = buildAdminApi(ctx, { token: undefined });
+    const sock = adminSocketPath(settings.dataDir);
+    await local.listen({ path: sock });
+    chmodSync(sock, 0o600);
+    admins.push(local);
+    bound.admin.push(sock);
+    for (const t of settings.listen.admin) {
+      const app = buildAdminApi(ctx, { token });
+      const addr = t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
+      admins.push(app);
+      bound.admin.push(addr.replace(/^http:\/\//, ''));
+    }
+  } catch (err) {
+    await postfix.stop();
+    await Promise.all(admins.map((a) => a.close()));
+    await store.close();
+    throw err;
+  }
+
+  const snapshot = setInterval(() => {
+    store.snapshot(now()).catch((err: unknown) => logger.error({ err }, 'counter snapshot failed'));
+  }, settings.store.snapshotMs);
+  snapshot.unref();
+
+  logger.info(
+    {
+      version: VERSION,
+      config: settings.file ?? '(built-in defaults)',
+      data: settings.dataDir,
+      postfix: bound.postfix,
+      admin: bound.admin,
+      dovecot: settings.listen.dovecot.map(describeTarget),
+      rules: settings.policy.rules.length,
+      bans: store.stats(now()).activeBans,
+    },
+    'mailwarden started',
+  );
+
+  return {
+    settings,
+    bound,
+    reload: () => {
+      try {
+        const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
+        decider.policy = next.policy;
+        current = next;
+        logger.info({ config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length }, 'configuration reloaded');
+        return Promise.resolve(true);
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.message : String(err);
+        logger.error({ problems }, 'new configuration refused; the running one stays');
+        return Promise.resolve(false);
+      }
+    },
+    stop: async () => {
+      clearInterval(snapshot);
+      await postfix.stop();
+      await Promise.all(admins.map((a) => a.close()));
+      await store.close();
+      logger.info('mailwarden stopped');
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/*
+ * decider — runs one event through the engine and the store:
+ * plan (pure) → store.apply (the only I/O) → decide (pure) → commit effects
+ * (durable before the answer) → audit and log what fired.
+ *
+ * Every adapter calls this and nothing else; it holds no protocol knowledge
+ * and no policy of its own.
+ */
+import type { Logger } from 'pino';
+import { decide } from './engine/decide.js';
+import { plan } from './engine/plan.js';
+import type { Policy } from './engine/policy.js';
+import type { Decision, MailEvent } from './engine/types.js';
+import type { Store } from './store/types.js';
+
+const LOG_EVERY_MS = 10_000;
+
+export class Decider {
+  policy: Policy;
+  private readonly store: Store;
+  private readonly logger: Logger;
+  private readonly logged = new Map<string, { at: number; skipped: number }>();
+
+  constructor(policy: Policy, store: Store, logger: Logger) {
+    this.policy = policy;
+    this.store = store;
+    this.logger = logger;
+  }
+
+  /** Log at most one refusal per rule and client every 10 s: -1 to stay quiet, else how many were skipped. */
+  private throttle(key: string, now: number): number {
+    const t = this.logged.get(key);
+    if (t && now - t.at < LOG_EVERY_MS) {
+      t.skipped++;
+      return -1;
+    }
+    if (this.logged.size > 50_000) this.logged.clear();
+    this.logged.set(key, { at: now, skipped: 0 });
+    return t?.skipped ?? 0;
+  }
+
+  readonly evaluate = async (event: MailEvent): Promise<Decision> => {
+    const policy = this.policy;
+    const p = plan(event, policy);
+    const result = await this.store.apply(p, event.time);
+    const d = decide(event, policy, p, result);
+    if (d.effects.length > 0) {
+      const done = await this.store.commit(d.effects, event.time, 'mailwarden');
+      for (const b of done.bans) {
+        this.logger.warn({ subject: b.subject, rule: b.rule, until: new Date(b.until).toISOString(), offence: b.offence, ip: event.ip }, `banned ${b.subject}: ${b.reason}`);
+      }
+      for (const s of done.suspensions) {
+        this.logger.warn({ user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip }, `suspended ${s.user}: ${s.reason}`);
+      }
+    }
+    if (d.hits.length > 0) {
+      await this.store.recordHits(event, d.hits, event.time);
+      for (const h of d.hits) {
+        if (h.observe) this.logger.info({ rule: h.rule, subject: h.subject, count: h.count, limit: h.limit, would: h.action, ip: event.ip, user: event.user }, `observe: ${h.rule} would ${h.action}`);
+      }
+    }
+    if (d.action !== 'allow') {
+      const suppressed = this.throttle(`${d.rule}|${event.ip}|${event.user ?? ''}`, event.time);
+      if (suppressed >= 0) {
+        this.logger.info(
+          { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, action: d.action, rule: d.rule, suppressed },
+          d.reason,
+        );
+      }
+    }
+    return d;
+  };
+}
