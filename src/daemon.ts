@@ -16,7 +16,7 @@ import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { Decider } from './decider.js';
-import { describeTarget } from './listen.js';
+import { describeTarget, prepareUnixSocket } from './listen.js';
 import { MemoryStore } from './store/memory.js';
 
 export const VERSION = '0.1.0';
@@ -90,12 +90,14 @@ export async function startDaemon(
     bound.postfix = await postfix.start(settings.listen.postfix);
     const local = buildAdminApi(ctx, { token: undefined });
     const sock = adminSocketPath(settings.dataDir);
+    await prepareUnixSocket(sock);
     await local.listen({ path: sock });
     chmodSync(sock, 0o600);
     admins.push(local);
     bound.admin.push(sock);
     for (const t of settings.listen.admin) {
       const app = buildAdminApi(ctx, { token });
+      if (t.kind === 'unix') await prepareUnixSocket(t.path);
       const addr = t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
       admins.push(app);
       bound.admin.push(addr.replace(/^http:\/\//, ''));

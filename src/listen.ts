@@ -13,7 +13,9 @@ export function describeTarget(t: ListenTarget): string {
   return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** Makes `path` free for a new unix socket: removes a stale one left by a crash, refuses a live one. */
+export async function prepareUnixSocket(path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true });
   let isSocket = false;
   try {
     isSocket = lstatSync(path).isSocket();
@@ -35,10 +37,7 @@ async function removeStaleSocket(path: string): Promise<void> {
 
 /** Listens and resolves with the bound address text (the real port when 0 was asked). */
 export async function listenOn(server: Server, t: ListenTarget, socketMode = 0o660): Promise<string> {
-  if (t.kind === 'unix') {
-    mkdirSync(dirname(t.path), { recursive: true });
-    await removeStaleSocket(t.path);
-  }
+  if (t.kind === 'unix') await prepareUnixSocket(t.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const done = (): void => {

@@ -12,6 +12,7 @@
  * the admin unix socket in the data dir. Where settings come from, strongest
  * first: flags, MAILWARDEN_* environment variables, the config file, defaults.
  */
+import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { call, AdminError } from './admin/client.js';
@@ -98,8 +99,10 @@ async function main(argv: string[]): Promise<void> {
 
   const admin = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
     const o = program.opts<GlobalOpts>();
-    const s = settingsOrExit(configFile(o), overrides(o));
-    return call<T>(adminSocketPath(s.dataDir), method, path, body);
+    const ov = overrides(o);
+    // Only the data dir matters here: a broken config file must not lock the administrator out.
+    const dataDir = ov.dataDir ? resolve(ov.dataDir.value) : settingsOrExit(configFile(o), ov).dataDir;
+    return call<T>(adminSocketPath(dataDir), method, path, body);
   };
   const json = (v: unknown): void => console.log(JSON.stringify(v, null, 2));
 

@@ -82,7 +82,8 @@ function durationOf(v: string | number | undefined): number | undefined {
 }
 
 export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: 16 * 1024 });
+  // removeAdditional off: an unknown field is a 400, not silently dropped.
+  const app = Fastify({ logger: false, bodyLimit: 16 * 1024, ajv: { customOptions: { removeAdditional: false } } });
   const trusted = opts.token === undefined;
   if (opts.token !== undefined) {
     const token = opts.token;

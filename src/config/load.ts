@@ -68,7 +68,13 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
   } catch (err) {
     // An alias to an undefined anchor (or an alias bomb) fails only here, not in doc.errors.
     const alias = firstAlias(doc);
-    throw new ConfigError([{ code: 'MW_CONFIG_SYNTAX', where: at(alias?.range?.[0] ?? 0), message: `YAML: ${firstLine((err as Error).message)}` }]);
+    throw new ConfigError([
+      {
+        code: 'MW_CONFIG_SYNTAX',
+        where: at(alias?.range?.[0] ?? 0),
+        message: `YAML: ${firstLine((err as Error).message)}`,
+      },
+    ]);
   }
   const locate: Locate = (path, key) => at(offsetOf(doc, path, key));
   const parsed = configSchema.safeParse(raw);
@@ -110,7 +116,8 @@ function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): Config
     // Report the branch that matches the value's type (e.g. the enum for a string), not "Invalid input".
     // A branch with no type/value mismatch at its root matched the value's shape (e.g. the object form of
     // `then`), so its deeper issues are the real ones; otherwise prefer a branch of the right type.
-    const rootMiss = (b: Issue[], codes: string[]): boolean => b.some((i) => i.path.length === 0 && codes.includes(i.code));
+    const rootMiss = (b: Issue[], codes: string[]): boolean =>
+      b.some((i) => i.path.length === 0 && codes.includes(i.code));
     const branch =
       issue.errors.find((b) => !rootMiss(b, ['invalid_type', 'invalid_value'])) ??
       issue.errors.find((b) => !rootMiss(b, ['invalid_type'])) ??

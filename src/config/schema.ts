@@ -45,7 +45,7 @@ export type ListenTarget = { kind: 'tcp'; host: string; port: number } | { kind:
 export function parseListen(s: string): ListenTarget | undefined {
   const t = s.trim();
   if (t.startsWith('/') || t.startsWith('./') || t.startsWith('../')) return { kind: 'unix', path: t };
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(t);
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(t);
   if (!m) return undefined;
   const port = Number(m[3]);
   if (port > 65535) return undefined;

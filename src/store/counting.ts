@@ -20,20 +20,33 @@ export interface RateOutcome {
   exceeded: boolean;
 }
 
+/**
+ * Float rounding must not turn exactly `limit` into limit+epsilon. TATs are epoch
+ * milliseconds (~1.7e12), where a double resolves only ~0.0002 ms, and a burst
+ * chains up to `limit` additions that each round by up to half of that; a fixed
+ * epsilon refused e.g. the 7th of a burst of 7 per second. The slack covers that
+ * worst case and is never more than half an interval, so it never admits an
+ * extra event.
+ */
+function slack(tat: number, limit: number, interval: number): number {
+  return Math.min(interval / 2, (limit + 1) * Math.abs(tat) * Number.EPSILON);
+}
+
 export function gcra(storedTat: number | undefined, now: number, cost: number, limit: number, windowMs: number): RateOutcome {
   const interval = windowMs / limit;
   const base = storedTat !== undefined && storedTat > now ? storedTat : now;
   const tat = base + cost * interval;
-  const used = (tat - now) / interval;
-  // Float rounding must not turn exactly `limit` into limit+epsilon.
-  const count = Math.ceil(used - 1e-9);
-  return { tat, count, exceeded: tat - now > windowMs + 1e-6 };
+  const s = slack(tat, limit, interval);
+  // count > limit exactly when exceeded: both allow the same slack.
+  const count = Math.ceil((tat - now - s) / interval);
+  return { tat, count, exceeded: tat - now > windowMs + s };
 }
 
 /** The count a stored TAT stands for at `now`, without charging. */
 export function gcraCount(storedTat: number | undefined, now: number, limit: number, windowMs: number): number {
   if (storedTat === undefined || storedTat <= now) return 0;
-  return Math.ceil((storedTat - now) / (windowMs / limit) - 1e-9);
+  const interval = windowMs / limit;
+  return Math.max(0, Math.ceil((storedTat - now - slack(storedTat, limit, interval)) / interval));
 }
 
 export const DISTINCT_CAP = 1024;

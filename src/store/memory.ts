@@ -82,9 +82,15 @@ export class MemoryStore implements Store {
     // Charge: gated counters only if the whole event passes; observe-only counters always.
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
-      if (op.gated && !pass) continue;
+      // A refused subject is hot, not cold: keep its key from eviction, or a flood
+      // from one address during a scan of many would win a fresh burst each time.
+      if (op.gated && !pass) {
+        this.refresh(op.key);
+        continue;
+      }
       if (op.type === 'rate') {
         if (!(counters[i] as CounterResult).exceeded) this.touch(op.key, tats[i] as number);
+        else this.refresh(op.key);
       } else {
         let set = this.setOf(op.key);
         if (!set) set = new Map();
@@ -105,6 +111,14 @@ export class MemoryStore implements Store {
   private setOf(key: string): Map<string, number> | undefined {
     const v = this.counters.get(key);
     return typeof v === 'number' ? undefined : v;
+  }
+
+  /** Marks an existing key as most recently used, without changing it. */
+  private refresh(key: string): void {
+    const v = this.counters.get(key);
+    if (v === undefined) return;
+    this.counters.delete(key);
+    this.counters.set(key, v);
   }
 
   /** Sets a key as most recently used and evicts the coldest keys over the bound. */
@@ -173,7 +187,7 @@ export class MemoryStore implements Store {
     if (e.aggregate) {
       // member network → until: count the networks inside the prefix whose ban is still active.
       let members = this.aggregates.get(e.aggregate.prefix);
-      if (!members) this.aggregates.set(e.aggregate.prefix, (members = new Map()));
+      if (!members) this.aggregates.set(e.aggregate.prefix, (members = new Map<string, number>()));
       members.set(e.aggregate.member, Math.max(members.get(e.aggregate.member) ?? 0, rec.until));
       for (const [m, until] of members) if (until <= now) members.delete(m);
       if (members.size >= e.aggregate.threshold && !this.activeBan([e.aggregate.prefix], now)) {

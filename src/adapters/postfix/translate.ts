@@ -61,7 +61,7 @@ export function toEvent(a: PolicyAttributes, now: number): Translation {
  * equal for such repeats, so they get one answer and are counted once.
  */
 export function repeatKey(a: PolicyAttributes): string {
-  return `${a.protocol_state}\0${a.client_address}\0${a.client_port}\0${a.instance}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.recipient_count}\0${a.size}\0${a.policy_context}`;
+  return `${a.request}\0${a.protocol_state}\0${a.client_address}\0${a.client_port}\0${a.instance}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.recipient_count}\0${a.size}\0${a.policy_context}`;
 }
 
 /** Text safe inside one SMTP reply line. */

@@ -1,0 +1,102 @@
+/*
+ * Runs the real `mailwarden` command (src/main.ts through tsx) as a child
+ * process, on free loopback ports and a temp data dir, for CLI, durability
+ * and admin API tests. Every process started is killed by PID in stop().
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { REPO } from './postfix.js';
+
+const MAIN = join(REPO, 'src', 'main.ts');
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      cwd: REPO,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+export interface DaemonProcess {
+  proc: ChildProcess;
+  postfixPort: number;
+  adminPort: number;
+  env: Record<string, string>;
+  output: () => string;
+  /** Sends a signal and waits for the process to exit. */
+  kill(signal: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function startDaemonProcess(dataDir: string, extraEnv: Record<string, string> = {}): Promise<DaemonProcess> {
+  const postfixPort = await freePort();
+  const adminPort = await freePort();
+  const env = {
+    MAILWARDEN_DATA: dataDir,
+    MAILWARDEN_POSTFIX_LISTEN: `127.0.0.1:${postfixPort}`,
+    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
+    ...extraEnv,
+  };
+  const proc = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve'], {
+    cwd: REPO,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+  proc.stderr?.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start within 20 s:\n${out}`)), 20_000);
+    const check = (): void => {
+      if (out.includes('"mailwarden started"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout?.on('data', check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited with ${code} before starting:\n${out}`));
+    });
+  }).catch((err: unknown) => {
+    proc.kill('SIGKILL');
+    throw err;
+  });
+  return {
+    proc,
+    postfixPort,
+    adminPort,
+    env,
+    output: () => out,
+    kill: async (signal) => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
