@@ -18,6 +18,9 @@ export function canonicalIp(raw: string): string | undefined {
   // Postfix sends IPv6 bare; log lines and admins may bracket it or add a zone.
   if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   if (s.toLowerCase().startsWith('ipv6:')) s = s.slice(5);
+  // A zone (fe80::1%eth0) names the local interface, not the client: one host, one key.
+  const zone = s.indexOf('%');
+  if (zone >= 0) s = s.slice(0, zone);
   const family = isIP(s);
   if (family === 0) return undefined;
   if (family === 4) return s;

@@ -2,9 +2,10 @@
  * engine/decide — second pure half of a decision: from the event, the plan and
  * what the store answered, the Decision and its effects (bans, suspensions).
  *
- * Order of precedence: allowlisted sources are always allowed; then a ban on
- * the source; then a suspension of the user (sending events only); then the
- * strongest action among the enforcing rules that fired. Observe-mode rules are
+ * Order of precedence: a ban on the source (never planned for an allowlisted
+ * network); then a suspension of the user (sending events only); then the
+ * strongest action among the enforcing rules that fired (none for allowlisted
+ * networks and users, whose hits are observe-only). Observe-mode rules are
  * reported in `hits` and never change the action.
  */
 import { isIPv6, networkOf } from './address.js';
@@ -71,10 +72,10 @@ export function suspensionReason(s: SuspensionRecord): string {
 }
 
 export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
-  if (!plan.allowlisted && result.ban) {
+  if (result.ban) {
     return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(result.ban), hits: [], effects: [] };
   }
-  if (!plan.allowlisted && result.suspension) {
+  if (result.suspension) {
     const reason = suspensionReason(result.suspension);
     return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
   }

@@ -118,9 +118,13 @@ export function counterKey(rule: string, subject: string): string {
 
 export function plan(event: MailEvent, policy: Policy): Plan {
   const allowlisted = isAllowlisted(event, policy);
+  // A trusted network is never banned. A trusted user is never limited, but a ban on the
+  // source still holds (a stolen allowlisted password must not unlock a banned address),
+  // and so does a suspension an administrator set by hand.
+  const trustedSource = policy.allowNetworks.has(event.ip);
   const out: Plan = {
-    banSubjects: allowlisted ? [] : banSubjectsFor(event.ip, policy),
-    suspendedUser: !allowlisted && event.user !== undefined && SENDING_EVENTS.has(event.kind) ? event.user : undefined,
+    banSubjects: trustedSource ? [] : banSubjectsFor(event.ip, policy),
+    suspendedUser: event.user !== undefined && SENDING_EVENTS.has(event.kind) ? event.user : undefined,
     counters: [],
     allowlisted,
     subjects: [],

@@ -144,11 +144,11 @@ export interface Decision {
   effects: Effect[];
 }
 
-export const ALLOW: Decision = Object.freeze({
+export const ALLOW: Readonly<Decision> = Object.freeze({
   action: 'allow',
   delaySeconds: 0,
   rule: '',
   reason: '',
   hits: [],
   effects: [],
-}) as Decision;
+});

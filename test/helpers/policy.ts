@@ -31,7 +31,16 @@ export function rulesPolicy(rules: string, extra = ''): Policy {
 
 /** An event with neutral defaults: an SMTP connect from 192.0.2.10 at T0. */
 export function makeEvent(over: Partial<MailEvent> = {}): MailEvent {
-  return { kind: 'connect', time: T0, ip: '192.0.2.10', protocol: 'smtp', context: '', recipients: 0, size: 0, ...over };
+  return {
+    kind: 'connect',
+    time: T0,
+    ip: '192.0.2.10',
+    protocol: 'smtp',
+    context: '',
+    recipients: 0,
+    size: 0,
+    ...over,
+  };
 }
 
 export interface Outcome {
