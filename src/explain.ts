@@ -77,7 +77,13 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   const audit = await store.auditFor(auditSubjects, 50);
 
   const summary: string[] = [];
-  if (allowlisted) summary.push(`${subject} is allowlisted: counted, never limited or banned.`);
+  if (allowlisted) {
+    summary.push(
+      kind === 'user'
+        ? `${subject} is allowlisted: counted, never limited (bans on its source address and manual suspensions still apply).`
+        : `${subject} is allowlisted: counted, never limited or banned.`,
+    );
+  }
   for (const b of bans) {
     summary.push(`BANNED: ${b.subject} until ${iso(b.until)} by ${b.actor} (rule ${b.rule}, offence ${b.offence}): ${b.reason}`);
   }
