@@ -10,13 +10,14 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { DovecotPolicyServer } from './adapters/dovecot/server.js';
 import { PostfixPolicyServer } from './adapters/postfix/server.js';
 import { buildAdminApi } from './admin/api.js';
 import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { Decider } from './decider.js';
-import { describeTarget, prepareUnixSocket } from './listen.js';
+import { prepareUnixSocket } from './listen.js';
 import { MemoryStore } from './store/memory.js';
 
 export const VERSION = '0.1.0';
@@ -36,7 +37,7 @@ export function ensureToken(dataDir: string): string {
 
 export interface DaemonHandle {
   settings: Settings;
-  bound: { postfix: string[]; admin: string[] };
+  bound: { postfix: string[]; dovecot: string[]; admin: string[] };
   reload(): Promise<boolean>;
   stop(): Promise<void>;
 }
@@ -66,6 +67,15 @@ export async function startDaemon(
     maxAttributes: settings.postfix.maxAttributes,
     repeatWindowMs: settings.postfix.repeatWindowMs,
   });
+  const dovecot = new DovecotPolicyServer({
+    evaluate: decider.evaluate,
+    logger,
+    now,
+    budgetMs: settings.dovecot.budgetMs,
+    maxDelayMs: settings.dovecot.maxDelayMs,
+    smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
+    apiHeader: settings.dovecot.apiHeader,
+  });
   let current = settings;
   const node = hostname();
   const status = (): Record<string, unknown> => ({
@@ -79,15 +89,17 @@ export async function startDaemon(
     rules: current.policy.rules.map((r) => ({ name: r.name, mode: r.mode })),
     store: store.stats(now()),
     postfix: { listen: bound.postfix, ...postfix.stats },
+    dovecot: { listen: bound.dovecot, ...dovecot.stats },
     memory: { rssBytes: process.memoryUsage().rss },
   });
   const ctx = { store, policy: () => decider.policy, now, status };
   const token = ensureToken(settings.dataDir);
   const admins: FastifyInstance[] = [];
-  const bound = { postfix: [] as string[], admin: [] as string[] };
+  const bound = { postfix: [] as string[], dovecot: [] as string[], admin: [] as string[] };
 
   try {
     bound.postfix = await postfix.start(settings.listen.postfix);
+    bound.dovecot = await dovecot.start(settings.listen.dovecot);
     const local = buildAdminApi(ctx, { token: undefined });
     const sock = adminSocketPath(settings.dataDir);
     await prepareUnixSocket(sock);
@@ -104,6 +116,7 @@ export async function startDaemon(
     }
   } catch (err) {
     await postfix.stop();
+    await dovecot.stop();
     await Promise.all(admins.map((a) => a.close()));
     await store.close();
     throw err;
@@ -121,7 +134,7 @@ export async function startDaemon(
       data: settings.dataDir,
       postfix: bound.postfix,
       admin: bound.admin,
-      dovecot: settings.listen.dovecot.map(describeTarget),
+      dovecot: bound.dovecot,
       rules: settings.policy.rules.length,
       bans: store.stats(now()).activeBans,
     },
@@ -147,6 +160,7 @@ export async function startDaemon(
     stop: async () => {
       clearInterval(snapshot);
       await postfix.stop();
+      await dovecot.stop();
       await Promise.all(admins.map((a) => a.close()));
       await store.close();
       logger.info('mailwarden stopped');

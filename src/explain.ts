@@ -60,8 +60,8 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   const suspension = kind === 'user' ? ((await store.listSuspensions(now)).find((s) => s.user === subject) ?? null) : null;
   const ops: CounterOp[] = pairs.map(([r, s]) =>
     r.count.startsWith('distinct:')
-      ? { type: 'distinct', rule: r.name, key: counterKey(r.name, s), member: '', limit: r.limit, windowMs: r.windowMs, gated: false }
-      : { type: 'rate', rule: r.name, key: counterKey(r.name, s), cost: 0, limit: r.limit, windowMs: r.windowMs, gated: false },
+      ? { type: 'distinct', rule: r.name, key: counterKey(r.name, s), member: '', limit: r.limit, windowMs: r.windowMs, charge: 'never' }
+      : { type: 'rate', rule: r.name, key: counterKey(r.name, s), cost: 0, limit: r.limit, windowMs: r.windowMs, charge: 'never' },
   );
   const counts = await store.peek(ops, now);
   const counters = pairs.map(([r, s], i) => ({

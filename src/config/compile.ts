@@ -23,6 +23,7 @@ export interface Settings {
   allowlist: { networks: string[]; users: string[] };
   postfix: { budgetMs: number; idleTimeoutMs: number; maxLine: number; maxAttributes: number; repeatWindowMs: number };
   store: { maxKeys: number; snapshotMs: number };
+  dovecot: { apiHeader: { name: string; value: string } | undefined; budgetMs: number; maxDelayMs: number; smtpMaxDelayMs: number };
   policy: Policy;
 }
 
@@ -65,6 +66,8 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       threshold: agg.threshold ?? d.bans.ipv6_aggregate.threshold,
     },
     suspensionMs: cfg.suspensions?.duration ?? ms(d.suspensions.duration),
+    suspensionBlocksLogin: cfg.suspensions?.block_login ?? d.suspensions.block_login,
+    knownGood: { windowMs: cfg.known_good?.window ?? ms(d.known_good.window) },
     rules,
   };
   const listenOf = (key: 'postfix' | 'dovecot' | 'admin', ov: Overrides['postfixListen']): ListenTarget[] =>
@@ -87,12 +90,25 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxAttributes: p.max_attributes ?? d.postfix.max_attributes,
       repeatWindowMs: p.repeat_window ?? ms(d.postfix.repeat_window),
     },
+    dovecot: {
+      apiHeader: headerOf(cfg.dovecot?.api_header),
+      budgetMs: cfg.dovecot?.budget ?? ms(d.dovecot.budget),
+      maxDelayMs: cfg.dovecot?.max_delay ?? ms(d.dovecot.max_delay),
+      smtpMaxDelayMs: cfg.dovecot?.smtp_max_delay ?? ms(d.dovecot.smtp_max_delay),
+    },
     store: {
       maxKeys: cfg.store?.max_keys ?? d.store.max_keys,
       snapshotMs: cfg.store?.snapshot_interval ?? ms(d.store.snapshot_interval),
     },
     policy,
   };
+}
+
+/** `Name: value` as in Dovecot's auth_policy_server_api_header. */
+function headerOf(h: string | undefined): { name: string; value: string } | undefined {
+  if (h === undefined) return undefined;
+  const colon = h.indexOf(':');
+  return { name: h.slice(0, colon).trim().toLowerCase(), value: h.slice(colon + 1).trim() };
 }
 
 function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem[]): Rule[] {
@@ -142,6 +158,8 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
       description: r.description ?? '',
       mode: r.mode ?? 'enforce',
       on: r.on as EventKind[],
+      checkOn: (r.check_on ?? []) as EventKind[],
+      exceptKnownGood: r.except_known_good ?? false,
       key: r.key as Rule['key'],
       count: r.count as CountKind,
       limit: r.limit as number,
@@ -177,7 +195,14 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       lookback: formatDuration(p.escalation.lookbackMs),
       ipv6_aggregate: p.ipv6Aggregate,
     },
-    suspensions: { duration: formatDuration(p.suspensionMs) },
+    suspensions: { duration: formatDuration(p.suspensionMs), block_login: p.suspensionBlocksLogin },
+    known_good: { window: formatDuration(p.knownGood.windowMs) },
+    dovecot: {
+      api_header: s.dovecot.apiHeader ? `${s.dovecot.apiHeader.name}: (set)` : '(none)',
+      budget: formatDuration(s.dovecot.budgetMs),
+      max_delay: formatDuration(s.dovecot.maxDelayMs),
+      smtp_max_delay: formatDuration(s.dovecot.smtpMaxDelayMs),
+    },
     postfix: {
       budget: formatDuration(s.postfix.budgetMs),
       idle_timeout: formatDuration(s.postfix.idleTimeoutMs),
@@ -190,7 +215,9 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       name: r.name,
       mode: r.mode,
       on: r.on,
+      ...(r.checkOn.length ? { check_on: r.checkOn } : {}),
       ...(Object.keys(r.when).length ? { when: r.when } : {}),
+      ...(r.exceptKnownGood ? { except_known_good: true } : {}),
       key: r.key,
       count: r.count,
       limit: r.limit,

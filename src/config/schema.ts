@@ -90,6 +90,8 @@ export const ruleSchema = z.strictObject({
   enabled: z.boolean().optional(),
   mode: z.enum(['enforce', 'observe']).optional(),
   on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).min(1).optional(),
+  check_on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).optional(),
+  except_known_good: z.boolean().optional(),
   key: z.enum(SUBJECT_KEYS).optional(),
   count: z.enum(COUNT_KINDS).optional(),
   limit: z.number().int().positive().optional(),
@@ -99,6 +101,7 @@ export const ruleSchema = z.strictObject({
       authenticated: z.boolean().optional(),
       context: z.array(z.string()).optional(),
       protocol: z.array(z.string()).optional(),
+      success: z.boolean().optional(),
     })
     .optional(),
   then: z.union([z.enum(ACTIONS), thenObject]).optional(),
@@ -142,7 +145,19 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .optional(),
-  suspensions: z.strictObject({ duration: positiveDuration.optional() }).optional(),
+  suspensions: z.strictObject({ duration: positiveDuration.optional(), block_login: z.boolean().optional() }).optional(),
+  known_good: z.strictObject({ window: duration.optional() }).optional(),
+  dovecot: z
+    .strictObject({
+      api_header: z
+        .string()
+        .regex(/^[A-Za-z0-9-]+: ?\S.*$/, { message: 'write it as Dovecot does, "Header-Name: value" (e.g. "Authorization: Bearer s3cret")' })
+        .optional(),
+      budget: positiveDuration.optional(),
+      max_delay: positiveDuration.optional(),
+      smtp_max_delay: positiveDuration.optional(),
+    })
+    .optional(),
   postfix: z
     .strictObject({
       budget: positiveDuration.optional(),

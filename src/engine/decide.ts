@@ -27,6 +27,8 @@ export interface CounterResult {
   count: number;
   /** This counter alone is over its limit. */
   exceeded: boolean;
+  /** Distinct counters: the member was already in the set. */
+  seen?: boolean | undefined;
 }
 
 export interface ApplyResult {
@@ -81,10 +83,12 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
   }
   const hits: RuleHit[] = [];
   let winner: { rule: Rule; hit: RuleHit } | undefined;
-  for (let i = 0; i < plan.counters.length; i++) {
+  const knownGood = plan.knownGood !== undefined && result.counters[plan.knownGood]?.seen === true;
+  for (let i = 0; i < plan.rules.length; i++) {
     const r = result.counters[i];
     const rule = plan.rules[i] as Rule;
     if (!r?.exceeded) continue;
+    if (rule.exceptKnownGood && knownGood) continue;
     const subject = plan.subjects[i] as string;
     const hit: RuleHit = {
       rule: rule.name,

@@ -3,18 +3,28 @@
  * the keys the store must read and bump. The store does all of it in one
  * atomic call (a few Map operations, or one Redis round trip).
  *
- * Gating: counters of enforcing rules are "gated": the store charges them only
- * if the whole event passes (no ban, no suspension, no enforcing limit
- * exceeded). A message that is refused is therefore never charged as sent, and
- * a refused attempt does not use up the quota of the other rules.
+ * Charging (`Charge`): counters of enforcing rules are charged only if the
+ * whole event passes (no ban, no suspension, no enforcing limit exceeded), so
+ * a refused message is never counted as sent and a refused attempt does not
+ * use up the other limits. Facts that cannot be refused (a login's result) are
+ * always charged, over the limit too, so a guessing run keeps counting. On a
+ * rule's `check_on` events (a login attempt, before the password is checked)
+ * the counter is only read: would this one more exceed it?
  */
 import { isIPv6, networkOf } from './address.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
 import type { MailEvent } from './types.js';
 
+/**
+ * When the store charges a counter: `if-pass` only if the whole event passes;
+ * `if-conform` if this counter alone is within its limit (observe-only and
+ * allowlisted counting); `always` even over the limit (facts); `never` (a check).
+ */
+export type Charge = 'if-pass' | 'if-conform' | 'always' | 'never';
+
 export type CounterOp =
-  | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; gated: boolean }
-  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; gated: boolean };
+  | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; charge: Charge }
+  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge };
 
 export interface Plan {
   /** Ban subjects that would cover this client: its address and enclosing networks. */
@@ -27,13 +37,19 @@ export interface Plan {
   /** Subject text per rule (same order as counters), for reasons and evidence. */
   subjects: string[];
   rules: Rule[];
+  /** Index in `counters` of the op that tracks known-good sources of the event's user, if any. */
+  knownGood?: number | undefined;
 }
+
+/** Counter key holding the networks a user has logged in from successfully. */
+export const KNOWN_GOOD_RULE = 'known-good';
 
 /** Prefix lengths checked for bans besides the configured network sizes (administrators ban these). */
 const V4_BAN_PREFIXES = [32, 24, 16, 8];
 const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
 
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
+const AUTH_EVENTS = new Set(['auth-attempt', 'auth-result']);
 
 export function banSubjectsFor(ip: string, policy: Policy): string[] {
   const v6 = isIPv6(ip);
@@ -48,13 +64,21 @@ export function isAllowlisted(event: MailEvent, policy: Policy): boolean {
   return (event.user !== undefined && policy.allowUsers.has(event.user)) || policy.allowNetworks.has(event.ip);
 }
 
-export function ruleApplies(rule: Rule, event: MailEvent): boolean {
-  if (!rule.on.includes(event.kind)) return false;
+/** How a rule meets an event: counts it, only checks its counter, or not at all. */
+export function ruleRole(rule: Rule, event: MailEvent): 'count' | 'check' | undefined {
+  const role = rule.on.includes(event.kind) ? 'count' : rule.checkOn.includes(event.kind) ? 'check' : undefined;
+  if (role === undefined) return undefined;
   const w = rule.when;
-  if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return false;
-  if (w.context !== undefined && !w.context.includes(event.context)) return false;
-  if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
-  return true;
+  if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return undefined;
+  if (w.context !== undefined && !w.context.includes(event.context)) return undefined;
+  if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return undefined;
+  // `success` describes the counted result; a check happens before there is one.
+  if (role === 'count' && w.success !== undefined && w.success !== event.success) return undefined;
+  return role;
+}
+
+export function ruleApplies(rule: Rule, event: MailEvent): boolean {
+  return ruleRole(rule, event) !== undefined;
 }
 
 /** The value a rule counts against, or undefined when the event lacks it (no user, null sender). */
@@ -122,32 +146,51 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   // source still holds (a stolen allowlisted password must not unlock a banned address),
   // and so does a suspension an administrator set by hand.
   const trustedSource = policy.allowNetworks.has(event.ip);
+  const checkSuspension = SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
   const out: Plan = {
     banSubjects: trustedSource ? [] : banSubjectsFor(event.ip, policy),
-    suspendedUser: event.user !== undefined && SENDING_EVENTS.has(event.kind) ? event.user : undefined,
+    suspendedUser: event.user !== undefined && checkSuspension ? event.user : undefined,
     counters: [],
     allowlisted,
     subjects: [],
     rules: [],
   };
+  const fact = event.kind === 'auth-result';
   for (const rule of policy.rules) {
-    if (!ruleApplies(rule, event)) continue;
+    const role = ruleRole(rule, event);
+    if (role === undefined) continue;
     const subject = subjectOf(rule, event, policy);
     if (subject === undefined) continue;
-    const gated = !allowlisted && rule.mode === 'enforce';
+    const charge: Charge =
+      role === 'check' ? 'never' : fact ? 'always' : !allowlisted && rule.mode === 'enforce' ? 'if-pass' : 'if-conform';
     const key = counterKey(rule.name, subject);
-    const base = { rule: rule.name, key, limit: rule.limit, windowMs: rule.windowMs, gated };
+    const base = { rule: rule.name, key, limit: rule.limit, windowMs: rule.windowMs, charge };
     if (rule.count.startsWith('distinct:')) {
       const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
       if (member === undefined) continue;
       out.counters.push({ type: 'distinct', member, ...base });
     } else {
-      const cost = costOf(rule, event);
+      // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
+      const cost = role === 'check' ? 1 : costOf(rule, event);
       if (cost <= 0) continue;
       out.counters.push({ type: 'rate', cost, ...base });
     }
     out.subjects.push(subject);
     out.rules.push(rule);
+  }
+  if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
+    // Known-good sources: networks this user logged in from successfully (recorded on success only).
+    const member = networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+    out.knownGood = out.counters.length;
+    out.counters.push({
+      type: 'distinct',
+      rule: KNOWN_GOOD_RULE,
+      key: counterKey(KNOWN_GOOD_RULE, event.user),
+      member,
+      limit: Number.MAX_SAFE_INTEGER,
+      windowMs: policy.knownGood.windowMs,
+      charge: event.kind === 'auth-result' && event.success === true ? 'always' : 'never',
+    });
   }
   return out;
 }

@@ -26,7 +26,10 @@ export interface Rule {
   description: string;
   /** `observe`: count and report, never act. */
   mode: 'enforce' | 'observe';
+  /** Events this rule counts. */
   on: readonly EventKind[];
+  /** Events on which this rule only checks its counter (would one more exceed it?). */
+  checkOn: readonly EventKind[];
   key: SubjectKind;
   count: CountKind;
   limit: number;
@@ -35,8 +38,12 @@ export interface Rule {
     authenticated?: boolean | undefined;
     context?: readonly string[] | undefined;
     protocol?: readonly string[] | undefined;
+    /** For auth-result: count only failures (false) or only successes (true). */
+    success?: boolean | undefined;
   };
   then: RuleThen;
+  /** Do not act against a source the user has logged in from successfully before (known-good). */
+  exceptKnownGood: boolean;
 }
 
 export interface Policy {
@@ -49,5 +56,9 @@ export interface Policy {
   /** IPv6: ban the covering prefix when `threshold` bans fall inside it. */
   ipv6Aggregate: { enabled: boolean; prefix: number; threshold: number };
   suspensionMs: number;
+  /** A suspended user is also refused at login (Dovecot), not only when sending. */
+  suspensionBlocksLogin: boolean;
+  /** How long a successful login makes its network known-good for that user (0: off). */
+  knownGood: { windowMs: number };
   rules: readonly Rule[];
 }

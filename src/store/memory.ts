@@ -75,22 +75,24 @@ export class MemoryStore implements Store {
         const set = this.setOf(op.key);
         if (set) pruneDistinct(set, now, op.windowMs);
         const count = distinctCountWith(set, op.member);
-        counters[i] = { count, exceeded: count > op.limit };
+        counters[i] = { count, exceeded: count > op.limit, seen: set?.has(op.member) ?? false };
       }
-      if (op.gated && (counters[i] as CounterResult).exceeded) pass = false;
+      if (op.charge === 'if-pass' && (counters[i] as CounterResult).exceeded) pass = false;
     }
-    // Charge: gated counters only if the whole event passes; observe-only counters always.
+    // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never.
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
-      // A refused subject is hot, not cold: keep its key from eviction, or a flood
-      // from one address during a scan of many would win a fresh burst each time.
-      if (op.gated && !pass) {
+      const exceeded = (counters[i] as CounterResult).exceeded;
+      const charge =
+        op.charge === 'always' || (op.charge === 'if-pass' && pass && !exceeded) || (op.charge === 'if-conform' && !exceeded);
+      if (!charge) {
+        // A refused or checked subject is hot, not cold: keep its key from eviction, or a flood
+        // from one address during a scan of many would win a fresh burst each time.
         this.refresh(op.key);
         continue;
       }
       if (op.type === 'rate') {
-        if (!(counters[i] as CounterResult).exceeded) this.touch(op.key, tats[i] as number);
-        else this.refresh(op.key);
+        this.touch(op.key, tats[i] as number);
       } else {
         let set = this.setOf(op.key);
         if (!set) set = new Map();

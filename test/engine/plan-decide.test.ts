@@ -79,8 +79,8 @@ void describe('plan()', () => {
       ['conn', 'watch'],
     );
     assert.deepEqual(p.counters, [
-      { type: 'rate', rule: 'conn', key: 'conn|192.0.2.10', cost: 1, limit: 3, windowMs: 60_000, gated: true },
-      { type: 'rate', rule: 'watch', key: 'watch|192.0.2.0/24', cost: 1, limit: 5, windowMs: 60_000, gated: false },
+      { type: 'rate', rule: 'conn', key: 'conn|192.0.2.10', cost: 1, limit: 3, windowMs: 60_000, charge: 'if-pass' },
+      { type: 'rate', rule: 'watch', key: 'watch|192.0.2.0/24', cost: 1, limit: 5, windowMs: 60_000, charge: 'if-conform' },
     ]);
     assert.deepEqual(p.subjects, ['192.0.2.10', '192.0.2.0/24']);
     assert.equal(p.allowlisted, false);
@@ -250,7 +250,7 @@ void describe('plan()', () => {
       assert.equal(p.allowlisted, true);
       assert.deepEqual(p.banSubjects, []);
       assert.ok(p.counters.length > 0);
-      assert.ok(p.counters.every((c) => !c.gated));
+      assert.ok(p.counters.every((c) => c.charge === 'if-conform'));
     }
     // An allowlisted user is never limited, but bans on the source and manual suspensions are still looked up.
     const boss = makeEvent({ kind: 'message', user: 'boss@example.org', recipients: 1 });
@@ -258,10 +258,10 @@ void describe('plan()', () => {
     assert.equal(pb.allowlisted, true);
     assert.ok(pb.banSubjects.includes(boss.ip));
     assert.equal(pb.suspendedUser, 'boss@example.org');
-    assert.ok(pb.counters.length > 0 && pb.counters.every((c) => !c.gated));
+    assert.ok(pb.counters.length > 0 && pb.counters.every((c) => c.charge === 'if-conform'));
     const notListed = makeEvent({ kind: 'message', user: 'other@example.org', ip: '198.51.101.1' });
     assert.equal(isAllowlisted(notListed, a), false);
-    assert.ok(plan(notListed, a).counters.every((c) => c.gated));
+    assert.ok(plan(notListed, a).counters.every((c) => c.charge === 'if-pass'));
     // Built-in defaults trust the host itself only.
     const defaults = loadSettings(undefined).policy;
     assert.equal(isAllowlisted(makeEvent({ ip: '127.0.0.1' }), defaults), true);
@@ -503,7 +503,7 @@ void describe('every count kind through plan → store → decide', () => {
     assert.equal(h.run({ ...fail, success: true }).decision.action, 'allow');
   });
 
-  void test('distinct password fingerprints per ip: repeats are free, a new one past the limit is refused, the window forgets', () => {
+  void test('distinct password fingerprints per ip: repeats are free, a new one past the limit fires, results keep counting, the window forgets', () => {
     const h = new Harness(
       rulesPolicy(
         "  - {name: spray, on: [auth-result], key: ip, count: 'distinct:pwhash', limit: 3, window: 1h, then: reject}",
@@ -521,7 +521,9 @@ void describe('every count kind through plan → store → decide', () => {
     const d = h.run(att('h4')).decision;
     assert.deepEqual([d.action, d.rule, d.hits[0]?.count], ['reject', 'spray', 4]);
     assert.match(d.reason, /Too many distinct pwhash values from 192\.0\.2\.10/);
-    assert.equal(h.run(att('h2')).decision.action, 'allow', 'a known fingerprint is not a new one');
+    // A login result is a fact: it was charged although the rule fired, so the source stays over the limit.
+    const again = h.run(att('h2')).decision;
+    assert.deepEqual([again.action, again.hits[0]?.count], ['reject', 4], 'a known fingerprint does not grow the set');
     assert.equal(h.run(att('')).decision.action, 'allow', 'no fingerprint, nothing to count');
     h.advance(HOUR);
     assert.equal(allowed([h.run(att('h5')).decision, h.run(att('h6')).decision, h.run(att('h7')).decision]), 3);

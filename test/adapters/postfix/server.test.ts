@@ -8,7 +8,7 @@ const peekRate = async (h: Harness, rule: string, subject: string): Promise<numb
   const r = h.settings.policy.rules.find((x) => x.name === rule);
   assert.ok(r, `rule ${rule} exists`);
   const [n] = await h.store.peek(
-    [{ type: 'rate', rule, key: counterKey(rule, subject), cost: 0, limit: r.limit, windowMs: r.windowMs, gated: false }],
+    [{ type: 'rate', rule, key: counterKey(rule, subject), cost: 0, limit: r.limit, windowMs: r.windowMs, charge: 'never' }],
     h.clock.now,
   );
   return n as number;
