@@ -56,7 +56,13 @@ export class Decider {
     if (d.hits.length > 0) {
       await this.store.recordHits(event, d.hits, event.time);
       for (const h of d.hits) {
-        if (h.observe) this.logger.info({ rule: h.rule, subject: h.subject, count: h.count, limit: h.limit, would: h.action, ip: event.ip, user: event.user }, `observe: ${h.rule} would ${h.action}`);
+        if (!h.observe) continue;
+        const suppressed = this.throttle(`observe|${h.rule}|${h.subject}`, event.time);
+        if (suppressed < 0) continue;
+        this.logger.info(
+          { rule: h.rule, subject: h.subject, count: h.count, limit: h.limit, would: h.action, ip: event.ip, user: event.user, suppressed },
+          `observe: ${h.rule} would ${h.action}`,
+        );
       }
     }
     if (d.action !== 'allow') {

@@ -44,6 +44,11 @@ const NOUN: Record<string, string> = {
   messages: 'messages',
   bytes: 'bytes',
   failures: 'failed logins',
+  'distinct:pwhash': 'different passwords',
+  'distinct:ip': 'different addresses',
+  'distinct:network': 'different networks',
+  'distinct:user': 'different logins',
+  'distinct:recipient_domain': 'different recipient domains',
 };
 
 export function formatDuration(ms: number): string {
@@ -59,7 +64,7 @@ export function formatDuration(ms: number): string {
 }
 
 function defaultReason(rule: Rule, subject: string): string {
-  const what = rule.count.startsWith('distinct:') ? `distinct ${rule.count.slice(9)} values` : (NOUN[rule.count] ?? rule.count);
+  const what = NOUN[rule.count] ?? rule.count;
   const per = formatDuration(rule.windowMs);
   const tail = rule.then.action === 'reject' ? '' : '; try again later';
   return `Too many ${what} from ${subject} (limit ${rule.limit} per ${per}, rule ${rule.name})${tail}`;

@@ -520,7 +520,7 @@ void describe('every count kind through plan → store → decide', () => {
     assert.equal(h.run(att('h3')).decision.action, 'allow');
     const d = h.run(att('h4')).decision;
     assert.deepEqual([d.action, d.rule, d.hits[0]?.count], ['reject', 'spray', 4]);
-    assert.match(d.reason, /Too many distinct pwhash values from 192\.0\.2\.10/);
+    assert.match(d.reason, /Too many different passwords from 192\.0\.2\.10/);
     // A login result is a fact: it was charged although the rule fired, so the source stays over the limit.
     const again = h.run(att('h2')).decision;
     assert.deepEqual([again.action, again.hits[0]?.count], ['reject', 4], 'a known fingerprint does not grow the set');

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
+import { DovecotPolicyServer } from '../../src/adapters/dovecot/server.js';
 import { PostfixPolicyServer, type Evaluate } from '../../src/adapters/postfix/server.js';
 import { loadSettings, loadSettingsFromText } from '../../src/config/load.js';
 import { Decider } from '../../src/decider.js';
@@ -20,6 +21,9 @@ export interface Harness {
   decider: Decider;
   server: PostfixPolicyServer;
   bound: string[];
+  dovecot: DovecotPolicyServer;
+  /** `http://127.0.0.1:port/dovecot/policy` */
+  dovecotUrl: string;
   logs: Array<Record<string, unknown>>;
   dir: string;
   clock: { now: number };
@@ -60,17 +64,30 @@ export async function startHarness(
   const targets: Settings['listen']['postfix'] = [{ kind: 'tcp', host: '127.0.0.1', port: 0 }];
   if (opts.unix) targets.push({ kind: 'unix', path: join(dir, 'policy.sock') });
   const bound = await server.start(targets);
+  const dovecot = new DovecotPolicyServer({
+    evaluate: opts.evaluate ? opts.evaluate(decider) : decider.evaluate,
+    logger,
+    now,
+    budgetMs: opts.budget ? Number(opts.budget) : settings.dovecot.budgetMs,
+    maxDelayMs: settings.dovecot.maxDelayMs,
+    smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
+    apiHeader: settings.dovecot.apiHeader,
+  });
+  const [dovecotAddr] = await dovecot.start([{ kind: 'tcp', host: '127.0.0.1', port: 0 }]);
   return {
     settings,
     store,
     decider,
     server,
     bound,
+    dovecot,
+    dovecotUrl: `http://${dovecotAddr}/dovecot/policy`,
     logs,
     dir,
     clock,
     close: async () => {
       await server.stop();
+      await dovecot.stop();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     },
