@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Notifier } from './actions/notify.js';
 import { DovecotPolicyServer } from './adapters/dovecot/server.js';
 import { PostfixPolicyServer } from './adapters/postfix/server.js';
 import { buildAdminApi } from './admin/api.js';
@@ -56,7 +57,9 @@ export async function startDaemon(
     lookbackMs: settings.policy.escalation.lookbackMs,
     now,
   });
-  const decider = new Decider(settings.policy, store, logger);
+  const node = hostname();
+  const notifier = new Notifier(settings.alerts, logger, node);
+  const decider = new Decider(settings.policy, store, logger, notifier);
   const postfix = new PostfixPolicyServer({
     evaluate: decider.evaluate,
     logger,
@@ -77,7 +80,6 @@ export async function startDaemon(
     apiHeader: settings.dovecot.apiHeader,
   });
   let current = settings;
-  const node = hostname();
   const status = (): Record<string, unknown> => ({
     name: 'mailwarden',
     version: VERSION,
@@ -90,6 +92,7 @@ export async function startDaemon(
     store: store.stats(now()),
     postfix: { listen: bound.postfix, ...postfix.stats },
     dovecot: { listen: bound.dovecot, ...dovecot.stats },
+    alerts: { channels: notifier.channels, ...notifier.stats },
     memory: { rssBytes: process.memoryUsage().rss },
   });
   const ctx = { store, policy: () => decider.policy, now, status };
@@ -137,6 +140,7 @@ export async function startDaemon(
       dovecot: bound.dovecot,
       rules: settings.policy.rules.length,
       bans: store.stats(now()).activeBans,
+      alerts: notifier.channels.length ? notifier.channels : 'off (set alerts.email.to or alerts.webhook.url)',
     },
     'mailwarden started',
   );
@@ -162,6 +166,7 @@ export async function startDaemon(
       await postfix.stop();
       await dovecot.stop();
       await Promise.all(admins.map((a) => a.close()));
+      notifier.close();
       await store.close();
       logger.info('mailwarden stopped');
     },

@@ -7,6 +7,7 @@
  * and no policy of its own.
  */
 import type { Logger } from 'pino';
+import type { Notifier } from './actions/notify.js';
 import { decide } from './engine/decide.js';
 import { plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
@@ -21,10 +22,13 @@ export class Decider {
   private readonly logger: Logger;
   private readonly logged = new Map<string, { at: number; skipped: number }>();
 
-  constructor(policy: Policy, store: Store, logger: Logger) {
+  private readonly notifier: Notifier | undefined;
+
+  constructor(policy: Policy, store: Store, logger: Logger, notifier?: Notifier) {
     this.policy = policy;
     this.store = store;
     this.logger = logger;
+    this.notifier = notifier;
   }
 
   /** Log at most one refusal per rule and client every 10 s: -1 to stay quiet, else how many were skipped. */
@@ -52,6 +56,7 @@ export class Decider {
       for (const s of done.suspensions) {
         this.logger.warn({ user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip }, `suspended ${s.user}: ${s.reason}`);
       }
+      for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
     }
     if (d.hits.length > 0) {
       await this.store.recordHits(event, d.hits, event.time);

@@ -5,6 +5,7 @@
  * reports it at the rule's place in the file.
  */
 import { resolve } from 'node:path';
+import type { AlertSettings } from '../actions/notify.js';
 import { NetworkSet } from '../engine/address.js';
 import { formatDuration } from '../engine/decide.js';
 import type { CountKind, Policy, Rule } from '../engine/policy.js';
@@ -24,6 +25,7 @@ export interface Settings {
   postfix: { budgetMs: number; idleTimeoutMs: number; maxLine: number; maxAttributes: number; repeatWindowMs: number };
   store: { maxKeys: number; snapshotMs: number };
   dovecot: { apiHeader: { name: string; value: string } | undefined; budgetMs: number; maxDelayMs: number; smtpMaxDelayMs: number };
+  alerts: AlertSettings;
   policy: Policy;
 }
 
@@ -96,11 +98,26 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxDelayMs: cfg.dovecot?.max_delay ?? ms(d.dovecot.max_delay),
       smtpMaxDelayMs: cfg.dovecot?.smtp_max_delay ?? ms(d.dovecot.smtp_max_delay),
     },
+    alerts: compileAlerts(cfg),
     store: {
       maxKeys: cfg.store?.max_keys ?? d.store.max_keys,
       snapshotMs: cfg.store?.snapshot_interval ?? ms(d.store.snapshot_interval),
     },
     policy,
+  };
+}
+
+function compileAlerts(cfg: ParsedConfig): AlertSettings {
+  const a = cfg.alerts ?? {};
+  const d = DEFAULTS.alerts;
+  const relay = a.email?.relay ?? d.email.relay;
+  const colon = relay.lastIndexOf(':');
+  return {
+    cooldownMs: a.cooldown ?? ms(d.cooldown),
+    queueMax: a.queue_max ?? d.queue_max,
+    retries: a.retries ?? d.retries,
+    email: { host: relay.slice(0, colon), port: Number(relay.slice(colon + 1)), from: a.email?.from ?? d.email.from, to: a.email?.to ?? d.email.to },
+    webhook: { url: a.webhook?.url, secret: a.webhook?.secret, timeoutMs: a.webhook?.timeout ?? ms(d.webhook.timeout) },
   };
 }
 
@@ -129,11 +146,13 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
     merged.set(r.name, { rule: base ? { ...base, ...r, when: r.when ?? base.when } : r, index });
   });
   const out: Rule[] = [];
-  for (const { rule: r, index } of merged.values()) {
-    if (r.enabled === false) continue;
+  const live = [...merged.values()].filter(({ rule }) => rule.enabled !== false);
+  for (const { rule: r, index } of live) {
     const where = (field?: string): string =>
       index === undefined ? `(built-in rule ${r.name})` : locate(field ? ['rules', index, field] : ['rules', index]);
-    const missing = (['on', 'key', 'count', 'limit', 'window'] as const).filter((f) => r[f] === undefined);
+    // A detector reading another rule's counter needs no counter of its own; a baseline needs no fixed limit.
+    const needed = r.uses ? (['on', 'key', 'limit'] as const) : r.baseline ? (['on', 'key', 'count', 'window'] as const) : (['on', 'key', 'count', 'limit', 'window'] as const);
+    const missing = needed.filter((f) => r[f] === undefined);
     if (missing.length) {
       problems.push({
         code: 'MW_CONFIG_RULE',
@@ -142,17 +161,31 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
       });
       continue;
     }
+    let uses: Rule['uses'];
+    if (r.uses !== undefined) {
+      const target = live.find((x) => x.rule.name === r.uses)?.rule;
+      if (!target || target.uses !== undefined || target.count === undefined || target.window === undefined || target.limit === undefined) {
+        problems.push({
+          code: 'MW_CONFIG_RULE',
+          where: where('uses'),
+          message: `rule ${r.name}: uses ${JSON.stringify(r.uses)}, which is not an enabled rule with its own counter; name one of: ${live.filter((x) => !x.rule.uses).map((x) => x.rule.name).join(', ')}`,
+        });
+        continue;
+      }
+      if (target.key !== r.key) {
+        problems.push({ code: 'MW_CONFIG_RULE', where: where('key'), message: `rule ${r.name}: key must be ${target.key}, the key of rule ${target.name} it uses` });
+        continue;
+      }
+      uses = { rule: target.name, count: target.count, windowMs: target.window, limit: target.limit };
+    }
+    if (r.baseline && (r.count?.startsWith('distinct:') || r.count === 'failures')) {
+      problems.push({ code: 'MW_CONFIG_RULE', where: where('baseline'), message: `rule ${r.name}: a baseline compares rates; use count: messages, recipients, bytes or events` });
+    }
     const then = typeof r.then === 'string' ? { action: r.then } : (r.then ?? { action: 'tempfail' as const });
     if (then.action === 'delay' && then.delay === undefined) {
       problems.push({ code: 'MW_CONFIG_RULE', where: where('then'), message: `rule ${r.name}: action delay needs then.delay (e.g. 3s)` });
     }
-    if (then.suspend !== undefined && r.key !== 'user') {
-      problems.push({
-        code: 'MW_CONFIG_RULE',
-        where: where('then'),
-        message: `rule ${r.name}: then.suspend needs key: user (only a user can be suspended)`,
-      });
-    }
+    const b = r.baseline;
     out.push({
       name: r.name,
       description: r.description ?? '',
@@ -161,9 +194,9 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
       checkOn: (r.check_on ?? []) as EventKind[],
       exceptKnownGood: r.except_known_good ?? false,
       key: r.key as Rule['key'],
-      count: r.count as CountKind,
-      limit: r.limit as number,
-      windowMs: r.window as number,
+      count: (uses?.count ?? r.count) as CountKind,
+      limit: r.limit ?? b?.floor ?? 0,
+      windowMs: uses?.windowMs ?? (r.window as number),
       when: { ...r.when },
       then: {
         action: then.action,
@@ -171,7 +204,11 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
         message: then.message ?? '',
         ban: then.ban === true ? 'ip' : then.ban === false ? undefined : then.ban,
         suspendMs: then.suspend,
+        notify: then.notify ?? false,
       },
+      overrides: new Map(Object.entries(r.overrides ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+      uses,
+      baseline: b ? { factor: b.factor, floor: b.floor, tauMs: b.half_life / Math.LN2 } : undefined,
     });
   }
   return out;
@@ -211,6 +248,13 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       repeat_window: formatDuration(s.postfix.repeatWindowMs),
     },
     store: { max_keys: s.store.maxKeys, snapshot_interval: formatDuration(s.store.snapshotMs) },
+    alerts: {
+      cooldown: formatDuration(s.alerts.cooldownMs),
+      queue_max: s.alerts.queueMax,
+      retries: s.alerts.retries,
+      email: { relay: `${s.alerts.email.host}:${s.alerts.email.port}`, from: s.alerts.email.from, to: s.alerts.email.to },
+      webhook: { url: s.alerts.webhook.url ?? '(none)', secret: s.alerts.webhook.secret ? '(set)' : '(none)', timeout: formatDuration(s.alerts.webhook.timeoutMs) },
+    },
     rules: p.rules.map((r) => ({
       name: r.name,
       mode: r.mode,
@@ -228,7 +272,11 @@ export function describeSettings(s: Settings): Record<string, unknown> {
         ...(r.then.message ? { message: r.then.message } : {}),
         ...(r.then.ban ? { ban: r.then.ban } : {}),
         ...(r.then.suspendMs ? { suspend: formatDuration(r.then.suspendMs) } : {}),
+        ...(r.then.notify ? { notify: true } : {}),
       },
+      ...(r.uses ? { uses: r.uses.rule } : {}),
+      ...(r.baseline ? { baseline: { factor: r.baseline.factor, floor: r.baseline.floor, half_life: formatDuration(Math.round(r.baseline.tauMs * Math.LN2)) } } : {}),
+      ...(r.overrides.size ? { overrides: Object.fromEntries(r.overrides) } : {}),
     })),
   };
 }

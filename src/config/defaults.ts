@@ -32,6 +32,13 @@ export const DEFAULTS = {
   dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s' },
   postfix: { budget: '100ms', idle_timeout: '330s', max_line: 16384, max_attributes: 256, repeat_window: '10s' },
   store: { max_keys: 2_000_000, snapshot_interval: '60s' },
+  alerts: {
+    cooldown: '1h',
+    queue_max: 1000,
+    retries: 5,
+    email: { relay: 'localhost:25', from: 'mailwarden@localhost', to: [] as string[] },
+    webhook: { timeout: '5s' },
+  },
 } as const;
 
 export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
@@ -173,5 +180,51 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     limit: 1000,
     window: '1d',
     then: 'tempfail',
+  },
+  // Compromised accounts: a password will leak one day; notice it, stop the sending, tell the admin.
+  {
+    name: 'compromise-cracked',
+    description:
+      'A login that succeeds from an address right after it failed with 5 or more different passwords: the password was guessed. Ban the address, suspend the user, alert.',
+    on: ['auth-result'],
+    when: { success: true },
+    key: 'ip',
+    uses: 'auth-guess-refuse',
+    limit: 5,
+    then: { action: 'reject', ban: 'ip', suspend: '1d', notify: true },
+  },
+  {
+    name: 'compromise-cracked-network',
+    description: 'The same, for a guessing run spread over the addresses of one network.',
+    on: ['auth-result'],
+    when: { success: true },
+    key: 'network',
+    uses: 'auth-guess-network-ban',
+    limit: 15,
+    then: { action: 'reject', ban: 'network', suspend: '1d', notify: true },
+  },
+  {
+    name: 'compromise-spread',
+    description:
+      'One user logging in from more networks within an hour than a person with a phone, a laptop and an office could (4 or more): alert.',
+    on: ['auth-result'],
+    when: { success: true },
+    key: 'user',
+    count: 'distinct:network',
+    limit: 3,
+    window: '1h',
+    then: { action: 'allow', notify: true },
+  },
+  {
+    name: 'compromise-burst',
+    description:
+      "A user sending to far more recipients per hour than usual (10× the user's own weekly-weighted rate, and at least 50): hold the message, suspend sending, alert.",
+    on: ['message'],
+    when: { authenticated: true },
+    key: 'user',
+    count: 'recipients',
+    window: '1h',
+    baseline: { factor: 10, floor: 50, half_life: '7d' },
+    then: { action: 'hold', suspend: '1d', notify: true },
   },
 ];

@@ -81,6 +81,7 @@ const thenObject = z.strictObject({
   message: z.string().max(200).optional(),
   ban: z.union([z.boolean(), z.enum(['ip', 'network'])]).optional(),
   suspend: positiveDuration.optional(),
+  notify: z.boolean().optional(),
 });
 
 export const ruleSchema = z.strictObject({
@@ -92,6 +93,15 @@ export const ruleSchema = z.strictObject({
   on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).min(1).optional(),
   check_on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).optional(),
   except_known_good: z.boolean().optional(),
+  uses: z.string().optional(),
+  baseline: z
+    .strictObject({
+      factor: z.number().min(1),
+      floor: z.number().int().min(1),
+      half_life: positiveDuration,
+    })
+    .optional(),
+  overrides: z.record(z.string().min(1), z.number().int().positive()).optional(),
   key: z.enum(SUBJECT_KEYS).optional(),
   count: z.enum(COUNT_KINDS).optional(),
   limit: z.number().int().positive().optional(),
@@ -107,6 +117,9 @@ export const ruleSchema = z.strictObject({
   then: z.union([z.enum(ACTIONS), thenObject]).optional(),
   description: z.string().optional(),
 });
+
+// Local names like root@localhost are fine for an administrator's mailbox.
+const mailbox = z.string().regex(/^[^@\s]+@[^@\s]+$/, { message: 'not an email address (e.g. postmaster@example.org)' });
 
 export const configSchema = z.strictObject({
   data_dir: z.string().min(1).optional(),
@@ -171,6 +184,27 @@ export const configSchema = z.strictObject({
     .strictObject({
       max_keys: z.number().int().min(1000).optional(),
       snapshot_interval: positiveDuration.optional(),
+    })
+    .optional(),
+  alerts: z
+    .strictObject({
+      cooldown: duration.optional(),
+      queue_max: z.number().int().min(1).max(100_000).optional(),
+      retries: z.number().int().min(0).max(20).optional(),
+      email: z
+        .strictObject({
+          relay: z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: 'write host:port, e.g. localhost:25' }).optional(),
+          from: mailbox.optional(),
+          to: z.array(mailbox).optional(),
+        })
+        .optional(),
+      webhook: z
+        .strictObject({
+          url: z.url({ protocol: /^https?$/, message: 'not an http(s) URL' }).optional(),
+          secret: z.string().min(16, { message: 'use at least 16 characters for the HMAC secret' }).optional(),
+          timeout: positiveDuration.optional(),
+        })
+        .optional(),
     })
     .optional(),
   use_default_rules: z.boolean().optional(),

@@ -63,11 +63,14 @@ export function formatDuration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
-function defaultReason(rule: Rule, subject: string): string {
-  const what = NOUN[rule.count] ?? rule.count;
-  const per = formatDuration(rule.windowMs);
+function defaultReason(rule: Rule, subject: string, limit: number): string {
+  const counted = rule.uses ?? rule;
+  const what = NOUN[counted.count] ?? counted.count;
+  const per = formatDuration(counted.windowMs);
+  if (rule.baseline) return `Unusual sending: ${what} from ${subject} far above its usual rate (over ${limit} per ${per}, rule ${rule.name})`;
+  if (rule.then.action === 'allow') return `Unusual activity: ${what} from ${subject} (over ${limit} per ${per}, rule ${rule.name})`;
   const tail = rule.then.action === 'reject' ? '' : '; try again later';
-  return `Too many ${what} from ${subject} (limit ${rule.limit} per ${per}, rule ${rule.name})${tail}`;
+  return `Too many ${what} from ${subject} (limit ${limit} per ${per}, rule ${rule.name})${tail}`;
 }
 
 export function banReason(ban: BanRecord): string {
@@ -87,24 +90,36 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
   }
   const hits: RuleHit[] = [];
+  const fired: Rule[] = [];
   let winner: { rule: Rule; hit: RuleHit } | undefined;
   const knownGood = plan.knownGood !== undefined && result.counters[plan.knownGood]?.seen === true;
   for (let i = 0; i < plan.rules.length; i++) {
     const r = result.counters[i];
     const rule = plan.rules[i] as Rule;
-    if (!r?.exceeded) continue;
+    if (!r) continue;
+    let limit = (plan.counters[i] as { limit: number }).limit;
+    let exceeded = r.exceeded;
+    const usualAt = plan.baselines.get(i);
+    if (rule.baseline && usualAt !== undefined) {
+      // Usual rate per window, before this event; a quiet or new subject gets the floor.
+      const usual = result.counters[usualAt]?.count ?? 0;
+      limit = Math.max(rule.baseline.floor, Math.ceil(rule.baseline.factor * usual));
+      exceeded = r.count > limit;
+    }
+    if (!exceeded) continue;
     if (rule.exceptKnownGood && knownGood) continue;
     const subject = plan.subjects[i] as string;
     const hit: RuleHit = {
       rule: rule.name,
       subject,
       count: r.count,
-      limit: rule.limit,
+      limit,
       action: rule.then.action,
       observe: rule.mode === 'observe' || plan.allowlisted,
-      reason: rule.then.message || defaultReason(rule, subject),
+      reason: rule.then.message || defaultReason(rule, subject, limit),
     };
     hits.push(hit);
+    fired.push(rule);
     if (hit.observe) continue;
     if (!winner || ACTION_RANK[hit.action] > ACTION_RANK[winner.hit.action]) winner = { rule, hit };
   }
@@ -112,9 +127,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
   const effects: Effect[] = [];
   for (let i = 0; i < hits.length; i++) {
     const hit = hits[i] as RuleHit;
-    if (hit.observe) continue;
-    const rule = policy.rules.find((r) => r.name === hit.rule) as Rule;
-    effects.push(...effectsOf(rule, hit, event, policy));
+    if (!hit.observe) effects.push(...effectsOf(fired[i] as Rule, hit, event, policy));
   }
   return {
     action: winner.hit.action,
@@ -128,7 +141,17 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
 
 function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): Effect[] {
   const out: Effect[] = [];
-  const evidence = { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, count: hit.count, limit: hit.limit, subject: hit.subject, window: formatDuration(rule.windowMs) };
+  const evidence = {
+    event: event.kind,
+    protocol: event.protocol,
+    ip: event.ip,
+    user: event.user,
+    count: hit.count,
+    limit: hit.limit,
+    subject: hit.subject,
+    window: formatDuration((rule.uses ?? rule).windowMs),
+    time: new Date(event.time).toISOString(),
+  };
   if (rule.then.ban) {
     const v6 = isIPv6(event.ip);
     const subject = rule.then.ban === 'ip' ? event.ip : networkOf(event.ip, v6 ? policy.ipv6Prefix : policy.ipv4Prefix);
@@ -148,6 +171,9 @@ function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): 
   }
   if (rule.then.suspendMs !== undefined && event.user !== undefined) {
     out.push({ type: 'suspend', user: event.user, rule: rule.name, reason: hit.reason, durationMs: rule.then.suspendMs, evidence });
+  }
+  if (rule.then.notify) {
+    out.push({ type: 'notify', rule: rule.name, subject: hit.subject, user: event.user, ip: event.ip, action: hit.action, reason: hit.reason, evidence });
   }
   return out;
 }

@@ -24,7 +24,14 @@ export type Charge = 'if-pass' | 'if-conform' | 'always' | 'never';
 
 export type CounterOp =
   | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; charge: Charge }
-  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge };
+  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge }
+  /** Reads another rule's counter; exceeded at count ≥ limit. `rateLimit` is that rule's own limit. */
+  | { type: 'read'; of: 'rate' | 'distinct'; rule: string; key: string; limit: number; rateLimit: number; windowMs: number; charge: 'never' }
+  /** An exponentially weighted usual rate; answers the rate per window *before* this event. */
+  | { type: 'ewma'; rule: string; key: string; cost: number; tauMs: number; windowMs: number; charge: Charge };
+
+/** Counts kept by baseline rules: large enough never to be the limit themselves. */
+const UNLIMITED = 1_000_000_000;
 
 export interface Plan {
   /** Ban subjects that would cover this client: its address and enclosing networks. */
@@ -39,6 +46,8 @@ export interface Plan {
   rules: Rule[];
   /** Index in `counters` of the op that tracks known-good sources of the event's user, if any. */
   knownGood?: number | undefined;
+  /** Rule index → index in `counters` of its usual-rate (ewma) op, for baseline rules. */
+  baselines: Map<number, number>;
 }
 
 /** Counter key holding the networks a user has logged in from successfully. */
@@ -135,6 +144,15 @@ function costOf(rule: Rule, event: MailEvent): number {
   }
 }
 
+/** The limit for a subject: its own override, its domain's (`@example.org`), or the rule's. */
+export function limitFor(rule: Rule, subject: string): number {
+  if (rule.overrides.size === 0) return rule.limit;
+  const own = rule.overrides.get(subject);
+  if (own !== undefined) return own;
+  const at = subject.lastIndexOf('@');
+  return (at >= 0 ? rule.overrides.get(subject.slice(at)) : undefined) ?? rule.limit;
+}
+
 /** Counter key: rule name and subject. Stable across reloads, so counters survive a policy change. */
 export function counterKey(rule: string, subject: string): string {
   return `${rule}|${subject}`;
@@ -154,29 +172,46 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     allowlisted,
     subjects: [],
     rules: [],
+    baselines: new Map(),
   };
   const fact = event.kind === 'auth-result';
+  const ewmas: Array<[number, CounterOp]> = [];
   for (const rule of policy.rules) {
     const role = ruleRole(rule, event);
     if (role === undefined) continue;
     const subject = subjectOf(rule, event, policy);
     if (subject === undefined) continue;
-    const charge: Charge =
-      role === 'check' ? 'never' : fact ? 'always' : !allowlisted && rule.mode === 'enforce' ? 'if-pass' : 'if-conform';
-    const key = counterKey(rule.name, subject);
-    const base = { rule: rule.name, key, limit: rule.limit, windowMs: rule.windowMs, charge };
-    if (rule.count.startsWith('distinct:')) {
-      const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
-      if (member === undefined) continue;
-      out.counters.push({ type: 'distinct', member, ...base });
+    const limit = limitFor(rule, subject);
+    if (rule.uses) {
+      const u = rule.uses;
+      const of = u.count.startsWith('distinct:') ? 'distinct' : 'rate';
+      out.counters.push({ type: 'read', of, rule: rule.name, key: counterKey(u.rule, subject), limit, rateLimit: u.limit, windowMs: u.windowMs, charge: 'never' });
     } else {
-      // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
-      const cost = role === 'check' ? 1 : costOf(rule, event);
-      if (cost <= 0) continue;
-      out.counters.push({ type: 'rate', cost, ...base });
+      const charge: Charge =
+        role === 'check' ? 'never' : fact ? 'always' : !allowlisted && rule.mode === 'enforce' ? 'if-pass' : 'if-conform';
+      const key = counterKey(rule.name, subject);
+      const base = { rule: rule.name, key, limit: rule.baseline ? UNLIMITED : limit, windowMs: rule.windowMs, charge };
+      if (rule.count.startsWith('distinct:')) {
+        const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
+        if (member === undefined) continue;
+        out.counters.push({ type: 'distinct', member, ...base });
+      } else {
+        // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
+        const cost = role === 'check' ? 1 : costOf(rule, event);
+        if (cost <= 0) continue;
+        out.counters.push({ type: 'rate', cost, ...base });
+        if (rule.baseline) {
+          const usual = { type: 'ewma' as const, rule: rule.name, key: `${key}|usual`, cost, tauMs: rule.baseline.tauMs, windowMs: rule.windowMs, charge };
+          ewmas.push([out.rules.length, usual]);
+        }
+      }
     }
     out.subjects.push(subject);
     out.rules.push(rule);
+  }
+  for (const [ruleIndex, op] of ewmas) {
+    out.baselines.set(ruleIndex, out.counters.length);
+    out.counters.push(op);
   }
   if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
     // Known-good sources: networks this user logged in from successfully (recorded on success only).

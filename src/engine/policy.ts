@@ -19,6 +19,25 @@ export interface RuleThen {
   ban?: BanScope | undefined;
   /** Suspend the authenticated user for this long when the rule fires. */
   suspendMs?: number | undefined;
+  /** Alert the administrator (email, webhook) when the rule fires. */
+  notify: boolean;
+}
+
+/** Another rule's counter, read (never charged) by a detector rule. */
+export interface CounterRef {
+  rule: string;
+  count: CountKind;
+  windowMs: number;
+  /** The counted rule's limit: a rate counter's count depends on it. */
+  limit: number;
+}
+
+/** Fire when the count in the window exceeds max(floor, factor × the subject's own usual rate). */
+export interface Baseline {
+  factor: number;
+  floor: number;
+  /** Time constant of the exponentially weighted usual rate (half-life / ln 2). */
+  tauMs: number;
 }
 
 export interface Rule {
@@ -44,6 +63,11 @@ export interface Rule {
   then: RuleThen;
   /** Do not act against a source the user has logged in from successfully before (known-good). */
   exceptKnownGood: boolean;
+  /** Per-subject limits: a user or address, or `@domain` for every user of a domain. */
+  overrides: ReadonlyMap<string, number>;
+  /** Detector rules: read this rule's counter instead of keeping their own; fire at count ≥ limit. */
+  uses?: CounterRef | undefined;
+  baseline?: Baseline | undefined;
 }
 
 export interface Policy {

@@ -110,7 +110,19 @@ export interface SuspendEffect {
   evidence: Record<string, unknown>;
 }
 
-export type Effect = BanEffect | SuspendEffect;
+/** Tell the administrator (the daemon's notifier sends it; cooldown per rule and subject). */
+export interface NotifyEffect {
+  type: 'notify';
+  rule: string;
+  subject: string;
+  user?: string | undefined;
+  ip: string;
+  action: Action;
+  reason: string;
+  evidence: Record<string, unknown>;
+}
+
+export type Effect = BanEffect | SuspendEffect | NotifyEffect;
 
 /** Ban length: base × factor^(earlier offences within lookback), capped at max. */
 export interface Escalation {

@@ -63,3 +63,20 @@ export function distinctCountWith(set: Map<string, number> | undefined, member: 
   if (!set) return 1;
   return set.has(member) ? set.size : set.size + 1;
 }
+
+/** An exponentially weighted rate: `r` events per ms as of time `t`. */
+export interface Usual {
+  r: number;
+  t: number;
+}
+
+/** The usual rate at `now` (events per ms), decayed since it was last updated. */
+export function usualRate(u: Usual | undefined, now: number, tauMs: number): number {
+  if (!u) return 0;
+  return u.r * Math.exp(-Math.max(0, now - u.t) / tauMs);
+}
+
+/** Adds `cost` events at `now`: in a steady stream of λ events per ms, r converges to λ. */
+export function usualAdd(u: Usual | undefined, now: number, tauMs: number, cost: number): Usual {
+  return { r: usualRate(u, now, tauMs) + cost / tauMs, t: now };
+}

@@ -13,7 +13,7 @@
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
-import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct } from './counting.js';
+import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct, usualAdd, usualRate, type Usual } from './counting.js';
 import { SqlitePersistence } from './sqlite.js';
 import type { AuditRow, CommitResult, Store, StoreStats } from './types.js';
 
@@ -28,10 +28,12 @@ export interface MemoryStoreOptions {
 
 const AUDIT_THROTTLE_MS = 60_000;
 
+type CounterValue = number | Map<string, number> | Usual;
+
 export class MemoryStore implements Store {
   readonly backend = 'memory';
-  /** Counter key → GCRA TAT (rate rules) or member → last seen (distinct rules), in LRU order. */
-  private readonly counters = new Map<string, number | Map<string, number>>();
+  /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate, in LRU order. */
+  private readonly counters = new Map<string, CounterValue>();
   private readonly bans = new Map<string, BanRecord>();
   private readonly suspensions = new Map<string, SuspensionRecord>();
   /** aggregate prefix → member network → ban time, for IPv6 escalation. */
@@ -50,7 +52,10 @@ export class MemoryStore implements Store {
     for (const s of this.db.loadSuspensions(now)) this.suspensions.set(s.user, s);
     for (const row of this.db.loadCounters()) {
       if (row.tat !== null) this.counters.set(row.key, row.tat);
-      else if (row.members !== null) this.counters.set(row.key, new Map(JSON.parse(row.members) as Array<[string, number]>));
+      else if (row.members !== null) {
+        const v = JSON.parse(row.members) as Array<[string, number]> | { usual: [number, number] };
+        this.counters.set(row.key, Array.isArray(v) ? new Map(v) : { r: v.usual[0], t: v.usual[1] });
+      }
     }
   }
 
@@ -67,21 +72,32 @@ export class MemoryStore implements Store {
     let pass = ban === undefined && suspension === undefined;
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
+      let r: CounterResult;
       if (op.type === 'rate') {
         const out = gcra(this.rateOf(op.key), now, op.cost, op.limit, op.windowMs);
-        counters[i] = { count: out.count, exceeded: out.exceeded };
+        r = { count: out.count, exceeded: out.exceeded };
         tats[i] = out.tat;
-      } else {
+      } else if (op.type === 'distinct') {
         const set = this.setOf(op.key);
         if (set) pruneDistinct(set, now, op.windowMs);
         const count = distinctCountWith(set, op.member);
-        counters[i] = { count, exceeded: count > op.limit, seen: set?.has(op.member) ?? false };
+        r = { count, exceeded: count > op.limit, seen: set?.has(op.member) ?? false };
+      } else if (op.type === 'read') {
+        const count = this.readCount(op, now);
+        r = { count, exceeded: count >= op.limit };
+      } else {
+        r = { count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs, exceeded: false };
       }
-      if (op.charge === 'if-pass' && (counters[i] as CounterResult).exceeded) pass = false;
+      counters[i] = r;
+      if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
     }
     // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never.
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
+      if (op.type === 'read') {
+        this.refresh(op.key);
+        continue;
+      }
       const exceeded = (counters[i] as CounterResult).exceeded;
       const charge =
         op.charge === 'always' || (op.charge === 'if-pass' && pass && !exceeded) || (op.charge === 'if-conform' && !exceeded);
@@ -93,12 +109,14 @@ export class MemoryStore implements Store {
       }
       if (op.type === 'rate') {
         this.touch(op.key, tats[i] as number);
-      } else {
+      } else if (op.type === 'distinct') {
         let set = this.setOf(op.key);
         if (!set) set = new Map();
         set.delete(op.member);
         if (set.size < DISTINCT_CAP) set.set(op.member, now);
         this.touch(op.key, set);
+      } else {
+        this.touch(op.key, usualAdd(this.usualOf(op.key), now, op.tauMs, op.cost));
       }
     }
     return { ban, suspension, counters };
@@ -112,7 +130,19 @@ export class MemoryStore implements Store {
 
   private setOf(key: string): Map<string, number> | undefined {
     const v = this.counters.get(key);
-    return typeof v === 'number' ? undefined : v;
+    return v instanceof Map ? v : undefined;
+  }
+
+  private usualOf(key: string): Usual | undefined {
+    const v = this.counters.get(key);
+    return typeof v === 'object' && !(v instanceof Map) ? v : undefined;
+  }
+
+  /** Another rule's count, read without charging (detector rules). */
+  private readCount(op: Extract<CounterOp, { type: 'read' }>, now: number): number {
+    if (op.of === 'rate') return gcraCount(this.rateOf(op.key), now, op.rateLimit, op.windowMs);
+    const set = this.setOf(op.key);
+    return set ? pruneDistinct(set, now, op.windowMs) : 0;
   }
 
   /** Marks an existing key as most recently used, without changing it. */
@@ -124,7 +154,7 @@ export class MemoryStore implements Store {
   }
 
   /** Sets a key as most recently used and evicts the coldest keys over the bound. */
-  private touch(key: string, value: number | Map<string, number>): void {
+  private touch(key: string, value: CounterValue): void {
     this.counters.delete(key);
     this.counters.set(key, value);
     while (this.counters.size > this.opts.maxKeys) {
@@ -160,7 +190,7 @@ export class MemoryStore implements Store {
     const out: CommitResult = { bans: [], suspensions: [] };
     for (const e of effects) {
       if (e.type === 'ban') out.bans.push(...this.ban(e, now, actor));
-      else {
+      else if (e.type === 'suspend') {
         const existing = this.activeSuspension(e.user, now);
         const until = Math.max(existing?.until ?? 0, now + e.durationMs);
         const s: SuspensionRecord = { user: e.user, since: existing?.since ?? now, until, rule: e.rule, reason: e.reason, actor };
@@ -250,6 +280,8 @@ export class MemoryStore implements Store {
     return Promise.resolve(
       ops.map((op) => {
         if (op.type === 'rate') return gcraCount(this.rateOf(op.key), now, op.limit, op.windowMs);
+        if (op.type === 'read') return this.readCount(op, now);
+        if (op.type === 'ewma') return usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs;
         const set = this.setOf(op.key);
         return set ? pruneDistinct(set, now, op.windowMs) : 0;
       }),
@@ -270,7 +302,9 @@ export class MemoryStore implements Store {
     for (const [k, v] of this.counters) {
       if (typeof v === 'number') {
         if (v > now) rows.push([k, v, null]);
-      } else if (v.size > 0) rows.push([k, null, JSON.stringify([...v])]);
+      } else if (v instanceof Map) {
+        if (v.size > 0) rows.push([k, null, JSON.stringify([...v])]);
+      } else rows.push([k, null, JSON.stringify({ usual: [v.r, v.t] })]);
     }
     await this.db.saveCounters(rows);
     this.db.prune(now, this.opts.lookbackMs);
