@@ -5,6 +5,10 @@
 set -euo pipefail
 PACKAGES=(
   build-essential python3   # better-sqlite3 builds its native addon with node-gyp
+  # test/e2e: a real Postfix + Dovecot on loopback (test/e2e/stack.ts)
+  postfix dovecot-core dovecot-imapd dovecot-pop3d
+  openssl                   # test/e2e: throw-away TLS cert for STARTTLS
+  hydra                     # test/e2e: a real brute-force tool against IMAP and SMTP
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -16,5 +20,12 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 echo "system packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  # Non-interactive and unconfigured: the e2e stack brings its own config dir
+  # (postfix -c), so no /etc/postfix/main.cf is needed.
+  debconf-set-selections <<'EOF'
+postfix postfix/main_mailer_type select No configuration
+EOF
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"

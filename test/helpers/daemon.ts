@@ -46,6 +46,7 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 export interface DaemonProcess {
   proc: ChildProcess;
   postfixPort: number;
+  dovecotPort: number;
   adminPort: number;
   env: Record<string, string>;
   output: () => string;
@@ -56,9 +57,11 @@ export interface DaemonProcess {
 export async function startDaemonProcess(dataDir: string, extraEnv: Record<string, string> = {}): Promise<DaemonProcess> {
   const postfixPort = await freePort();
   const adminPort = await freePort();
+  const dovecotPort = await freePort();
   const env = {
     MAILWARDEN_DATA: dataDir,
     MAILWARDEN_POSTFIX_LISTEN: `127.0.0.1:${postfixPort}`,
+    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${dovecotPort}`,
     MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     ...extraEnv,
   };
@@ -91,6 +94,7 @@ export async function startDaemonProcess(dataDir: string, extraEnv: Record<strin
   return {
     proc,
     postfixPort,
+    dovecotPort,
     adminPort,
     env,
     output: () => out,
