@@ -50,13 +50,33 @@ function rule(s: Settings, name: string): Rule {
   return r;
 }
 
-const DEFAULT_RULE_NAMES = [
+/** The built-in rules, in their order (the numbers of each are checked below). */
+const DEFAULT_RULE_NAMES = DEFAULT_RULES.map((r) => r.name);
+
+/** The SMTP flow rules: connections and recipients per IP, messages and recipients per user. */
+const SMTP_RULE_NAMES = [
   'smtp-connections-per-ip',
   'inbound-recipients-per-ip',
   'user-messages-per-hour',
   'user-messages-per-day',
   'user-recipients-per-hour',
   'user-recipients-per-day',
+];
+
+/** Password guessing (Dovecot) and compromised-account detectors. */
+const AUTH_RULE_NAMES = [
+  'auth-guess-delay',
+  'auth-guess-refuse',
+  'auth-guess-ban',
+  'auth-spray-ban',
+  'auth-guess-network-ban',
+  'auth-account-under-attack',
+];
+const COMPROMISE_RULE_NAMES = [
+  'compromise-cracked',
+  'compromise-cracked-network',
+  'compromise-spread',
+  'compromise-burst',
 ];
 
 const tmp = mkdtempSync(join(tmpdir(), 'mailwarden-config-'));
@@ -88,7 +108,17 @@ void describe('built-in defaults', () => {
     assert.deepEqual(p.escalation, { baseMs: HOUR, factor: 4, maxMs: 30 * DAY, lookbackMs: 7 * DAY });
     assert.deepEqual(p.ipv6Aggregate, { enabled: true, prefix: 48, threshold: 3 });
     assert.equal(p.suspensionMs, DAY);
+    assert.equal(p.suspensionBlocksLogin, false);
+    assert.deepEqual(p.knownGood, { windowMs: 30 * DAY });
     assert.equal(p.allowUsers.size, 0);
+    assert.deepEqual(s.dovecot, { apiHeader: undefined, budgetMs: 500, maxDelayMs: 15_000, smtpMaxDelayMs: 5000 });
+    assert.deepEqual(s.alerts, {
+      cooldownMs: HOUR,
+      queueMax: 1000,
+      retries: 5,
+      email: { host: 'localhost', port: 25, from: 'mailwarden@localhost', to: [] },
+      webhook: { url: undefined, secret: undefined, timeoutMs: 5000 },
+    });
   });
 
   void test('the allowlist holds exactly 127.0.0.1 and ::1', () => {
@@ -99,13 +129,22 @@ void describe('built-in defaults', () => {
     assert.equal(nets.has('192.0.2.1'), false);
   });
 
-  void test('the six built-in rules, in order, with their numbers', () => {
+  void test('the built-in rules, in order: password guessing, SMTP flow, compromise detectors', () => {
     const s = loadSettings(undefined);
     assert.deepEqual(
       s.policy.rules.map((r) => r.name),
-      DEFAULT_RULE_NAMES,
+      [...AUTH_RULE_NAMES, ...SMTP_RULE_NAMES, ...COMPROMISE_RULE_NAMES],
     );
-    const summary = s.policy.rules.map((r) => [
+    for (const r of s.policy.rules) {
+      assert.equal(r.mode, 'enforce', r.name);
+      assert.ok(r.description.length > 0, `${r.name} has a description`);
+      assert.equal(r.overrides.size, 0, r.name);
+    }
+  });
+
+  void test('the SMTP flow rules and their numbers', () => {
+    const s = loadSettings(undefined);
+    const summary = SMTP_RULE_NAMES.map((n) => rule(s, n)).map((r) => [
       r.name,
       r.on.join(','),
       r.key,
@@ -123,13 +162,146 @@ void describe('built-in defaults', () => {
       ['user-recipients-per-hour', 'message', 'user', 'recipients', 300, HOUR, true, 'tempfail'],
       ['user-recipients-per-day', 'message', 'user', 'recipients', 1000, DAY, true, 'tempfail'],
     ]);
-    for (const r of s.policy.rules) {
-      assert.equal(r.mode, 'enforce');
-      assert.ok(r.description.length > 0, `${r.name} has a description`);
-      assert.equal(r.then.ban, undefined);
-      assert.equal(r.then.suspendMs, undefined);
-      assert.equal(r.then.delaySeconds, 0);
+    for (const n of SMTP_RULE_NAMES) {
+      const r = rule(s, n);
+      assert.deepEqual(r.then, {
+        action: 'tempfail',
+        delaySeconds: 0,
+        message: '',
+        ban: undefined,
+        suspendMs: undefined,
+        notify: false,
+      });
+      assert.deepEqual(r.checkOn, []);
     }
+  });
+
+  void test('the password-guessing rules and their numbers', () => {
+    const s = loadSettings(undefined);
+    const summary = AUTH_RULE_NAMES.map((n) => rule(s, n)).map((r) => [
+      r.name,
+      r.on.join(','),
+      r.checkOn.join(','),
+      r.when.success,
+      r.key,
+      r.count,
+      r.limit,
+      r.windowMs,
+      r.then.action,
+      r.then.delaySeconds,
+      r.then.ban,
+      r.exceptKnownGood,
+    ]);
+    assert.deepEqual(summary, [
+      [
+        'auth-guess-delay',
+        'auth-result',
+        'auth-attempt',
+        false,
+        'ip',
+        'distinct:pwhash',
+        3,
+        15 * 60_000,
+        'delay',
+        3,
+        undefined,
+        false,
+      ],
+      [
+        'auth-guess-refuse',
+        'auth-result',
+        'auth-attempt',
+        false,
+        'ip',
+        'distinct:pwhash',
+        6,
+        HOUR,
+        'reject',
+        0,
+        undefined,
+        false,
+      ],
+      ['auth-guess-ban', 'auth-result', '', false, 'ip', 'distinct:pwhash', 10, HOUR, 'reject', 0, 'ip', false],
+      ['auth-spray-ban', 'auth-result', '', false, 'ip', 'distinct:user', 5, HOUR, 'reject', 0, 'ip', false],
+      [
+        'auth-guess-network-ban',
+        'auth-result',
+        '',
+        false,
+        'network',
+        'distinct:pwhash',
+        30,
+        HOUR,
+        'reject',
+        0,
+        'network',
+        false,
+      ],
+      [
+        'auth-account-under-attack',
+        'auth-result',
+        'auth-attempt',
+        false,
+        'user',
+        'distinct:network',
+        5,
+        HOUR,
+        'reject',
+        0,
+        undefined,
+        true,
+      ],
+    ]);
+  });
+
+  void test('the compromise detectors: uses, baseline, suspend and notify', () => {
+    const s = loadSettings(undefined);
+    const cracked = rule(s, 'compromise-cracked');
+    assert.deepEqual(cracked.uses, { rule: 'auth-guess-refuse', count: 'distinct:pwhash', windowMs: HOUR, limit: 6 });
+    assert.deepEqual(
+      [cracked.key, cracked.limit, cracked.count, cracked.windowMs, cracked.when.success],
+      ['ip', 5, 'distinct:pwhash', HOUR, true],
+    );
+    assert.deepEqual(cracked.then, {
+      action: 'reject',
+      delaySeconds: 0,
+      message: '',
+      ban: 'ip',
+      suspendMs: DAY,
+      notify: true,
+    });
+    const net = rule(s, 'compromise-cracked-network');
+    assert.deepEqual(net.uses, { rule: 'auth-guess-network-ban', count: 'distinct:pwhash', windowMs: HOUR, limit: 30 });
+    assert.deepEqual(
+      [net.key, net.limit, net.then.ban, net.then.suspendMs, net.then.notify],
+      ['network', 15, 'network', DAY, true],
+    );
+    const spread = rule(s, 'compromise-spread');
+    assert.deepEqual([spread.key, spread.count, spread.limit, spread.windowMs], ['user', 'distinct:network', 3, HOUR]);
+    assert.deepEqual(spread.then, {
+      action: 'allow',
+      delaySeconds: 0,
+      message: '',
+      ban: undefined,
+      suspendMs: undefined,
+      notify: true,
+    });
+    const burst = rule(s, 'compromise-burst');
+    assert.deepEqual(
+      [burst.key, burst.count, burst.windowMs, burst.limit, burst.uses],
+      ['user', 'recipients', HOUR, 50, undefined],
+    );
+    assert.equal(burst.baseline?.factor, 10);
+    assert.equal(burst.baseline?.floor, 50);
+    assert.ok(Math.abs((burst.baseline?.tauMs ?? 0) * Math.LN2 - 7 * DAY) < 1, 'half-life 7d');
+    assert.deepEqual(burst.then, {
+      action: 'hold',
+      delaySeconds: 0,
+      message: '',
+      ban: undefined,
+      suspendMs: DAY,
+      notify: true,
+    });
   });
 
   void test('an empty or comment-only file is the built-in defaults', () => {
@@ -184,6 +356,14 @@ void describe('a full valid config', () => {
     '    threshold: 5',
     'suspensions:',
     '  duration: 12h',
+    '  block_login: true',
+    'known_good:',
+    '  window: 14d',
+    'dovecot:',
+    '  api_header: "X-API-Key: s3cret-value"',
+    '  budget: 300ms',
+    '  max_delay: 10s',
+    '  smtp_max_delay: 4s',
     'postfix:',
     '  budget: 250ms',
     '  idle_timeout: 5m',
@@ -193,14 +373,29 @@ void describe('a full valid config', () => {
     'store:',
     '  max_keys: 100000',
     '  snapshot_interval: 30',
+    'alerts:',
+    '  cooldown: 30m',
+    '  queue_max: 50',
+    '  retries: 0',
+    '  email:',
+    '    relay: smtp.example.org:587',
+    '    from: mailwarden@example.org',
+    '    to: [postmaster@example.org, root@localhost]',
+    '  webhook:',
+    '    url: https://hooks.example.org/mailwarden',
+    '    secret: 0123456789abcdef',
+    '    timeout: 2s',
     'use_default_rules: true',
     'rules:',
     '  - name: auth-failures-per-ip',
     '    description: Failed logins from one address.',
     '    mode: observe',
     '    on: [auth-result]',
+    '    check_on: [auth-attempt]',
+    '    except_known_good: true',
     '    when:',
     '      protocol: [imap, pop3]',
+    '      success: false',
     '    key: ip',
     '    count: failures',
     '    limit: 10',
@@ -218,10 +413,28 @@ void describe('a full valid config', () => {
     '    count: distinct:recipient_domain',
     '    limit: 50',
     '    window: 1h',
+    '    overrides:',
+    '      Robot@Example.org: 500',
+    '      "@lists.example.org": 200',
     '    then:',
     '      action: delay',
     '      delay: 2.5s',
     '      suspend: 1d',
+    '      notify: true',
+    '  - name: failures-then-success',
+    '    on: [auth-result]',
+    '    when: { success: true }',
+    '    key: ip',
+    '    uses: auth-failures-per-ip',
+    '    limit: 4',
+    '    then: { action: reject, notify: true }',
+    '  - name: bytes-burst',
+    '    on: [message]',
+    '    key: user',
+    '    count: bytes',
+    '    window: 1h',
+    '    baseline: { factor: 5, floor: 10000000, half_life: 3d }',
+    '    then: hold',
   );
 
   void test('loads from a file with every value applied', () => {
@@ -253,6 +466,27 @@ void describe('a full valid config', () => {
     assert.deepEqual(p.escalation, { baseMs: 30 * 60_000, factor: 2, maxMs: 14 * DAY, lookbackMs: 3 * DAY });
     assert.deepEqual(p.ipv6Aggregate, { enabled: true, prefix: 40, threshold: 5 });
     assert.equal(p.suspensionMs, 12 * HOUR);
+    assert.equal(p.suspensionBlocksLogin, true);
+    assert.deepEqual(p.knownGood, { windowMs: 14 * DAY });
+    // The header name is compared case-insensitively (HTTP), the value exactly.
+    assert.deepEqual(s.dovecot, {
+      apiHeader: { name: 'x-api-key', value: 's3cret-value' },
+      budgetMs: 300,
+      maxDelayMs: 10_000,
+      smtpMaxDelayMs: 4000,
+    });
+    assert.deepEqual(s.alerts, {
+      cooldownMs: 30 * 60_000,
+      queueMax: 50,
+      retries: 0,
+      email: {
+        host: 'smtp.example.org',
+        port: 587,
+        from: 'mailwarden@example.org',
+        to: ['postmaster@example.org', 'root@localhost'],
+      },
+      webhook: { url: 'https://hooks.example.org/mailwarden', secret: '0123456789abcdef', timeoutMs: 2000 },
+    });
     assert.deepEqual(s.postfix, {
       budgetMs: 250,
       idleTimeoutMs: 300_000,
@@ -264,33 +498,63 @@ void describe('a full valid config', () => {
 
     assert.deepEqual(
       p.rules.map((r) => r.name),
-      [...DEFAULT_RULE_NAMES, 'auth-failures-per-ip', 'submission-slowdown'],
+      [...DEFAULT_RULE_NAMES, 'auth-failures-per-ip', 'submission-slowdown', 'failures-then-success', 'bytes-burst'],
     );
     assert.deepEqual(rule(s, 'auth-failures-per-ip'), {
       name: 'auth-failures-per-ip',
       description: 'Failed logins from one address.',
       mode: 'observe',
       on: ['auth-result'],
+      checkOn: ['auth-attempt'],
+      exceptKnownGood: true,
       key: 'ip',
       count: 'failures',
       limit: 10,
       windowMs: 600_000,
-      when: { protocol: ['imap', 'pop3'] },
+      when: { protocol: ['imap', 'pop3'], success: false },
       then: {
         action: 'reject',
         delaySeconds: 0,
         message: 'Too many failed logins',
         ban: 'network',
         suspendMs: undefined,
+        notify: false,
       },
+      overrides: new Map(),
+      uses: undefined,
+      baseline: undefined,
     });
     const slow = rule(s, 'submission-slowdown');
     assert.equal(slow.mode, 'enforce');
     assert.equal(slow.description, '');
     assert.equal(slow.count, 'distinct:recipient_domain');
     assert.deepEqual(slow.when, { authenticated: true, context: ['submission'] });
-    // Delays are whole seconds for Postfix; a fraction rounds up.
-    assert.deepEqual(slow.then, { action: 'delay', delaySeconds: 3, message: '', ban: undefined, suspendMs: DAY });
+    // Delays are kept in whole seconds; a fraction rounds up.
+    assert.deepEqual(slow.then, {
+      action: 'delay',
+      delaySeconds: 3,
+      message: '',
+      ban: undefined,
+      suspendMs: DAY,
+      notify: true,
+    });
+    // Override keys are lower-cased, like the subjects they are compared with.
+    assert.deepEqual(
+      [...slow.overrides],
+      [
+        ['robot@example.org', 500],
+        ['@lists.example.org', 200],
+      ],
+    );
+    // A detector takes count and window from the rule it uses; it keeps its own key and limit.
+    const det = rule(s, 'failures-then-success');
+    assert.deepEqual(det.uses, { rule: 'auth-failures-per-ip', count: 'failures', windowMs: 600_000, limit: 10 });
+    assert.deepEqual([det.count, det.windowMs, det.limit, det.key], ['failures', 600_000, 4, 'ip']);
+    // A baseline rule without a limit uses its floor.
+    const burst = rule(s, 'bytes-burst');
+    assert.equal(burst.limit, 10_000_000);
+    assert.deepEqual([burst.baseline?.factor, burst.baseline?.floor], [5, 10_000_000]);
+    assert.ok(Math.abs((burst.baseline?.tauMs ?? 0) * Math.LN2 - 3 * DAY) < 1);
   });
 
   void test('a new rule without then tempfails', () => {
@@ -311,6 +575,7 @@ void describe('a full valid config', () => {
       message: '',
       ban: undefined,
       suspendMs: undefined,
+      notify: false,
     });
   });
 
@@ -762,21 +1027,247 @@ void describe('rules: contradictions', () => {
     assert.equal(p.message, 'rule user-messages-per-hour: action delay needs then.delay (e.g. 3s)');
   });
 
-  void test('then.suspend with key ip is an error at then', () => {
+  void test('then.suspend is accepted with any key (it suspends the user of the event)', () => {
+    // compromise-cracked counts per ip and suspends the user who logged in.
+    const s = load(
+      yaml(
+        'rules:',
+        '  - name: user-messages-per-day',
+        '    then: { action: reject, suspend: 2d }',
+        '  - name: smtp-connections-per-ip',
+        '    then: { action: reject, suspend: 1h }',
+      ),
+    );
+    assert.equal(rule(s, 'user-messages-per-day').then.suspendMs, 2 * DAY);
+    assert.equal(rule(s, 'smtp-connections-per-ip').then.suspendMs, HOUR);
+  });
+});
+
+void describe('rules: detectors (uses) and baselines', () => {
+  const counted = [
+    '  - name: fails',
+    '    on: [auth-result]',
+    '    key: ip',
+    '    count: failures',
+    '    limit: 9',
+    '    window: 1h',
+  ];
+
+  void test('a detector needs on, key and limit only; count and window come from the rule it uses', () => {
+    const s = load(
+      yaml(
+        'use_default_rules: false',
+        'rules:',
+        ...counted,
+        '  - name: det',
+        '    on: [auth-result]',
+        '    key: ip',
+        '    uses: fails',
+        '    limit: 3',
+      ),
+    );
+    assert.deepEqual(rule(s, 'det').uses, { rule: 'fails', count: 'failures', windowMs: HOUR, limit: 9 });
     const p = oneProblem(
-      yaml('rules:', '  - name: smtp-connections-per-ip', '    then:', '      action: reject', '      suspend: 1d'),
+      yaml(
+        'use_default_rules: false',
+        'rules:',
+        ...counted,
+        '  - name: det',
+        '    on: [auth-result]',
+        '    uses: fails',
+      ),
       'MW_CONFIG_RULE',
-      `${FILE}:4:7`,
+      `${FILE}:9:5`,
+    );
+    assert.match(p.message, /^rule det needs key, limit /);
+  });
+
+  void test('uses must name an enabled rule with its own counter', () => {
+    const p = oneProblem(
+      yaml(
+        'use_default_rules: false',
+        'rules:',
+        ...counted,
+        '  - name: det',
+        '    on: [auth-result]',
+        '    key: ip',
+        '    uses: fail',
+        '    limit: 3',
+      ),
+      'MW_CONFIG_RULE',
+      `${FILE}:12:11`,
     );
     assert.equal(
       p.message,
-      'rule smtp-connections-per-ip: then.suspend needs key: user (only a user can be suspended)',
+      'rule det: uses "fail", which is not an enabled rule with its own counter; name one of: fails',
+    );
+    // A detector cannot read another detector.
+    const q = problemsOf(
+      yaml(
+        'use_default_rules: false',
+        'rules:',
+        ...counted,
+        '  - name: d1',
+        '    on: [auth-result]',
+        '    key: ip',
+        '    uses: fails',
+        '    limit: 3',
+        '  - name: d2',
+        '    on: [auth-result]',
+        '    key: ip',
+        '    uses: d1',
+        '    limit: 3',
+      ),
+    );
+    assert.deepEqual(
+      q.map((x) => [x.code, x.where]),
+      [['MW_CONFIG_RULE', `${FILE}:17:11`]],
     );
   });
 
-  void test('then.suspend with key user is accepted', () => {
-    const s = load(yaml('rules:', '  - name: user-messages-per-day', '    then: { action: reject, suspend: 2d }'));
-    assert.equal(rule(s, 'user-messages-per-day').then.suspendMs, 2 * DAY);
+  void test('a detector must have the key of the rule it uses', () => {
+    const p = oneProblem(
+      yaml(
+        'use_default_rules: false',
+        'rules:',
+        ...counted,
+        '  - name: det',
+        '    on: [auth-result]',
+        '    key: network',
+        '    uses: fails',
+        '    limit: 3',
+      ),
+      'MW_CONFIG_RULE',
+      `${FILE}:11:10`,
+    );
+    assert.equal(p.message, 'rule det: key must be ip, the key of rule fails it uses');
+  });
+
+  void test('disabling a built-in rule that a built-in detector uses names the detector', () => {
+    const p = oneProblem(
+      yaml('rules:', '  - name: auth-guess-refuse', '    enabled: false'),
+      'MW_CONFIG_RULE',
+      '(built-in rule compromise-cracked)',
+    );
+    assert.match(p.message, /^rule compromise-cracked: uses "auth-guess-refuse", which is not an enabled rule/);
+    // Disabling both is fine.
+    const s = load(
+      yaml(
+        'rules:',
+        '  - name: auth-guess-refuse',
+        '    enabled: false',
+        '  - name: compromise-cracked',
+        '    enabled: false',
+      ),
+    );
+    assert.equal(
+      s.policy.rules.some((r) => r.name === 'compromise-cracked' || r.name === 'auth-guess-refuse'),
+      false,
+    );
+  });
+
+  void test('a baseline needs no limit, and only compares rates', () => {
+    const base = [
+      '    on: [message]',
+      '    key: user',
+      '    window: 1h',
+      '    baseline: { factor: 3, floor: 20, half_life: 1d }',
+    ];
+    const s = load(yaml('rules:', '  - name: b1', ...base, '    count: messages'));
+    assert.equal(rule(s, 'b1').limit, 20);
+    const p = oneProblem(
+      yaml('rules:', '  - name: b2', ...base, '    count: distinct:recipient_domain'),
+      'MW_CONFIG_RULE',
+      `${FILE}:6:15`,
+    );
+    assert.equal(p.message, 'rule b2: a baseline compares rates; use count: messages, recipients, bytes or events');
+    const q = problemsOf(
+      yaml(
+        'rules:',
+        '  - name: b3',
+        '    on: [message]',
+        '    key: user',
+        '    count: messages',
+        '    window: 1h',
+        '    baseline: { factor: 0.5, floor: 0, half_life: 0 }',
+      ),
+    );
+    assert.deepEqual(
+      q.map((x) => [x.code, x.where, x.message.split(':')[0]]),
+      [
+        ['MW_CONFIG_INVALID', `${FILE}:7:25`, 'rules.0.baseline.factor'],
+        ['MW_CONFIG_INVALID', `${FILE}:7:37`, 'rules.0.baseline.floor'],
+        ['MW_CONFIG_INVALID', `${FILE}:7:51`, 'rules.0.baseline.half_life'],
+      ],
+    );
+  });
+
+  void test('overrides must be positive whole numbers', () => {
+    const ps = problemsOf(
+      yaml(
+        'rules:',
+        '  - name: user-messages-per-day',
+        '    overrides:',
+        '      a@example.org: 0',
+        '      b@example.org: lots',
+      ),
+    );
+    assert.deepEqual(
+      ps.map((p) => [p.code, p.where]),
+      [
+        ['MW_CONFIG_INVALID', `${FILE}:4:22`],
+        ['MW_CONFIG_INVALID', `${FILE}:5:22`],
+      ],
+    );
+  });
+});
+
+void describe('dovecot and alerts', () => {
+  void test('dovecot.api_header must be written as "Name: value"', () => {
+    const p = oneProblem(yaml('dovecot:', '  api_header: s3cret'), 'MW_CONFIG_INVALID', `${FILE}:2:15`);
+    assert.equal(
+      p.message,
+      'dovecot.api_header: write it as Dovecot does, "Header-Name: value" (e.g. "Authorization: Bearer s3cret")',
+    );
+    const s = load(yaml('dovecot:', '  api_header: "Authorization: Bearer abc def"'));
+    assert.deepEqual(s.dovecot.apiHeader, { name: 'authorization', value: 'Bearer abc def' });
+  });
+
+  void test('alerts: relay, addresses, webhook URL and secret are checked', () => {
+    const ps = problemsOf(
+      yaml(
+        'alerts:',
+        '  retries: 21',
+        '  email:',
+        '    relay: localhost',
+        '    from: mailwarden',
+        '    to: [admin@example.org, nobody]',
+        '  webhook:',
+        '    url: ftp://example.org/x',
+        '    secret: short',
+      ),
+    );
+    assert.deepEqual(
+      ps.map((p) => [p.code, p.where]),
+      [
+        ['MW_CONFIG_INVALID', `${FILE}:2:12`],
+        ['MW_CONFIG_INVALID', `${FILE}:4:12`],
+        ['MW_CONFIG_INVALID', `${FILE}:5:11`],
+        ['MW_CONFIG_INVALID', `${FILE}:6:29`],
+        ['MW_CONFIG_INVALID', `${FILE}:8:10`],
+        ['MW_CONFIG_INVALID', `${FILE}:9:13`],
+      ],
+    );
+    assert.equal(ps[1]?.message, 'alerts.email.relay: write host:port, e.g. localhost:25');
+    assert.equal(ps[2]?.message, 'alerts.email.from: not an email address (e.g. postmaster@example.org)');
+    assert.equal(ps[4]?.message, 'alerts.webhook.url: not an http(s) URL');
+    assert.equal(ps[5]?.message, 'alerts.webhook.secret: use at least 16 characters for the HMAC secret');
+  });
+
+  void test('zero durations are allowed where 0 means off', () => {
+    const s = load(yaml('known_good:', '  window: 0', 'alerts:', '  cooldown: 0'));
+    assert.equal(s.policy.knownGood.windowMs, 0);
+    assert.equal(s.alerts.cooldownMs, 0);
   });
 });
 
@@ -999,7 +1490,16 @@ void describe('describeSettings', () => {
       lookback: '1w',
       ipv6_aggregate: { enabled: true, prefix: 48, threshold: 3 },
     });
-    assert.deepEqual(d.suspensions, { duration: '1d' });
+    assert.deepEqual(d.suspensions, { duration: '1d', block_login: false });
+    assert.deepEqual(d.known_good, { window: '30d' });
+    assert.deepEqual(d.dovecot, { api_header: '(none)', budget: '500ms', max_delay: '15s', smtp_max_delay: '5s' });
+    assert.deepEqual(d.alerts, {
+      cooldown: '1h',
+      queue_max: 1000,
+      retries: 5,
+      email: { relay: 'localhost:25', from: 'mailwarden@localhost', to: [] },
+      webhook: { url: '(none)', secret: '(none)', timeout: '5s' },
+    });
     assert.deepEqual(d.postfix, {
       budget: '100ms',
       idle_timeout: '330s',
@@ -1009,7 +1509,8 @@ void describe('describeSettings', () => {
     });
     assert.deepEqual(d.store, { max_keys: 2_000_000, snapshot_interval: '1m' });
     const rules = d.rules as Array<Record<string, unknown>>;
-    assert.deepEqual(rules[0], {
+    const named = (n: string): Record<string, unknown> | undefined => rules.find((r) => r.name === n);
+    assert.deepEqual(named('smtp-connections-per-ip'), {
       name: 'smtp-connections-per-ip',
       mode: 'enforce',
       on: ['connect'],
@@ -1019,7 +1520,7 @@ void describe('describeSettings', () => {
       window: '1m',
       then: { action: 'tempfail' },
     });
-    assert.deepEqual(rules[2], {
+    assert.deepEqual(named('user-messages-per-hour'), {
       name: 'user-messages-per-hour',
       mode: 'enforce',
       on: ['message'],
@@ -1030,8 +1531,41 @@ void describe('describeSettings', () => {
       window: '1h',
       then: { action: 'tempfail' },
     });
+    assert.deepEqual(named('auth-guess-delay'), {
+      name: 'auth-guess-delay',
+      mode: 'enforce',
+      on: ['auth-result'],
+      check_on: ['auth-attempt'],
+      when: { success: false },
+      key: 'ip',
+      count: 'distinct:pwhash',
+      limit: 3,
+      window: '15m',
+      then: { action: 'delay', delay: '3s' },
+    });
+    assert.deepEqual(named('compromise-cracked')?.uses, 'auth-guess-refuse');
+    assert.deepEqual(named('compromise-burst')?.baseline, { factor: 10, floor: 50, half_life: '1w' });
     const text = JSON.stringify(d);
     assert.ok(text.includes('"1h"') && text.includes('"1d"'));
+  });
+
+  void test('secrets are not printed', () => {
+    const d = describeSettings(
+      load(
+        yaml(
+          'dovecot:',
+          '  api_header: "X-Key: topsecretvalue"',
+          'alerts:',
+          '  webhook:',
+          '    url: https://h.example.org/',
+          '    secret: topsecretvalue-123',
+        ),
+      ),
+    );
+    const text = JSON.stringify(d);
+    assert.equal(text.includes('topsecretvalue'), false);
+    assert.equal((d.dovecot as { api_header: string }).api_header, 'x-key: (set)');
+    assert.equal((d.alerts as { webhook: { secret: string } }).webhook.secret, '(set)');
   });
 
   void test('shows overrides, IPv6 listen addresses and rule actions', () => {

@@ -85,6 +85,12 @@ export interface MailStackOptions {
   dovecotSettings?: Record<string, string>;
   /** Start-up timeout for each daemon, ms (default 20000). */
   startTimeoutMs?: number;
+  /**
+   * Dovecot's own per-address failure penalty (anvil; 2, 4, 8, up to 15 s
+   * before each new attempt). On by default, as shipped. docs/INTEGRATION.md
+   * explains why an installation with mailwarden may turn it off.
+   */
+  authPenalty?: boolean;
 }
 
 export interface MailStackPorts {
@@ -604,7 +610,7 @@ service pop3-login {
     port = 0
   }
 }
-service auth {
+${opts.authPenalty === false ? ANVIL_PENALTY_OFF : ''}service auth {
   # Postfix SASL: smtpd_sasl_type = dovecot, smtpd_sasl_path = inet:127.0.0.1:${ports.sasl}
   inet_listener postfix-sasl {
     address = 127.0.0.1
@@ -616,6 +622,14 @@ service auth {
 }
 `;
 }
+
+/** Dovecot's documented way to turn the auth penalty off (docs/INTEGRATION.md). */
+const ANVIL_PENALTY_OFF = `service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+`;
 
 function aliasesFile(dir: string): string {
   const lines = ['# texthash: "name whitespace destination"'];

@@ -54,10 +54,15 @@ export interface DaemonProcess {
   kill(signal: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startDaemonProcess(dataDir: string, extraEnv: Record<string, string> = {}): Promise<DaemonProcess> {
-  const postfixPort = await freePort();
-  const adminPort = await freePort();
-  const dovecotPort = await freePort();
+/** Starts `mailwarden serve`; pass `ports` (e.g. a stopped daemon's) to restart it on the same addresses. */
+export async function startDaemonProcess(
+  dataDir: string,
+  extraEnv: Record<string, string> = {},
+  ports?: { postfixPort: number; dovecotPort: number; adminPort: number },
+): Promise<DaemonProcess> {
+  const postfixPort = ports?.postfixPort ?? (await freePort());
+  const adminPort = ports?.adminPort ?? (await freePort());
+  const dovecotPort = ports?.dovecotPort ?? (await freePort());
   const env = {
     MAILWARDEN_DATA: dataDir,
     MAILWARDEN_POSTFIX_LISTEN: `127.0.0.1:${postfixPort}`,
