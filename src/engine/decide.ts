@@ -104,7 +104,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
       // Usual rate per window, before this event; a quiet or new subject gets the floor.
       const usual = result.counters[usualAt]?.count ?? 0;
       limit = Math.max(rule.baseline.floor, Math.ceil(rule.baseline.factor * usual));
-      exceeded = r.count > limit;
+      exceeded = r.count > limit + 1e-9;
     }
     if (!exceeded) continue;
     if (rule.exceptKnownGood && knownGood) continue;
@@ -112,7 +112,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     const hit: RuleHit = {
       rule: rule.name,
       subject,
-      count: r.count,
+      count: Math.round(r.count),
       limit,
       action: rule.then.action,
       observe: rule.mode === 'observe' || plan.allowlisted,

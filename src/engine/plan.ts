@@ -27,11 +27,11 @@ export type CounterOp =
   | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge }
   /** Reads another rule's counter; exceeded at count ≥ limit. `rateLimit` is that rule's own limit. */
   | { type: 'read'; of: 'rate' | 'distinct'; rule: string; key: string; limit: number; rateLimit: number; windowMs: number; charge: 'never' }
-  /** An exponentially weighted usual rate; answers the rate per window *before* this event. */
-  | { type: 'ewma'; rule: string; key: string; cost: number; tauMs: number; windowMs: number; charge: Charge };
-
-/** Counts kept by baseline rules: large enough never to be the limit themselves. */
-const UNLIMITED = 1_000_000_000;
+  /**
+   * An exponentially weighted rate, answered as a count per window: before this event
+   * (a subject's usual rate), or including it (`withSelf`: the recent rate).
+   */
+  | { type: 'ewma'; rule: string; key: string; cost: number; tauMs: number; windowMs: number; withSelf: boolean; charge: Charge };
 
 export interface Plan {
   /** Ban subjects that would cover this client: its address and enclosing networks. */
@@ -190,7 +190,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
       const charge: Charge =
         role === 'check' ? 'never' : fact ? 'always' : !allowlisted && rule.mode === 'enforce' ? 'if-pass' : 'if-conform';
       const key = counterKey(rule.name, subject);
-      const base = { rule: rule.name, key, limit: rule.baseline ? UNLIMITED : limit, windowMs: rule.windowMs, charge };
+      const base = { rule: rule.name, key, limit, windowMs: rule.windowMs, charge };
       if (rule.count.startsWith('distinct:')) {
         const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
         if (member === undefined) continue;
@@ -199,10 +199,13 @@ export function plan(event: MailEvent, policy: Policy): Plan {
         // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
         const cost = role === 'check' ? 1 : costOf(rule, event);
         if (cost <= 0) continue;
-        out.counters.push({ type: 'rate', cost, ...base });
         if (rule.baseline) {
-          const usual = { type: 'ewma' as const, rule: rule.name, key: `${key}|usual`, cost, tauMs: rule.baseline.tauMs, windowMs: rule.windowMs, charge };
-          ewmas.push([out.rules.length, usual]);
+          // Recent rate (time constant = the window) against the subject's own usual rate (long time constant).
+          const ewma = { type: 'ewma' as const, rule: rule.name, cost, windowMs: rule.windowMs, charge };
+          out.counters.push({ ...ewma, key, tauMs: rule.windowMs, withSelf: true });
+          ewmas.push([out.rules.length, { ...ewma, key: `${key}|usual`, tauMs: rule.baseline.tauMs, withSelf: false }]);
+        } else {
+          out.counters.push({ type: 'rate', cost, ...base });
         }
       }
     }

@@ -86,7 +86,7 @@ export class MemoryStore implements Store {
         const count = this.readCount(op, now);
         r = { count, exceeded: count >= op.limit };
       } else {
-        r = { count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs, exceeded: false };
+        r = { count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs + (op.withSelf ? op.cost : 0), exceeded: false };
       }
       counters[i] = r;
       if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;

@@ -80,6 +80,26 @@ describe('burst: sending far above the user\'s own usual rate', () => {
     assert.match(d.reason, /Unusual sending: recipients from new@example\.org far above its usual rate \(over 50 per 1h/);
   });
 
+  test('the recent rate spans the window: many small messages over half an hour add up', () => {
+    const h = new Harness(policy);
+    const actions = [];
+    for (let i = 0; i < 100; i++) {
+      actions.push(h.run(sent('quiet@example.org', 1)).decision.action);
+      h.advance(20 * 1000);
+    }
+    const first = actions.indexOf('hold');
+    // without decay it would fire at 51; spread over ~17 minutes the recent rate lags a little behind the raw count
+    assert.ok(first > 50 && first < 70, `first hold at message ${first + 1}`);
+    // a steady 30 an hour for a day and a half stays below the floor of 50
+    const calm = new Harness(policy);
+    let held = 0;
+    for (let i = 0; i < 48; i++) {
+      if (calm.run(sent('calm@example.org', 1)).decision.action === 'hold') held++;
+      calm.advance(2 * MINUTE);
+    }
+    assert.equal(held, 0);
+  });
+
   test('a user who usually sends a lot gets a higher threshold: 10x their own weighted rate', () => {
     const h = new Harness(policy);
     // two weeks of ~30 recipients every hour, in office hours only (10 h a day)
