@@ -22,7 +22,7 @@ export const DEFAULTS = {
     duration: '1h',
     factor: 4,
     max: '30d',
-    lookback: '7d',
+    lookback: '30d',
     ipv6_aggregate: { enabled: true, prefix: 48, threshold: 3 },
   },
   suspensions: { duration: '1d', block_login: false },

@@ -105,7 +105,7 @@ void describe('built-in defaults', () => {
     const p = s.policy;
     assert.equal(p.ipv4Prefix, 24);
     assert.equal(p.ipv6Prefix, 64);
-    assert.deepEqual(p.escalation, { baseMs: HOUR, factor: 4, maxMs: 30 * DAY, lookbackMs: 7 * DAY });
+    assert.deepEqual(p.escalation, { baseMs: HOUR, factor: 4, maxMs: 30 * DAY, lookbackMs: 30 * DAY });
     assert.deepEqual(p.ipv6Aggregate, { enabled: true, prefix: 48, threshold: 3 });
     assert.equal(p.suspensionMs, DAY);
     assert.equal(p.suspensionBlocksLogin, false);
@@ -1487,7 +1487,7 @@ void describe('describeSettings', () => {
       duration: '1h',
       factor: 4,
       max: '30d',
-      lookback: '1w',
+      lookback: '30d',
       ipv6_aggregate: { enabled: true, prefix: 48, threshold: 3 },
     });
     assert.deepEqual(d.suspensions, { duration: '1d', block_login: false });
