@@ -77,8 +77,8 @@ export function banReason(ban: BanRecord): string {
   return `Access denied: ${ban.subject} is blocked until ${new Date(ban.until).toISOString()} (rule ${ban.rule})`;
 }
 
-export function suspensionReason(s: SuspensionRecord): string {
-  return `Account ${s.user} is suspended from sending (rule ${s.rule}); contact your mail administrator`;
+export function suspensionReason(s: SuspensionRecord, login = false): string {
+  return `Account ${s.user} is suspended${login ? '' : ' from sending'} (rule ${s.rule}); contact your mail administrator`;
 }
 
 export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
@@ -86,7 +86,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(result.ban), hits: [], effects: [] };
   }
   if (result.suspension) {
-    const reason = suspensionReason(result.suspension);
+    const reason = suspensionReason(result.suspension, event.kind === 'auth-attempt');
     return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
   }
   const hits: RuleHit[] = [];
