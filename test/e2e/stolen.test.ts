@@ -79,7 +79,7 @@ alerts:
     // unfold headers, undo quoted-printable soft breaks
     const text = (alerts[0] as string).replace(/\r?\n[ \t]+/g, ' ').replace(/=\r?\n/g, '');
     assert.match(text, /Subject: \[mailwarden\] compromise-burst: bob@mailprobe\.test \(hold, suspended\)/);
-    assert.match(text, /Source:  127\.0\.9\.1/);
+    assert.match(text, /Source: {2}127\.0\.9\.1/);
     assert.match(text, /mailwarden users resume bob@mailprobe\.test/);
   });
 
