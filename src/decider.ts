@@ -43,11 +43,27 @@ export class Decider {
     return t?.skipped ?? 0;
   }
 
-  readonly evaluate = async (event: MailEvent): Promise<Decision> => {
+  /**
+   * Decides one event. Synchronous when the store answers synchronously (the
+   * embedded store): the common path allocates no promise and arms no timer.
+   * Effects (bans, suspensions) are made durable before the decision returns.
+   */
+  readonly evaluate = (event: MailEvent): Decision | Promise<Decision> => {
     const policy = this.policy;
     const p = plan(event, policy);
-    const result = await this.store.apply(p, event.time);
-    const d = decide(event, policy, p, result);
+    const result = this.store.apply(p, event.time);
+    if (result instanceof Promise) return result.then((r) => this.settle(event, decide(event, policy, p, r)));
+    return this.settle(event, decide(event, policy, p, result));
+  };
+
+  private settle(event: MailEvent, d: Decision): Decision | Promise<Decision> {
+    if (d.effects.length > 0 || d.hits.length > 0) return this.record(event, d);
+    if (d.action !== 'allow') this.logRefusal(event, d);
+    return d;
+  }
+
+  /** The rare path: a rule fired. Commit effects, audit hits, log, alert. */
+  private async record(event: MailEvent, d: Decision): Promise<Decision> {
     if (d.effects.length > 0) {
       const done = await this.store.commit(d.effects, event.time, 'mailwarden');
       for (const b of done.bans) {
@@ -70,15 +86,16 @@ export class Decider {
         );
       }
     }
-    if (d.action !== 'allow') {
-      const suppressed = this.throttle(`${d.rule}|${event.ip}|${event.user ?? ''}`, event.time);
-      if (suppressed >= 0) {
-        this.logger.info(
-          { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, action: d.action, rule: d.rule, suppressed },
-          d.reason,
-        );
-      }
-    }
+    if (d.action !== 'allow') this.logRefusal(event, d);
     return d;
-  };
+  }
+
+  private logRefusal(event: MailEvent, d: Decision): void {
+    const suppressed = this.throttle(`${d.rule}|${event.ip}|${event.user ?? ''}`, event.time);
+    if (suppressed < 0) return;
+    this.logger.info(
+      { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, action: d.action, rule: d.rule, suppressed },
+      d.reason,
+    );
+  }
 }

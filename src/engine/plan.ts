@@ -58,15 +58,41 @@ const V4_BAN_PREFIXES = [32, 24, 16, 8];
 const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
 
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
+const NO_RULES: readonly Rule[] = [];
 const AUTH_EVENTS = new Set(['auth-attempt', 'auth-result']);
+
+/** What plan() needs of a policy, worked out once per policy rather than once per event. */
+interface PolicyIndex {
+  v4Lengths: number[];
+  v6Lengths: number[];
+  /** Rules that count or check each kind of event, in policy order. */
+  byKind: Map<string, Rule[]>;
+}
+
+const indexes = new WeakMap<Policy, PolicyIndex>();
+
+function indexOf(policy: Policy): PolicyIndex {
+  let ix = indexes.get(policy);
+  if (ix) return ix;
+  const lengths = (base: number[], extra: number[]): number[] => [...new Set([...base, ...extra])].sort((a, b) => b - a);
+  const byKind = new Map<string, Rule[]>();
+  for (const rule of policy.rules) {
+    for (const kind of new Set([...rule.on, ...rule.checkOn])) byKind.set(kind, [...(byKind.get(kind) ?? []), rule]);
+  }
+  ix = {
+    v4Lengths: lengths(V4_BAN_PREFIXES, [policy.ipv4Prefix]),
+    v6Lengths: lengths(V6_BAN_PREFIXES, policy.ipv6Aggregate.enabled ? [policy.ipv6Prefix, policy.ipv6Aggregate.prefix] : [policy.ipv6Prefix]),
+    byKind,
+  };
+  indexes.set(policy, ix);
+  return ix;
+}
 
 export function banSubjectsFor(ip: string, policy: Policy): string[] {
   const v6 = isIPv6(ip);
-  const lengths = new Set(v6 ? V6_BAN_PREFIXES : V4_BAN_PREFIXES);
-  lengths.add(v6 ? policy.ipv6Prefix : policy.ipv4Prefix);
-  if (v6 && policy.ipv6Aggregate.enabled) lengths.add(policy.ipv6Aggregate.prefix);
+  const ix = indexOf(policy);
   const full = v6 ? 128 : 32;
-  return [...lengths].sort((a, b) => b - a).map((len) => (len === full ? ip : networkOf(ip, len)));
+  return (v6 ? ix.v6Lengths : ix.v4Lengths).map((len) => (len === full ? ip : networkOf(ip, len)));
 }
 
 export function isAllowlisted(event: MailEvent, policy: Policy): boolean {
@@ -176,7 +202,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   };
   const fact = event.kind === 'auth-result';
   const ewmas: Array<[number, CounterOp]> = [];
-  for (const rule of policy.rules) {
+  for (const rule of indexOf(policy).byKind.get(event.kind) ?? NO_RULES) {
     const role = ruleRole(rule, event);
     if (role === undefined) continue;
     const subject = subjectOf(rule, event, policy);

@@ -59,8 +59,8 @@ export class MemoryStore implements Store {
     }
   }
 
-  apply(plan: Plan, now: number): Promise<ApplyResult> {
-    return Promise.resolve(this.applySync(plan, now));
+  apply(plan: Plan, now: number): ApplyResult {
+    return this.applySync(plan, now);
   }
 
   /** The synchronous core of apply(), exposed for the benchmark and tests. */

@@ -36,10 +36,13 @@ export interface StoreStats {
   activeSuspensions: number;
 }
 
+/** A backend that can answer at once (the embedded store) returns plain values: no promise on the hot path. */
+export type MaybePromise<T> = T | Promise<T>;
+
 export interface Store {
   readonly backend: string;
-  /** Check bans/suspension and bump counters, atomically; see engine/plan.ts for gating. */
-  apply(plan: Plan, now: number): Promise<ApplyResult>;
+  /** Check bans/suspension and bump counters, atomically; see engine/plan.ts for charging. */
+  apply(plan: Plan, now: number): MaybePromise<ApplyResult>;
   /** Make bans and suspensions durable (before the decision is returned) and audit them. */
   commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult>;
   unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined>;

@@ -19,10 +19,11 @@ import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
 import { prepareUnixSocket } from '../../listen.js';
+import { withinBudget, type Evaluate } from '../budget.js';
 import { ALLOW_REPLY, toEvent, toReply, type DovecotCommand, type DovecotReply, type DovecotRequest } from './translate.js';
 
 export interface DovecotServerOptions {
-  evaluate: (event: MailEvent) => Promise<Decision>;
+  evaluate: Evaluate;
   logger: Logger;
   now: () => number;
   budgetMs: number;
@@ -125,33 +126,40 @@ export class DovecotPolicyServer {
     return app;
   }
 
-  private async answer(command: DovecotCommand, event: MailEvent): Promise<DovecotReply> {
+  private answer(command: DovecotCommand, event: MailEvent): DovecotReply | Promise<DovecotReply> {
     if (command === 'allow') this.stats.allows++;
     else this.stats.reports++;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, this.o.budgetMs, undefined);
-    });
+    let d: Decision | Promise<Decision>;
     try {
-      const d = await Promise.race([this.o.evaluate(event), late]);
-      if (d === undefined) {
+      d = this.o.evaluate(event);
+    } catch (err) {
+      return this.failed(err, event.ip);
+    }
+    if (!(d instanceof Promise)) return this.reply(command, event, d);
+    return withinBudget(d, this.o.budgetMs).then(
+      (late) => {
+        if (late !== undefined) return this.reply(command, event, late);
         this.stats.budgetMisses++;
         this.o.logger.warn({ adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered status 0');
         return ALLOW_REPLY;
-      }
-      // Dovecot does not read the answer to a report; its effects (bans) are what matter.
-      if (command === 'report') return ALLOW_REPLY;
-      const r = toReply(d, event.protocol, this.o);
-      if (r.status < 0) this.stats.refused++;
-      else if (r.status > 0) this.stats.delayed++;
-      return r;
-    } catch (err) {
-      this.stats.errors++;
-      this.o.logger.error({ err, adapter: 'dovecot', ip: event.ip }, 'decision failed; answered status 0');
-      return ALLOW_REPLY;
-    } finally {
-      clearTimeout(timer);
-    }
+      },
+      (err: unknown) => this.failed(err, event.ip),
+    );
+  }
+
+  private reply(command: DovecotCommand, event: MailEvent, d: Decision): DovecotReply {
+    // Dovecot does not read the answer to a report; its effects (bans) are what matter.
+    if (command === 'report') return ALLOW_REPLY;
+    const r = toReply(d, event.protocol, this.o);
+    if (r.status < 0) this.stats.refused++;
+    else if (r.status > 0) this.stats.delayed++;
+    return r;
+  }
+
+  private failed(err: unknown, ip: string): DovecotReply {
+    this.stats.errors++;
+    this.o.logger.error({ err, adapter: 'dovecot', ip }, 'decision failed; answered status 0');
+    return ALLOW_REPLY;
   }
 
   async start(targets: readonly ListenTarget[]): Promise<string[]> {

@@ -17,12 +17,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
-import type { Decision, MailEvent } from '../../engine/types.js';
+import type { Decision } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
+import { withinBudget, type Evaluate } from '../budget.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
 import { repeatKey, toAction, toEvent } from './translate.js';
-
-export type Evaluate = (event: MailEvent) => Promise<Decision>;
 
 export interface PostfixServerOptions {
   evaluate: Evaluate;
@@ -104,7 +103,9 @@ export class PostfixPolicyServer {
       log.warn(extra, msg);
     };
     // Answers leave in request order even when a slow decision is followed by a fast one.
+    // Ready answers are written at once (several in one write); pending ones queue behind a chain.
     let chain: Promise<void> = Promise.resolve();
+    let pending = 0;
     socket.setEncoding('utf8');
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
@@ -124,24 +125,41 @@ export class PostfixPolicyServer {
         socket.destroy();
         return;
       }
+      let ready = '';
       for (const item of items) {
         this.stats.requests++;
-        if (!item.ok) {
+        let reply: string | Promise<string>;
+        if (item.ok) reply = this.answer(item.attrs, warnOnce);
+        else {
           this.stats.badRequests++;
           warnOnce(`bad request answered DUNNO: ${item.problem}`);
-          chain = chain.then(() => write(socket, DUNNO));
+          reply = DUNNO;
+        }
+        if (typeof reply === 'string' && pending === 0) {
+          ready += reply;
           continue;
         }
-        const reply = this.answer(item.attrs, warnOnce);
-        chain = chain.then(() => reply.then((r) => write(socket, r)));
+        if (ready) {
+          write(socket, ready);
+          ready = '';
+        }
+        pending++;
+        const answered = reply;
+        chain = chain
+          .then(() => answered)
+          .then((r) => {
+            pending--;
+            write(socket, r);
+          });
       }
+      if (ready) write(socket, ready);
     });
     socket.on('error', (err) => log.debug({ err }, 'postfix connection error'));
     socket.on('close', () => this.sockets.delete(socket));
   }
 
-  /** One request → one `action=…` reply; never rejects. */
-  private async answer(attrs: PolicyAttributes, warnOnce: (msg: string, extra?: object) => void): Promise<string> {
+  /** One request → one `action=…` reply: at once when the decision is synchronous; never rejects. */
+  private answer(attrs: PolicyAttributes, warnOnce: (msg: string, extra?: object) => void): string | Promise<string> {
     const now = this.o.now();
     const key = repeatKey(attrs);
     const seen = this.repeats.get(key);
@@ -155,28 +173,35 @@ export class PostfixPolicyServer {
       warnOnce(`request answered DUNNO: ${t.problem}`);
       return DUNNO;
     }
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, this.o.budgetMs, undefined);
-    });
-    let reply: string;
+    let d: Decision | Promise<Decision>;
     try {
-      const d = await Promise.race([this.o.evaluate(t.event), late]);
-      if (d === undefined) {
-        this.stats.budgetMisses++;
-        this.o.logger.warn({ adapter: 'postfix', ip: t.event.ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered DUNNO');
-        return DUNNO;
-      }
-      reply = `action=${toAction(d)}\n\n`;
+      d = this.o.evaluate(t.event);
     } catch (err) {
-      this.stats.errors++;
-      this.o.logger.error({ err, adapter: 'postfix', ip: t.event.ip }, 'decision failed; answered DUNNO');
-      return DUNNO;
-    } finally {
-      clearTimeout(timer);
+      return this.failed(err, t.event.ip);
     }
+    if (!(d instanceof Promise)) return this.reply(key, now, d);
+    const ip = t.event.ip;
+    return withinBudget(d, this.o.budgetMs).then(
+      (late) => {
+        if (late !== undefined) return this.reply(key, now, late);
+        this.stats.budgetMisses++;
+        this.o.logger.warn({ adapter: 'postfix', ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered DUNNO');
+        return DUNNO;
+      },
+      (err: unknown) => this.failed(err, ip),
+    );
+  }
+
+  private reply(key: string, now: number, d: Decision): string {
+    const reply = d.action === 'allow' ? DUNNO : `action=${toAction(d)}\n\n`;
     this.remember(key, now, reply);
     return reply;
+  }
+
+  private failed(err: unknown, ip: string): string {
+    this.stats.errors++;
+    this.o.logger.error({ err, adapter: 'postfix', ip }, 'decision failed; answered DUNNO');
+    return DUNNO;
   }
 
   private remember(key: string, now: number, reply: string): void {
