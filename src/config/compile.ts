@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { AlertSettings } from '../actions/notify.js';
 import { NetworkSet } from '../engine/address.js';
 import { formatDuration } from '../engine/decide.js';
+import { KNOWN_GOOD_RULE, ruleId } from '../engine/plan.js';
 import type { CountKind, Policy, Rule } from '../engine/policy.js';
 import type { EventKind } from '../engine/types.js';
 import { DEFAULT_LISTEN, DEFAULT_RULES, DEFAULTS } from './defaults.js';
@@ -147,6 +148,18 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
   });
   const out: Rule[] = [];
   const live = [...merged.values()].filter(({ rule }) => rule.enabled !== false);
+  const ids = new Map<string, string>([[ruleId(KNOWN_GOOD_RULE), KNOWN_GOOD_RULE]]);
+  for (const { rule: r, index } of live) {
+    const other = ids.get(ruleId(r.name));
+    if (other !== undefined && other !== r.name) {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: index === undefined ? `(built-in rule ${r.name})` : locate(['rules', index, 'name']),
+        message: `rule names ${JSON.stringify(r.name)} and ${JSON.stringify(other)} share a counter id by chance; rename one of them`,
+      });
+    }
+    ids.set(ruleId(r.name), r.name);
+  }
   for (const { rule: r, index } of live) {
     const where = (field?: string): string =>
       index === undefined ? `(built-in rule ${r.name})` : locate(field ? ['rules', index, field] : ['rules', index]);

@@ -179,9 +179,27 @@ export function limitFor(rule: Rule, subject: string): number {
   return (at >= 0 ? rule.overrides.get(subject.slice(at)) : undefined) ?? rule.limit;
 }
 
-/** Counter key: rule name and subject. Stable across reloads, so counters survive a policy change. */
+const shortIds = new Map<string, string>();
+
+/**
+ * Counter key: a short id of the rule's name and the subject. Stable across
+ * reloads and restarts (a hash of the name, not a position), so counters survive
+ * a policy change; short, because a million of them are kept in memory.
+ */
 export function counterKey(rule: string, subject: string): string {
-  return `${rule}|${subject}`;
+  let id = shortIds.get(rule);
+  if (id === undefined) {
+    id = ruleId(rule);
+    shortIds.set(rule, id);
+  }
+  return `${id}|${subject}`;
+}
+
+/** FNV-1a of the rule name in base 36 (config/compile.ts refuses two rules with the same id). */
+export function ruleId(name: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(36);
 }
 
 export function plan(event: MailEvent, policy: Policy): Plan {

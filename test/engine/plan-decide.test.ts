@@ -15,7 +15,7 @@ import {
   suspensionReason,
   type ApplyResult,
 } from '../../src/engine/decide.js';
-import { banSubjectsFor, counterKey, isAllowlisted, plan, ruleApplies, type CounterOp } from '../../src/engine/plan.js';
+import { banSubjectsFor, counterKey, isAllowlisted, plan, ruleApplies, ruleId, type CounterOp } from '../../src/engine/plan.js';
 import type { Policy } from '../../src/engine/policy.js';
 import {
   ALLOW,
@@ -79,8 +79,8 @@ void describe('plan()', () => {
       ['conn', 'watch'],
     );
     assert.deepEqual(p.counters, [
-      { type: 'rate', rule: 'conn', key: 'conn|192.0.2.10', cost: 1, limit: 3, windowMs: 60_000, charge: 'if-pass' },
-      { type: 'rate', rule: 'watch', key: 'watch|192.0.2.0/24', cost: 1, limit: 5, windowMs: 60_000, charge: 'if-conform' },
+      { type: 'rate', rule: 'conn', key: counterKey('conn', '192.0.2.10'), cost: 1, limit: 3, windowMs: 60_000, charge: 'if-pass' },
+      { type: 'rate', rule: 'watch', key: counterKey('watch', '192.0.2.0/24'), cost: 1, limit: 5, windowMs: 60_000, charge: 'if-conform' },
     ]);
     assert.deepEqual(p.subjects, ['192.0.2.10', '192.0.2.0/24']);
     assert.equal(p.allowlisted, false);
@@ -93,7 +93,9 @@ void describe('plan()', () => {
   });
 
   void test('counter keys are rule|subject, so they survive a reload that keeps the rule name', () => {
-    assert.equal(counterKey('conn', '192.0.2.10'), 'conn|192.0.2.10');
+    assert.equal(counterKey('conn', '192.0.2.10'), `${ruleId('conn')}|192.0.2.10`);
+    assert.notEqual(ruleId('conn'), ruleId('conn2'));
+    assert.match(ruleId('smtp-connections-per-ip'), /^[0-9a-z]{1,7}$/);
   });
 
   void test('ban subjects: the address and every enclosing network checked, longest prefix first', () => {

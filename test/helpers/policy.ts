@@ -106,7 +106,8 @@ export class Harness {
     const event = makeEvent({ time: this.now, ...over });
     const p = plan(event, this.policy);
     const counts = await this.store.peek(p.counters, this.now);
-    return Object.fromEntries(p.counters.map((op: CounterOp, i) => [op.key, counts[i] as number]));
+    // Readable keys: the rule's name instead of its short counter id.
+    return Object.fromEntries(p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]));
   }
 }
 

@@ -57,11 +57,15 @@ export function toEvent(a: PolicyAttributes, now: number): Translation {
 
 /**
  * Postfix repeats a request once per restriction list that calls the policy
- * service (4 identical RCPT requests with smtpd_delay_reject=yes). This key is
- * equal for such repeats, so they get one answer and are counted once.
+ * service: with smtpd_delay_reject=yes every list runs at RCPT time, so each
+ * recipient arrives up to 4 times, identical. This key is equal for such
+ * repeats, so they get one answer and are counted once. Other stages are
+ * never repeated (with smtpd_delay_reject=no each list runs at its own
+ * stage): they get no key and cost no lookup.
  */
-export function repeatKey(a: PolicyAttributes): string {
-  return `${a.request}\0${a.protocol_state}\0${a.client_address}\0${a.client_port}\0${a.instance}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.recipient_count}\0${a.size}\0${a.policy_context}`;
+export function repeatKey(a: PolicyAttributes): string | undefined {
+  if (a.protocol_state !== 'RCPT' || a.request !== 'smtpd_access_policy') return undefined;
+  return `${a.instance}\0${a.client_address}\0${a.client_port}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.policy_context}`;
 }
 
 /** Text safe inside one SMTP reply line. */
