@@ -10,7 +10,50 @@
  * safe "no opinion".
  */
 
-export type PolicyAttributes = Record<string, string>;
+/** The attributes mailwarden reads; Postfix 3.7 sends 29, newer releases more. */
+export interface PolicyAttributes {
+  request?: string | undefined;
+  protocol_state?: string | undefined;
+  client_address?: string | undefined;
+  client_port?: string | undefined;
+  instance?: string | undefined;
+  sender?: string | undefined;
+  recipient?: string | undefined;
+  recipient_count?: string | undefined;
+  size?: string | undefined;
+  sasl_username?: string | undefined;
+  policy_context?: string | undefined;
+}
+
+const WANTED = new Set<string>([
+  'request',
+  'protocol_state',
+  'client_address',
+  'client_port',
+  'instance',
+  'sender',
+  'recipient',
+  'recipient_count',
+  'size',
+  'sasl_username',
+  'policy_context',
+]);
+
+function emptyAttributes(): PolicyAttributes {
+  return {
+    request: undefined,
+    protocol_state: undefined,
+    client_address: undefined,
+    client_port: undefined,
+    instance: undefined,
+    sender: undefined,
+    recipient: undefined,
+    recipient_count: undefined,
+    size: undefined,
+    sasl_username: undefined,
+    policy_context: undefined,
+  };
+}
 
 export type ParsedItem =
   | { ok: true; attrs: PolicyAttributes }
@@ -23,7 +66,7 @@ export interface ParseLimits {
 
 export class PolicyParser {
   private pending = '';
-  private attrs: PolicyAttributes = Object.create(null) as PolicyAttributes;
+  private attrs: PolicyAttributes = emptyAttributes();
   private count = 0;
   private problem: string | undefined;
   private readonly limits: ParseLimits;
@@ -69,14 +112,15 @@ export class PolicyParser {
       this.problem ??= `more than ${this.limits.maxAttributes} attributes`;
       return;
     }
-    this.attrs[buf.slice(start, eq)] = buf.slice(eq + 1, end);
+    const name = buf.slice(start, eq);
+    if (WANTED.has(name)) this.attrs[name as keyof PolicyAttributes] = buf.slice(eq + 1, end);
     this.count++;
   }
 
   private finish(): ParsedItem {
     const attrs = this.attrs;
     const problem = this.problem;
-    this.attrs = Object.create(null) as PolicyAttributes;
+    this.attrs = emptyAttributes();
     this.count = 0;
     this.problem = undefined;
     return problem === undefined ? { ok: true, attrs } : { ok: false, problem, attrs };
