@@ -13,7 +13,9 @@ import type { Logger } from 'pino';
 import { Notifier } from './actions/notify.js';
 import { DovecotPolicyServer } from './adapters/dovecot/server.js';
 import { PostfixPolicyServer } from './adapters/postfix/server.js';
+import { Activity } from './admin/activity.js';
 import { buildAdminApi } from './admin/api.js';
+import { Metrics } from './admin/metrics.js';
 import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
@@ -80,6 +82,20 @@ export async function startDaemon(
     apiHeader: settings.dovecot.apiHeader,
   });
   let current = settings;
+  const activity = new Activity(now(), () => ({ v4: decider.policy.ipv4Prefix, v6: decider.policy.ipv6Prefix }));
+  const metrics = new Metrics({
+    store: () => store.stats(now()),
+    adapters: () => ({ postfix: postfix.stats, dovecot: dovecot.stats }),
+    alerts: () => notifier.stats,
+  });
+  decider.onDecision = (event, d, seconds) => {
+    activity.record(event, d);
+    metrics.decision(event, d, seconds);
+  };
+  decider.onCommitted = (done, time) => {
+    for (const b of done.bans) activity.publish({ time, kind: 'ban', subject: b.subject, rule: b.rule, reason: b.reason });
+    for (const x of done.suspensions) activity.publish({ time, kind: 'suspend', user: x.user, rule: x.rule, reason: x.reason });
+  };
   const status = (): Record<string, unknown> => ({
     name: 'mailwarden',
     version: VERSION,
@@ -95,7 +111,20 @@ export async function startDaemon(
     alerts: { channels: notifier.channels, ...notifier.stats },
     memory: { rssBytes: process.memoryUsage().rss },
   });
-  const ctx = { store, policy: () => decider.policy, now, status };
+  const reload = (): Promise<{ ok: boolean; problems?: string }> => {
+    try {
+      const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
+      decider.policy = next.policy;
+      current = next;
+      logger.info({ config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length }, 'configuration reloaded');
+      return Promise.resolve({ ok: true });
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.message : String(err);
+      logger.error({ problems }, 'new configuration refused; the running one stays');
+      return Promise.resolve({ ok: false, problems });
+    }
+  };
+  const ctx = { store, policy: () => decider.policy, now, status, activity, metrics, reload };
   const token = ensureToken(settings.dataDir);
   const admins: FastifyInstance[] = [];
   const bound = { postfix: [] as string[], dovecot: [] as string[], admin: [] as string[] };
@@ -148,19 +177,7 @@ export async function startDaemon(
   return {
     settings,
     bound,
-    reload: () => {
-      try {
-        const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
-        decider.policy = next.policy;
-        current = next;
-        logger.info({ config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length }, 'configuration reloaded');
-        return Promise.resolve(true);
-      } catch (err) {
-        const problems = err instanceof ConfigError ? err.message : String(err);
-        logger.error({ problems }, 'new configuration refused; the running one stays');
-        return Promise.resolve(false);
-      }
-    },
+    reload: async () => (await reload()).ok,
     stop: async () => {
       clearInterval(snapshot);
       await postfix.stop();

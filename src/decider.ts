@@ -12,7 +12,7 @@ import { decide } from './engine/decide.js';
 import { plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
 import type { Decision, MailEvent } from './engine/types.js';
-import type { Store } from './store/types.js';
+import type { CommitResult, Store } from './store/types.js';
 
 const LOG_EVERY_MS = 10_000;
 
@@ -23,6 +23,10 @@ export class Decider {
   private readonly logged = new Map<string, { at: number; skipped: number }>();
 
   private readonly notifier: Notifier | undefined;
+  /** Watchers of every decision (metrics, the dashboard's activity); must be cheap. */
+  onDecision: ((event: MailEvent, d: Decision, seconds: number) => void) | undefined;
+  /** Watchers of bans and suspensions the rules made. */
+  onCommitted: ((done: CommitResult, time: number) => void) | undefined;
 
   constructor(policy: Policy, store: Store, logger: Logger, notifier?: Notifier) {
     this.policy = policy;
@@ -49,14 +53,16 @@ export class Decider {
    * Effects (bans, suspensions) are made durable before the decision returns.
    */
   readonly evaluate = (event: MailEvent): Decision | Promise<Decision> => {
+    const started = performance.now();
     const policy = this.policy;
     const p = plan(event, policy);
     const result = this.store.apply(p, event.time);
-    if (result instanceof Promise) return result.then((r) => this.settle(event, decide(event, policy, p, r)));
-    return this.settle(event, decide(event, policy, p, result));
+    if (result instanceof Promise) return result.then((r) => this.settle(event, decide(event, policy, p, r), started));
+    return this.settle(event, decide(event, policy, p, result), started);
   };
 
-  private settle(event: MailEvent, d: Decision): Decision | Promise<Decision> {
+  private settle(event: MailEvent, d: Decision, started: number): Decision | Promise<Decision> {
+    this.onDecision?.(event, d, (performance.now() - started) / 1000);
     if (d.effects.length > 0 || d.hits.length > 0) return this.record(event, d);
     if (d.action !== 'allow') this.logRefusal(event, d);
     return d;
@@ -73,6 +79,7 @@ export class Decider {
         this.logger.warn({ user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip }, `suspended ${s.user}: ${s.reason}`);
       }
       for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
+      this.onCommitted?.(done, event.time);
     }
     if (d.hits.length > 0) {
       await this.store.recordHits(event, d.hits, event.time);

@@ -17,12 +17,19 @@ import { parseSubject } from '../engine/address.js';
 import type { Policy } from '../engine/policy.js';
 import { explain } from '../explain.js';
 import type { Store } from '../store/types.js';
+import type { Activity, FeedItem } from './activity.js';
+import { registerDashboard } from './dashboard.js';
+import type { Metrics } from './metrics.js';
 
 export interface AdminContext {
   store: Store;
   policy: () => Policy;
   now: () => number;
   status: () => Record<string, unknown>;
+  activity: Activity;
+  metrics: Metrics;
+  /** Re-reads the config; the running one stays when the new one is wrong. */
+  reload: () => Promise<{ ok: boolean; problems?: string }>;
 }
 
 export interface AdminOptions {
@@ -88,6 +95,8 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
   if (opts.token !== undefined) {
     const token = opts.token;
     app.addHook('onRequest', async (req, reply) => {
+      // The dashboard's page and assets are public; every byte of data needs the token.
+      if (req.method === 'GET' && (req.url === '/' || req.url.startsWith('/assets/'))) return;
       if (!tokenMatches(req.headers.authorization, token)) {
         await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized' });
       }
@@ -98,7 +107,39 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     void reply.code(code).send({ error: code === 500 ? 'internal error' : err.message });
   });
 
+  registerDashboard(app);
+
   app.get('/v1/status', () => ctx.status());
+
+  app.get('/metrics', async (_req, reply) => {
+    const text = await ctx.metrics.registry.metrics();
+    return reply.header('content-type', ctx.metrics.registry.contentType).send(text);
+  });
+
+  app.get('/v1/timeline', () => ctx.activity.timeline(ctx.now()));
+  app.get('/v1/top', () => ctx.activity.top(ctx.now()));
+
+  // Server-sent events: refusals, bans and suspensions as they happen (allowed requests are not sent).
+  app.get('/v1/events', (req, reply) => {
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.write(': mailwarden events\n\n');
+    const send = (item: FeedItem): void => {
+      res.write(`data: ${JSON.stringify(item)}\n\n`);
+    };
+    const unsubscribe = ctx.activity.subscribe(send);
+    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+    req.raw.on('close', () => {
+      clearInterval(ping);
+      unsubscribe();
+    });
+  });
+
+  app.post('/v1/reload', async (_req, reply) => {
+    const r = await ctx.reload();
+    return r.ok ? { reloaded: true } : reply.code(400).send({ error: r.problems ?? 'the new configuration was refused' });
+  });
 
   app.get<{ Querystring: { q?: string; limit?: string; offset?: string } }>('/v1/bans', async (req) => {
     const all = await ctx.store.listBans(ctx.now());
@@ -126,7 +167,10 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
       actorOf(req, trusted),
     );
     const made = done.bans[0];
-    if (made) return reply.code(201).send(made);
+    if (made) {
+      ctx.activity.publish({ time: now, kind: 'ban', subject: made.subject, rule: made.rule, reason: made.reason });
+      return reply.code(201).send(made);
+    }
     // Already banned and no new length asked for: the existing ban stands.
     return (await ctx.store.listBans(now)).find((b) => b.subject === s.text);
   });
@@ -136,6 +180,7 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     if (!s) throw new BadRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
     const gone = await ctx.store.unban(s.text, actorOf(req, trusted), ctx.now(), req.query.reason ?? 'unbanned by an administrator');
     if (!gone) return reply.code(404).send({ error: `${s.text} is not banned` });
+    ctx.activity.publish({ time: ctx.now(), kind: 'unban', subject: gone.subject, rule: gone.rule });
     return { removed: gone };
   });
 
@@ -154,7 +199,9 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
         ctx.now(),
         actorOf(req, trusted),
       );
-      return reply.code(201).send(done.suspensions[0]);
+      const made = done.suspensions[0];
+      if (made) ctx.activity.publish({ time: made.since, kind: 'suspend', user: made.user, rule: made.rule, reason: made.reason });
+      return reply.code(201).send(made);
     },
   );
 
@@ -162,6 +209,7 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     const user = req.params.user.trim().toLowerCase();
     const gone = await ctx.store.resume(user, actorOf(req, trusted), ctx.now(), 'resumed by an administrator');
     if (!gone) return reply.code(404).send({ error: `${user} is not suspended` });
+    ctx.activity.publish({ time: ctx.now(), kind: 'resume', user: gone.user, rule: gone.rule });
     return { resumed: gone };
   });
 
