@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import type { Target } from './policy-client.js';
 
 export interface Proc {
@@ -207,17 +207,8 @@ export function readPidFile(file: string): number | undefined {
   return Number.isInteger(n) && n > 1 ? n : undefined;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+// One way to find a free loopback port, shared with the tests.
+export { freePort } from '../test/helpers/daemon.js';
 
 /** Last resort on any exit: SIGKILL every process this benchmark started that is still running. */
 export function killEverything(): void {

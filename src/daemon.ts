@@ -82,7 +82,7 @@ export async function startDaemon(
     apiHeader: settings.dovecot.apiHeader,
   });
   let current = settings;
-  const activity = new Activity(now(), () => ({ v4: decider.policy.ipv4Prefix, v6: decider.policy.ipv6Prefix }));
+  const activity = new Activity(now(), () => decider.policy);
   const metrics = new Metrics({
     store: () => store.stats(now()),
     adapters: () => ({ postfix: postfix.stats, dovecot: dovecot.stats }),

@@ -4,7 +4,7 @@
  * against every rule that counts it, and its audit trail, plus a plain-English
  * summary for the CLI. Read-only: peeking never charges a counter.
  */
-import { isIPv6, networkOf, parseSubject } from './engine/address.js';
+import { clientNetwork, parseSubject } from './engine/address.js';
 import { formatDuration } from './engine/decide.js';
 import { banSubjectsFor, counterKey, type CounterOp } from './engine/plan.js';
 import type { Policy, Rule } from './engine/policy.js';
@@ -44,7 +44,7 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   if (parsed?.kind === 'ip') {
     covering = banSubjectsFor(subject, policy);
     allowlisted = policy.allowNetworks.has(subject);
-    const net = networkOf(subject, isIPv6(subject) ? policy.ipv6Prefix : policy.ipv4Prefix);
+    const net = clientNetwork(subject, policy);
     for (const r of policy.rules) {
       if (r.key === 'ip') pairs.push([r, subject]);
       if (r.key === 'network') pairs.push([r, net]);

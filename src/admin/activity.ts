@@ -9,7 +9,7 @@
  * bounded: 360 buckets per series, and at most TOP_CAP subjects per
  * 10-minute slice of the top lists.
  */
-import { isIPv6, networkOf } from '../engine/address.js';
+import { clientNetwork } from '../engine/address.js';
 import type { Decision, MailEvent } from '../engine/types.js';
 
 export const STEP_S = 10;
@@ -57,7 +57,7 @@ export class Activity {
 
   constructor(
     now: number,
-    private readonly prefixes: () => { v4: number; v6: number },
+    private readonly prefixes: () => { ipv4Prefix: number; ipv6Prefix: number },
   ) {
     this.head = Math.floor(now / 1000 / STEP_S);
   }
@@ -112,7 +112,7 @@ export class Activity {
       else if (m.size < TOP_CAP) m.set(k, 1);
     };
     inc(s.ips, event.ip);
-    inc(s.networks, networkOf(event.ip, isIPv6(event.ip) ? p.v6 : p.v4));
+    inc(s.networks, clientNetwork(event.ip, p));
     if (event.user) inc(s.users, event.user);
   }
 

@@ -51,6 +51,11 @@ export function networkOf(ip: string, prefix: number): string {
   return `${(ipaddr.fromByteArray(bytes) as ipaddr.IPv6).toRFC5952String()}/${prefix}`;
 }
 
+/** The network a client counts in: its IPv4 /v4 or IPv6 /v6 (the policy's `networks` sizes). */
+export function clientNetwork(ip: string, sizes: { ipv4Prefix: number; ipv6Prefix: number }): string {
+  return networkOf(ip, isIPv6(ip) ? sizes.ipv6Prefix : sizes.ipv4Prefix);
+}
+
 export interface ParsedSubject {
   /** `ip` for a single address, `network` for a CIDR. */
   kind: 'ip' | 'network';

@@ -8,7 +8,7 @@
  * networks and users, whose hits are observe-only). Observe-mode rules are
  * reported in `hits` and never change the action.
  */
-import { isIPv6, networkOf } from './address.js';
+import { clientNetwork, isIPv6, networkOf } from './address.js';
 import type { Plan } from './plan.js';
 import type { Policy, Rule } from './policy.js';
 import {
@@ -154,7 +154,7 @@ function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): 
   };
   if (rule.then.ban) {
     const v6 = isIPv6(event.ip);
-    const subject = rule.then.ban === 'ip' ? event.ip : networkOf(event.ip, v6 ? policy.ipv6Prefix : policy.ipv4Prefix);
+    const subject = rule.then.ban === 'ip' ? event.ip : clientNetwork(event.ip, policy);
     const agg = policy.ipv6Aggregate;
     out.push({
       type: 'ban',

@@ -11,7 +11,7 @@
  * rule's `check_on` events (a login attempt, before the password is checked)
  * the counter is only read: would this one more exceed it?
  */
-import { isIPv6, networkOf } from './address.js';
+import { clientNetwork, isIPv6, networkOf } from './address.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
 import type { MailEvent } from './types.js';
 
@@ -122,7 +122,7 @@ export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string 
     case 'ip':
       return event.ip;
     case 'network':
-      return networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+      return clientNetwork(event.ip, policy);
     case 'user':
       return event.user;
     case 'sender':
@@ -145,7 +145,7 @@ function distinctMember(field: DistinctField, event: MailEvent, policy: Policy):
     case 'ip':
       return event.ip;
     case 'network':
-      return networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+      return clientNetwork(event.ip, policy);
     case 'user':
       return event.user;
     case 'recipient_domain':
@@ -264,7 +264,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   }
   if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
     // Known-good sources: networks this user logged in from successfully (recorded on success only).
-    const member = networkOf(event.ip, isIPv6(event.ip) ? policy.ipv6Prefix : policy.ipv4Prefix);
+    const member = clientNetwork(event.ip, policy);
     out.knownGood = out.counters.length;
     out.counters.push({
       type: 'distinct',

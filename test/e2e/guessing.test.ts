@@ -16,20 +16,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { imapLogin, pop3Login, sendMail, smtpSession } from './clients.js';
+import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
 
-// The built-in rules with smaller numbers, so a scenario needs a handful of attempts, not dozens.
-const CONFIG = `
-allowlist: { networks: [] }
-rules:
-  - name: auth-guess-delay
-    limit: 2
-    then: { action: delay, delay: 1s }
-  - name: auth-guess-refuse
-    limit: 3
-  - name: auth-guess-ban
-    limit: 4
-`;
 
 const { alice, bob, carol } = MAIL_USERS;
 
@@ -42,7 +31,7 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'mw-e2e-'));
-    writeFileSync(join(dir, 'mailwarden.yaml'), CONFIG);
+    writeFileSync(join(dir, 'mailwarden.yaml'), GUESSING_CONFIG);
     mw = await start();
     stack = await startMailStack({
       postfixPolicy: `inet:127.0.0.1:${mw.postfixPort}`,

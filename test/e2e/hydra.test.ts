@@ -13,19 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { imapLogin } from './clients.js';
+import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
 
-const CONFIG = `
-allowlist: { networks: [] }
-rules:
-  - name: auth-guess-delay
-    limit: 2
-    then: { action: delay, delay: 1s }
-  - name: auth-guess-refuse
-    limit: 3
-  - name: auth-guess-ban
-    limit: 4
-`;
 
 function hydra(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
@@ -47,7 +37,7 @@ describe('e2e: hydra against IMAP and SMTP AUTH is stopped', { timeout: 420_000 
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'mw-hydra-'));
-    writeFileSync(join(dir, 'mailwarden.yaml'), CONFIG);
+    writeFileSync(join(dir, 'mailwarden.yaml'), GUESSING_CONFIG);
     // the right password comes last: hydra must be stopped before it gets there
     list = join(dir, 'passwords.txt');
     writeFileSync(list, `123456\npassword\nletmein\nqwerty\ndragon\n${MAIL_USERS.alice.password}\n`);
