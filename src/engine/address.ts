@@ -33,10 +33,18 @@ export function isIPv6(ip: string): boolean {
   return ip.includes(':');
 }
 
+const ZEROS = ['', '.0.0.0', '.0.0', '.0'];
+
 /** The CIDR of the prefix-bit network holding a canonical IP (`ip/32` and `ip/128` included). */
 export function networkOf(ip: string, prefix: number): string {
   if (!isIPv6(ip)) {
     if (prefix >= 32) return `${ip}/32`;
+    // Octet boundaries (/24, /16, /8, the usual ones) by slicing: a canonical IPv4 has no leading zeros.
+    if (prefix % 8 === 0 && prefix > 0) {
+      let end = -1;
+      for (let n = prefix / 8; n > 0; n--) end = ip.indexOf('.', end + 1);
+      return `${ip.slice(0, end)}${ZEROS[prefix / 8] as string}/${prefix}`;
+    }
     const parts = ip.split('.').map(Number) as [number, number, number, number];
     const n = ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
     const masked = prefix === 0 ? 0 : (n & (0xffffffff << (32 - prefix))) >>> 0;
