@@ -42,6 +42,7 @@ import {
   waitForListen,
   type Proc,
 } from './procs.js';
+import { buildLogins, loginLoad, perLoginMs, type LoginLoad } from './dovecot.js';
 import { buildWorkload, CAPTURES, connectMaker, loadTemplates, REPO, type Workload } from './requests.js';
 
 const CONNECTIONS = 50;
@@ -52,7 +53,7 @@ const FILL_CONNECTIONS = 50;
 const FILL_DEPTH = 20;
 const FILL_BUDGET_MS = 90_000;
 const PEERS = process.env.MAILWARDEN_BENCH_PEERS !== '0';
-const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers').split(','));
+const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot').split(','));
 const KEEP = process.env.MAILWARDEN_BENCH_KEEP === '1';
 const MB = 1024 * 1024;
 
@@ -255,6 +256,56 @@ async function phaseThroughput(root: string, w: Workload): Promise<void> {
   }
 }
 
+/** Issue 3's numbers: the Dovecot endpoint against a bare node:http server, and what Dovecot waits per login. */
+async function phaseDovecot(root: string): Promise<void> {
+  const dir = join(root, 'dovecot');
+  mkdirSync(dir, { recursive: true });
+  const mwPort = await freePort();
+  const trPort = await freePort();
+  progress('starting mailwarden (default policy) and a bare node:http server for the Dovecot endpoint');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    MAILWARDEN_DATA: join(dir, 'mailwarden'),
+    MAILWARDEN_POSTFIX_LISTEN: `127.0.0.1:${await freePort()}`,
+    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${mwPort}`,
+  };
+  delete env.MAILWARDEN_CONFIG;
+  mkdirSync(join(dir, 'mailwarden'), { recursive: true });
+  const mw = spawnLogged('mailwarden', process.execPath, [join(REPO, 'dist', 'main.js'), 'serve'], env, join(dir, 'daemon.log'));
+  const tr = spawnLogged('bare http', process.execPath, ['--import', 'tsx', join(REPO, 'bench', 'dovecot.ts'), '--serve-trivial', String(trPort)], process.env, join(dir, 'http.log'));
+  try {
+    await waitForListen(mw, 'mailwarden', join(dir, 'daemon.log'), [{ kind: 'tcp', host: '127.0.0.1', port: mwPort }], 20_000);
+    await waitForListen(tr, 'bare http', join(dir, 'http.log'), [{ kind: 'tcp', host: '127.0.0.1', port: trPort }], 20_000);
+    const logins = buildLogins('/dovecot/policy', 40_000);
+    const rowsD: Array<[string, LoginLoad, number]> = [];
+    for (const [name, port] of [['mailwarden', mwPort], ['bare node:http', trPort]] as const) {
+      const before = cpuSeconds(name === 'mailwarden' ? mw.pid : tr.pid);
+      const load = await loginLoad({ port, path: '/dovecot/policy' }, logins, CONNECTIONS, WARMUP_MS, DURATION_MS);
+      const cpu = (cpuSeconds(name === 'mailwarden' ? mw.pid : tr.pid) - before) / ((WARMUP_MS + DURATION_MS) / 1000);
+      rowsD.push([name, load, cpu]);
+      if (load.non200 > 0) failures.push(`${name}: ${load.non200} Dovecot policy answers were not HTTP 200`);
+    }
+    const once = await perLoginMs({ port: mwPort, path: '/dovecot/policy' }, logins, 2000);
+    const onceTrivial = await perLoginMs({ port: trPort, path: '/dovecot/policy' }, logins, 2000);
+    const [m, t] = [rowsD[0]?.[1] as LoginLoad, rowsD[1]?.[1] as LoginLoad];
+    report.push(
+      `4. Dovecot auth policy endpoint (${CONNECTIONS} keep-alive connections; a login = allow, allow, report; 1 in 10 fails = allow, report)`,
+      '   target           logins/s   requests/s  p50 ms  p99 ms  refused  CPU %',
+      ...rowsD.map(
+        ([name, l, cpu]) =>
+          `   ${name.padEnd(15)} ${fmt(l.logins).padStart(9)} ${fmt(l.requests).padStart(12)} ${fmt(l.p50, 3).padStart(7)} ${fmt(l.p99, 3).padStart(7)} ${fmt(l.refused).padStart(8)} ${fmt(cpu * 100).padStart(6)}`,
+      ),
+      `   ratio mailwarden/bare node:http logins/s: ${fmt(m.logins / t.logins, 2)} (${m.logins / t.logins >= 0.6 ? 'meets' : 'BELOW'} the ≥ 0.60 target)`,
+      `   what Dovecot waits per successful login (3 requests in a row, nothing else running): mailwarden ${fmt(once, 3)} ms, bare node:http ${fmt(onceTrivial, 3)} ms, overhead ${fmt(once - onceTrivial, 3)} ms`,
+      '',
+    );
+  } finally {
+    await stopProc(mw);
+    await stopProc(tr);
+  }
+}
+
 /** The store's live heap for N addresses, measured in a separate process with a forced GC. */
 function retained(n: number): { keys: number; liveBytes: number } | string {
   const r = spawnSync(
@@ -444,6 +495,7 @@ async function main(): Promise<number> {
     }
     if (PHASES.has('memory')) await phaseMemory(root);
     if (PHASES.has('peers')) await phasePeers(root, w);
+    if (PHASES.has('dovecot')) await phaseDovecot(root);
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
   } finally {

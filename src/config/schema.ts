@@ -54,7 +54,7 @@ export function parseListen(s: string): ListenTarget | undefined {
 
 const listenList = z.union([listenAddress, z.array(listenAddress)]).transform((v) => (Array.isArray(v) ? v : [v]));
 
-export const SUBJECT_KEYS = ['ip', 'network', 'user', 'sender', 'sender_domain'] as const;
+export const SUBJECT_KEYS = ['ip', 'network', 'user', 'sender', 'sender_domain', 'user_ip', 'user_network'] as const;
 export const DISTINCT_FIELDS = ['pwhash', 'ip', 'network', 'user', 'recipient_domain'] as const;
 export const COUNT_KINDS = [
   'events',

@@ -129,6 +129,10 @@ export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string 
       return event.sender || undefined;
     case 'sender_domain':
       return domainOf(event.sender);
+    case 'user_ip':
+      return event.user === undefined ? undefined : `${event.user}|${event.ip}`;
+    case 'user_network':
+      return event.user === undefined ? undefined : `${event.user}|${clientNetwork(event.ip, policy)}`;
   }
 }
 

@@ -62,7 +62,8 @@ export type Action = 'allow' | 'delay' | 'tempfail' | 'reject' | 'hold';
 /** Severity order: a stronger action wins when several rules fire. */
 export const ACTION_RANK: Record<Action, number> = { allow: 0, delay: 1, hold: 2, tempfail: 3, reject: 4 };
 
-export type SubjectKind = 'ip' | 'network' | 'user' | 'sender' | 'sender_domain';
+/** `user_ip` and `user_network`: one account from one address (network), e.g. a guessing run against it. */
+export type SubjectKind = 'ip' | 'network' | 'user' | 'sender' | 'sender_domain' | 'user_ip' | 'user_network';
 
 /** Ban scope: the client address itself, or its network (IPv4 /24, IPv6 /64 by default). */
 export type BanScope = 'ip' | 'network';

@@ -70,6 +70,8 @@ const AUTH_RULE_NAMES = [
   'auth-guess-ban',
   'auth-spray-ban',
   'auth-guess-network-ban',
+  'auth-guess-user-ip',
+  'auth-guess-user-network',
   'auth-account-under-attack',
 ];
 const COMPROMISE_RULE_NAMES = [
@@ -205,7 +207,7 @@ void describe('built-in defaults', () => {
         'delay',
         3,
         undefined,
-        false,
+        true,
       ],
       [
         'auth-guess-refuse',
@@ -219,7 +221,7 @@ void describe('built-in defaults', () => {
         'reject',
         0,
         undefined,
-        false,
+        true,
       ],
       ['auth-guess-ban', 'auth-result', '', false, 'ip', 'distinct:pwhash', 10, HOUR, 'reject', 0, 'ip', false],
       ['auth-spray-ban', 'auth-result', '', false, 'ip', 'distinct:user', 5, HOUR, 'reject', 0, 'ip', false],
@@ -230,13 +232,15 @@ void describe('built-in defaults', () => {
         false,
         'network',
         'distinct:pwhash',
-        30,
+        50,
         HOUR,
         'reject',
         0,
         'network',
         false,
       ],
+      ['auth-guess-user-ip', 'auth-result', 'auth-attempt', false, 'user_ip', 'distinct:pwhash', 4, HOUR, 'delay', 2, undefined, false],
+      ['auth-guess-user-network', 'auth-result', 'auth-attempt', false, 'user_network', 'distinct:pwhash', 6, HOUR, 'delay', 2, undefined, false],
       [
         'auth-account-under-attack',
         'auth-result',
@@ -257,10 +261,10 @@ void describe('built-in defaults', () => {
   void test('the compromise detectors: uses, baseline, suspend and notify', () => {
     const s = loadSettings(undefined);
     const cracked = rule(s, 'compromise-cracked');
-    assert.deepEqual(cracked.uses, { rule: 'auth-guess-refuse', count: 'distinct:pwhash', windowMs: HOUR, limit: 6 });
+    assert.deepEqual(cracked.uses, { rule: 'auth-guess-user-ip', count: 'distinct:pwhash', windowMs: HOUR, limit: 4 });
     assert.deepEqual(
       [cracked.key, cracked.limit, cracked.count, cracked.windowMs, cracked.when.success],
-      ['ip', 5, 'distinct:pwhash', HOUR, true],
+      ['user_ip', 5, 'distinct:pwhash', HOUR, true],
     );
     assert.deepEqual(cracked.then, {
       action: 'reject',
@@ -271,10 +275,10 @@ void describe('built-in defaults', () => {
       notify: true,
     });
     const net = rule(s, 'compromise-cracked-network');
-    assert.deepEqual(net.uses, { rule: 'auth-guess-network-ban', count: 'distinct:pwhash', windowMs: HOUR, limit: 30 });
+    assert.deepEqual(net.uses, { rule: 'auth-guess-user-network', count: 'distinct:pwhash', windowMs: HOUR, limit: 6 });
     assert.deepEqual(
       [net.key, net.limit, net.then.ban, net.then.suspendMs, net.then.notify],
-      ['network', 15, 'network', DAY, true],
+      ['user_network', 8, 'ip', DAY, true],
     );
     const spread = rule(s, 'compromise-spread');
     assert.deepEqual([spread.key, spread.count, spread.limit, spread.windowMs], ['user', 'distinct:network', 3, HOUR]);
@@ -779,7 +783,7 @@ void describe('invalid values', () => {
     );
     assert.match(
       ps[1]?.message ?? '',
-      /^rules\.0\.key: must be one of "ip", "network", "user", "sender", "sender_domain"$/,
+      /^rules\.0\.key: must be one of "ip", "network", "user", "sender", "sender_domain", "user_ip", "user_network"$/,
     );
     assert.match(ps[2]?.message ?? '', /"distinct:pwhash"/);
   });
@@ -1145,23 +1149,23 @@ void describe('rules: detectors (uses) and baselines', () => {
 
   void test('disabling a built-in rule that a built-in detector uses names the detector', () => {
     const p = oneProblem(
-      yaml('rules:', '  - name: auth-guess-refuse', '    enabled: false'),
+      yaml('rules:', '  - name: auth-guess-user-ip', '    enabled: false'),
       'MW_CONFIG_RULE',
       '(built-in rule compromise-cracked)',
     );
-    assert.match(p.message, /^rule compromise-cracked: uses "auth-guess-refuse", which is not an enabled rule/);
+    assert.match(p.message, /^rule compromise-cracked: uses "auth-guess-user-ip", which is not an enabled rule/);
     // Disabling both is fine.
     const s = load(
       yaml(
         'rules:',
-        '  - name: auth-guess-refuse',
+        '  - name: auth-guess-user-ip',
         '    enabled: false',
         '  - name: compromise-cracked',
         '    enabled: false',
       ),
     );
     assert.equal(
-      s.policy.rules.some((r) => r.name === 'compromise-cracked' || r.name === 'auth-guess-refuse'),
+      s.policy.rules.some((r) => r.name === 'compromise-cracked' || r.name === 'auth-guess-user-ip'),
       false,
     );
   });
@@ -1537,13 +1541,14 @@ void describe('describeSettings', () => {
       on: ['auth-result'],
       check_on: ['auth-attempt'],
       when: { success: false },
+      except_known_good: true,
       key: 'ip',
       count: 'distinct:pwhash',
       limit: 3,
       window: '15m',
       then: { action: 'delay', delay: '3s' },
     });
-    assert.deepEqual(named('compromise-cracked')?.uses, 'auth-guess-refuse');
+    assert.deepEqual(named('compromise-cracked')?.uses, 'auth-guess-user-ip');
     assert.deepEqual(named('compromise-burst')?.baseline, { factor: 10, floor: 50, half_life: '1w' });
     const text = JSON.stringify(d);
     assert.ok(text.includes('"1h"') && text.includes('"1d"'));

@@ -86,8 +86,9 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
   });
 
   test('the captured hydra runs, replayed from a non-allowlisted address, are tarpitted by their 4th guess', async () => {
-    // hydra ran from 127.0.0.1 (allowlisted by default), so replay it as 192.0.2.44 / .45.
-    for (const [marker, ip] of [['hydra-imap-5-passwords', '192.0.2.44'], ['hydra-smtp-5-passwords', '192.0.2.45']] as const) {
+    // hydra ran from 127.0.0.1 (allowlisted by default), so replay it from other addresses.
+    // (different networks: the IMAP run ends with a successful login, which makes its network known-good for alice)
+    for (const [marker, ip] of [['hydra-imap-5-passwords', '192.0.2.44'], ['hydra-smtp-5-passwords', '198.51.100.45']] as const) {
       const statuses: number[] = [];
       for (const r of capturedDovecot().filter((c) => c.marker === marker && c.json)) {
         const command = /command=(allow|report)/.exec(r.url)?.[1] as string;
