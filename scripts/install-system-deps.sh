@@ -9,6 +9,7 @@ PACKAGES=(
   postfix dovecot-core dovecot-imapd dovecot-pop3d
   openssl                   # test/e2e: throw-away TLS cert for STARTTLS
   hydra                     # test/e2e: a real brute-force tool against IMAP and SMTP
+  chromium                  # test/admin/dashboard.test.ts: the dashboard in a real browser (playwright-core)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -75,7 +75,10 @@ function assetTable(dir: string | undefined): Map<string, Asset> {
     ['uplot.css', 'uplot', 'dist/uPlot.min.css'],
   ];
   for (const [asset, pkg, rel] of vendored) {
-    table.set(asset, { file: join(packageRoot(pkg), rel), type: asset.endsWith('.css') ? (TYPES['.css'] as string) : js });
+    table.set(asset, {
+      file: join(packageRoot(pkg), rel),
+      type: asset.endsWith('.css') ? (TYPES['.css'] as string) : js,
+    });
   }
   if (dir) {
     for (const f of readdirSync(dir)) {
@@ -90,7 +93,11 @@ function assetTable(dir: string | undefined): Map<string, Asset> {
 function policyFor(html: string): string {
   const hashes: string[] = [];
   for (const m of html.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)) {
-    hashes.push(`'sha256-${createHash('sha256').update(m[1] ?? '').digest('base64')}'`);
+    hashes.push(
+      `'sha256-${createHash('sha256')
+        .update(m[1] ?? '')
+        .digest('base64')}'`,
+    );
   }
   return [
     "default-src 'self'",
@@ -131,7 +138,8 @@ export function registerDashboard(app: FastifyInstance): void {
       .header('referrer-policy', 'no-referrer');
 
   app.get('/', async (req, reply) => {
-    if (!dir) return reply.code(500).type('text/plain; charset=utf-8').send('dashboard files not found (src/admin/static)');
+    if (!dir)
+      return reply.code(500).type('text/plain; charset=utf-8').send('dashboard files not found (src/admin/static)');
     const page = load(join(dir, 'index.html'));
     common(reply, TYPES['.html'] as string, page.etag)
       .header('content-security-policy', policyFor(page.body.toString('utf8')))

@@ -132,6 +132,14 @@ function fmtRelative(ms) {
 
 const fmtNum = (n) => (typeof n === 'number' ? n.toLocaleString('en') : '—');
 
+/** Audit evidence as `key=value` pairs; nested values stay JSON. */
+function fmtEvidence(ev) {
+  if (!ev || typeof ev !== 'object') return '';
+  return Object.entries(ev)
+    .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
+    .join(' ');
+}
+
 const explainHref = (subject) => `#/explain/${encodeURIComponent(subject)}`;
 
 // ---------------------------------------------------------------- hooks
@@ -273,7 +281,8 @@ function SignIn({ message, onToken }) {
     setError('');
     try {
       const res = await fetch('/v1/status', { cache: 'no-store', headers: { authorization: `Bearer ${token}` } });
-      if (res.status === 401) setError('That token was not accepted (401 Unauthorized). Copy it again from <data dir>/admin.token.');
+      if (res.status === 401)
+        setError('That token was not accepted (401 Unauthorized). Copy it again from <data dir>/admin.token.');
       else if (!res.ok) setError(`The daemon answered ${res.status} ${res.statusText}.`);
       else onToken(token);
     } catch (err) {
@@ -287,7 +296,9 @@ function SignIn({ message, onToken }) {
     <main class="signin">
       <form class="card signin-card" onSubmit=${submit}>
         <h1><span class="logo">◆</span> mailwarden</h1>
-        <p class="muted">Sign in with the admin token from <code>&lt;data dir&gt;/admin.token</code> on the mail server.</p>
+        <p class="muted">
+          Sign in with the admin token from <code>${'<data dir>/admin.token'}</code> on the mail server.
+        </p>
         ${shown && html`<p class="problem" role="alert" id="signin-error">${shown}</p>`}
         <label for="token">Admin token</label>
         <input
@@ -344,7 +355,6 @@ function Chart({ title, timeline, prefix }) {
     const xs = Array.from({ length: len }, (_, i) => timeline.start + i * timeline.step);
     return [xs, ...names.map((n) => timeline.series[n])];
   }, [timeline, names]);
-  const totals = names.map((n, i) => [n, data ? data[i + 1].reduce((a, b) => a + (b || 0), 0) : 0]);
   const nonZero = data ? data.slice(1).reduce((a, s) => a + s.filter((v) => v > 0).length, 0) : 0;
   const key = names.join(',');
 
@@ -361,12 +371,18 @@ function Chart({ title, timeline, prefix }) {
       height: 190,
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(4, Math.ceil(max * 1.15))] } },
       axes: [
-        { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#e5e7eb' } },
+        {
+          stroke: '#6b7280',
+          grid: { stroke: '#eef0f3' },
+          ticks: { stroke: '#e5e7eb' },
+          values: (_u, splits) => splits.map((v) => fmtClock(v * 1000).slice(0, 5)),
+        },
         { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#e5e7eb' }, size: 44 },
       ],
       cursor: { drag: { x: true, y: false } },
       series: [
-        { value: (_u, v) => (v == null ? '—' : fmtClock(v * 1000)) },
+        // Not hovering, the legend shows each series' total for the hour; hovering, the value at that step.
+        { label: 'Time', value: (_u, v) => (v == null ? 'last hour' : fmtClock(v * 1000)) },
         ...names.map((n, i) => {
           const color = COLORS[n] ?? SPARE[i % SPARE.length];
           return {
@@ -374,7 +390,8 @@ function Chart({ title, timeline, prefix }) {
             stroke: color,
             width: 1.5,
             fill: `${color}14`,
-            value: (_u, v) => (v == null ? '—' : fmtNum(v)),
+            value: (u, v, si, idx) =>
+              idx == null ? fmtNum(u.data[si].reduce((a, b) => a + (b || 0), 0)) : fmtNum(v ?? 0),
             // a dot on every step with activity; the quiet zero line stays a line
             points: {
               show: true,
@@ -417,12 +434,6 @@ function Chart({ title, timeline, prefix }) {
       </header>
       ${!data && html`<${Empty}>No data for this chart yet.</${Empty}>`}
       <div class="plot" ref=${box}></div>
-      ${data &&
-      html`<p class="totals">
-        ${totals.map(
-          ([n, t]) => html`<span key=${n}><i style=${{ background: COLORS[n] ?? '#495057' }}></i>${n.replace(/^[^.]*\./, '').replaceAll('_', ' ')} ${fmtNum(t)}</span>`,
-        )}
-      </p>`}
     </section>
   `;
 }
@@ -430,8 +441,9 @@ function Chart({ title, timeline, prefix }) {
 // ---------------------------------------------------------------- overview
 
 function Stat({ label, value, note, name, href }) {
-  const body = html`<span class="stat-value" data-stat=${name}>${value}</span><span class="stat-label">${label}</span>${note &&
-    html`<span class="stat-note">${note}</span>`}`;
+  const body = html`<span class="stat-value" data-stat=${name}>${value}</span><span class="stat-label">${label}</span>${
+      note && html`<span class="stat-note">${note}</span>`
+    }`;
   return href ? html`<a class="card stat" href=${href}>${body}</a>` : html`<div class="card stat">${body}</div>`;
 }
 
@@ -439,13 +451,18 @@ function TopList({ title, rows, what }) {
   return html`
     <section class="card top" data-top=${what}>
       <h3>${title}</h3>
-      ${!rows?.length
-        ? html`<${Empty}>Nobody in the last hour.</${Empty}>`
-        : html`<ol>
-            ${rows.map(
-              (r) => html`<li key=${r.subject}><${SubjectLink} subject=${r.subject} /><span class="count">${fmtNum(r.count)}</span></li>`,
-            )}
-          </ol>`}
+      ${
+        !rows?.length
+          ? html`<${Empty}>Nobody in the last hour.</${Empty}>`
+          : html`<ol>
+              ${rows.map(
+                (r) =>
+                  html`<li key=${r.subject}>
+                    <${SubjectLink} subject=${r.subject} /><span class="count">${fmtNum(r.count)}</span>
+                  </li>`,
+              )}
+            </ol>`
+      }
     </section>
   `;
 }
@@ -462,16 +479,36 @@ function Overview({ call, status, statusError, feed }) {
       <${Problem} error=${statusError} what="the status" />
       <div class="stats">
         <${Stat} name="activeBans" label="Active bans" value=${fmtNum(store.activeBans)} href="#/bans" />
-        <${Stat} name="activeSuspensions" label="Suspended users" value=${fmtNum(store.activeSuspensions)} href="#/users" />
-        <${Stat} name="postfixRequests" label="Postfix requests" value=${fmtNum(pf.requests)} note=${pf.budgetMisses ? `${fmtNum(pf.budgetMisses)} over budget` : ''} />
+        <${Stat}
+          name="activeSuspensions"
+          label="Suspended users"
+          value=${fmtNum(store.activeSuspensions)}
+          href="#/users"
+        />
+        <${Stat}
+          name="postfixRequests"
+          label="Postfix requests"
+          value=${fmtNum(pf.requests)}
+          note=${pf.budgetMisses ? `${fmtNum(pf.budgetMisses)} over budget` : ''}
+        />
         <${Stat}
           name="dovecotRequests"
           label="Dovecot auth checks"
           value=${fmtNum(dc.requests)}
           note=${dc.refused !== undefined ? `${fmtNum(dc.refused)} refused · ${fmtNum(dc.delayed)} delayed` : ''}
         />
-        <${Stat} name="counterKeys" label="Counter keys" value=${fmtNum(store.counterKeys)} note=${store.backend ? `${store.backend} store` : ''} />
-        <${Stat} name="uptime" label="Uptime" value=${s.uptimeSeconds !== undefined ? fmtSpan(s.uptimeSeconds) : '—'} note=${s.version ? `v${s.version}` : ''} />
+        <${Stat}
+          name="counterKeys"
+          label="Counter keys"
+          value=${fmtNum(store.counterKeys)}
+          note=${store.backend ? `${store.backend} store` : ''}
+        />
+        <${Stat}
+          name="uptime"
+          label="Uptime"
+          value=${s.uptimeSeconds !== undefined ? fmtSpan(s.uptimeSeconds) : '—'}
+          note=${s.version ? `v${s.version}` : ''}
+        />
       </div>
       <${Problem} error=${timeline.error} what="the timeline" />
       <div class="charts">
@@ -496,7 +533,7 @@ function Overview({ call, status, statusError, feed }) {
 
 const PAGE = 50;
 
-function Bans({ call }) {
+function Bans({ call, onChange }) {
   const [input, setInput] = useState('');
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
@@ -514,15 +551,24 @@ function Bans({ call }) {
   );
 
   const unban = async (subject) => {
-    if (!confirm(`Unban ${subject}?\n\nIt can connect and log in again at once. The offence history stays, so a new ban escalates.`)) return;
+    if (
+      !confirm(
+        `Unban ${subject}?\n\nIt can connect and log in again at once. The offence history stays, so a new ban escalates.`,
+      )
+    )
+      return;
     try {
       await call(`/v1/bans/${encodeURIComponent(subject)}`, { method: 'DELETE' });
       setNotice({ ok: true, text: `${subject} is unbanned.` });
     } catch (err) {
       if (err instanceof Unauthorized) return;
-      setNotice({ ok: false, text: err.status === 404 ? `${subject} was no longer banned.` : `Unban failed: ${err.message}` });
+      setNotice({
+        ok: false,
+        text: err.status === 404 ? `${subject} was no longer banned.` : `Unban failed: ${err.message}`,
+      });
     }
     reload();
+    onChange();
   };
 
   const d = bans.data;
@@ -542,40 +588,54 @@ function Bans({ call }) {
       ${notice && html`<p class=${notice.ok ? 'notice' : 'problem'} role="status">${notice.text}</p>`}
       <${Problem} error=${bans.error} what="the bans" />
       ${d && d.items.length === 0 && html`<${Empty}>${q ? `No ban matches “${q}”.` : 'No active bans.'}</${Empty}>`}
-      ${d?.items.length > 0 &&
-      html`<table class="grid" id="ban-table">
-        <thead>
-          <tr><th>Subject</th><th>Rule</th><th>Reason</th><th>Offence</th><th>Since</th><th>Ends</th><th>By</th><th></th></tr>
-        </thead>
-        <tbody>
-          ${d.items.map(
-            (b) => html`<tr key=${b.subject} data-subject=${b.subject}>
-              <td><${SubjectLink} subject=${b.subject} /></td>
-              <td><code>${b.rule}</code></td>
-              <td class="reason">${b.reason}</td>
-              <td class="num">${b.offence}</td>
-              <td title=${fmtTime(b.since)}>${fmtRelative(b.since)}</td>
-              <td><${Until} ms=${b.until} /></td>
-              <td>${b.actor}</td>
-              <td class="actions"><button class="danger" onClick=${() => unban(b.subject)}>Unban</button></td>
-            </tr>`,
-          )}
-        </tbody>
-      </table>`}
-      ${d &&
-      d.total > PAGE &&
-      html`<div class="pager">
-        <button disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>← Previous</button>
-        <span>${offset + 1}–${Math.min(offset + PAGE, d.total)} of ${fmtNum(d.total)}</span>
-        <button disabled=${offset + PAGE >= d.total} onClick=${() => setOffset(offset + PAGE)}>Next →</button>
-      </div>`}
+      ${
+        d?.items.length > 0 &&
+        html`<table class="grid" id="ban-table">
+          <thead>
+            <tr>
+              <th>Subject</th>
+              <th>Rule</th>
+              <th>Reason</th>
+              <th>Offence</th>
+              <th>Since</th>
+              <th>Ends</th>
+              <th>By</th>
+              <th></th>
+            </tr>
+          </thead>
+          <tbody>
+            ${d.items.map(
+              (b) =>
+                html`<tr key=${b.subject} data-subject=${b.subject}>
+                  <td><${SubjectLink} subject=${b.subject} /></td>
+                  <td><code>${b.rule}</code></td>
+                  <td class="reason">${b.reason}</td>
+                  <td class="num">${b.offence}</td>
+                  <td title=${fmtTime(b.since)}>${fmtRelative(b.since)}</td>
+                  <td><${Until} ms=${b.until} /></td>
+                  <td>${b.actor}</td>
+                  <td class="actions"><button class="danger" onClick=${() => unban(b.subject)}>Unban</button></td>
+                </tr>`,
+            )}
+          </tbody>
+        </table>`
+      }
+      ${
+        d &&
+        d.total > PAGE &&
+        html`<div class="pager">
+          <button disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>← Previous</button>
+          <span>${offset + 1}–${Math.min(offset + PAGE, d.total)} of ${fmtNum(d.total)}</span>
+          <button disabled=${offset + PAGE >= d.total} onClick=${() => setOffset(offset + PAGE)}>Next →</button>
+        </div>`
+      }
     </section>
   `;
 }
 
 // ---------------------------------------------------------------- users
 
-function Users({ call }) {
+function Users({ call, onChange }) {
   const [users, reload] = usePoll(() => call('/v1/users'), [call]);
   const [notice, setNotice] = useState(null);
   const resume = async (user) => {
@@ -585,36 +645,53 @@ function Users({ call }) {
       setNotice({ ok: true, text: `${user} can send again.` });
     } catch (err) {
       if (err instanceof Unauthorized) return;
-      setNotice({ ok: false, text: err.status === 404 ? `${user} was no longer suspended.` : `Resume failed: ${err.message}` });
+      setNotice({
+        ok: false,
+        text: err.status === 404 ? `${user} was no longer suspended.` : `Resume failed: ${err.message}`,
+      });
     }
     reload();
+    onChange();
   };
   const items = users.data?.items;
   return html`
     <section class="users">
-      <div class="toolbar"><h2>Suspended users ${items && html`<span class="muted">${fmtNum(items.length)}</span>`}</h2></div>
+      <div class="toolbar">
+        <h2>Suspended users ${items && html`<span class="muted">${fmtNum(items.length)}</span>`}</h2>
+      </div>
       ${notice && html`<p class=${notice.ok ? 'notice' : 'problem'} role="status">${notice.text}</p>`}
       <${Problem} error=${users.error} what="the suspended users" />
       ${items && items.length === 0 && html`<${Empty}>No user is suspended.</${Empty}>`}
-      ${items?.length > 0 &&
-      html`<table class="grid" id="user-table">
-        <thead>
-          <tr><th>User</th><th>Rule</th><th>Reason</th><th>Since</th><th>Ends</th><th>By</th><th></th></tr>
-        </thead>
-        <tbody>
-          ${items.map(
-            (u) => html`<tr key=${u.user} data-user=${u.user}>
-              <td><${SubjectLink} subject=${u.user} /></td>
-              <td><code>${u.rule}</code></td>
-              <td class="reason">${u.reason}</td>
-              <td title=${fmtTime(u.since)}>${fmtRelative(u.since)}</td>
-              <td><${Until} ms=${u.until} /></td>
-              <td>${u.actor}</td>
-              <td class="actions"><button class="primary" onClick=${() => resume(u.user)}>Resume</button></td>
-            </tr>`,
-          )}
-        </tbody>
-      </table>`}
+      ${
+        items?.length > 0 &&
+        html`<table class="grid" id="user-table">
+          <thead>
+            <tr>
+              <th>User</th>
+              <th>Rule</th>
+              <th>Reason</th>
+              <th>Since</th>
+              <th>Ends</th>
+              <th>By</th>
+              <th></th>
+            </tr>
+          </thead>
+          <tbody>
+            ${items.map(
+              (u) =>
+                html`<tr key=${u.user} data-user=${u.user}>
+                  <td><${SubjectLink} subject=${u.user} /></td>
+                  <td><code>${u.rule}</code></td>
+                  <td class="reason">${u.reason}</td>
+                  <td title=${fmtTime(u.since)}>${fmtRelative(u.since)}</td>
+                  <td><${Until} ms=${u.until} /></td>
+                  <td>${u.actor}</td>
+                  <td class="actions"><button class="primary" onClick=${() => resume(u.user)}>Resume</button></td>
+                </tr>`,
+            )}
+          </tbody>
+        </table>`
+      }
     </section>
   `;
 }
@@ -624,7 +701,11 @@ function Users({ call }) {
 function Explain({ call, subject }) {
   const [input, setInput] = useState(subject);
   useEffect(() => setInput(subject), [subject]);
-  const [res] = usePoll(() => (subject ? call(`/v1/explain/${encodeURIComponent(subject)}`) : Promise.resolve(null)), [call, subject], 0);
+  const [res] = usePoll(
+    () => (subject ? call(`/v1/explain/${encodeURIComponent(subject)}`) : Promise.resolve(null)),
+    [call, subject],
+    0,
+  );
   const go = (e) => {
     e.preventDefault();
     const s = input.trim();
@@ -647,59 +728,91 @@ function Explain({ call, subject }) {
       </form>
       ${!subject && html`<${Empty}>Why is an address refused or a user suspended? Enter it above: you get its bans, its counters against every rule, and its audit trail.</${Empty}>`}
       <${Problem} error=${res.error} what="the explanation" />
-      ${x &&
-      html`<div class="explanation">
-        <h3>
-          <code>${x.subject}</code> <${Badge} kind=${x.kind} />
-          ${x.allowlisted && html`<${Badge} kind="allow">allowlisted</${Badge}>`}
-        </h3>
-        <ul class="summary">
-          ${x.summary.map((line, i) => {
-            const cls = /^BANNED|^SUSPENDED/.test(line) ? 'bad' : /^AT LIMIT/.test(line) ? 'warn' : 'ok';
-            return html`<li key=${i} class=${cls}>${line}</li>`;
-          })}
-        </ul>
-        <h4>Counters</h4>
-        ${x.counters.length === 0
-          ? html`<${Empty}>No rule counts this ${x.kind}.</${Empty}>`
-          : html`<table class="grid counters">
-              <thead><tr><th>Rule</th><th>Counted as</th><th>Count / limit</th><th>Window</th><th>Mode</th><th>Then</th></tr></thead>
-              <tbody>
-                ${x.counters.map(
-                  (c) => html`<tr key=${`${c.rule}|${c.subject}`}>
-                    <td><code>${c.rule}</code></td>
-                    <td>${c.subject}</td>
-                    <td>
-                      <span class="meter"><span class=${c.count >= c.limit ? 'full' : ''} style=${{ width: `${Math.min(100, (100 * c.count) / Math.max(1, c.limit))}%` }}></span></span>
-                      ${fmtNum(c.count)} / ${fmtNum(c.limit)}
-                    </td>
-                    <td>${c.window}</td>
-                    <td>${c.mode}</td>
-                    <td>${c.action}</td>
-                  </tr>`,
-                )}
-              </tbody>
-            </table>`}
-        <h4>Audit trail <span class="muted">newest first</span></h4>
-        ${x.audit.length === 0
-          ? html`<${Empty}>Nothing recorded.</${Empty}>`
-          : html`<table class="grid audit">
-              <thead><tr><th>Time</th><th>What</th><th>Subject</th><th>Rule</th><th>Reason</th><th>By</th><th>Evidence</th></tr></thead>
-              <tbody>
-                ${x.audit.map(
-                  (a) => html`<tr key=${a.id}>
-                    <td title=${fmtRelative(a.time)}>${fmtTime(a.time)}</td>
-                    <td><${Badge} kind=${a.kind} /></td>
-                    <td>${a.subject}</td>
-                    <td><code>${a.rule}</code></td>
-                    <td class="reason">${a.reason}</td>
-                    <td>${a.actor}</td>
-                    <td><code class="evidence">${a.evidence && Object.keys(a.evidence).length ? JSON.stringify(a.evidence) : ''}</code></td>
-                  </tr>`,
-                )}
-              </tbody>
-            </table>`}
-      </div>`}
+      ${
+        x &&
+        html`<div class="explanation">
+          <h3>
+            <code>${x.subject}</code> <${Badge} kind=${x.kind} />
+            ${x.allowlisted && html`<${Badge} kind="allow">allowlisted</${Badge}>`}
+          </h3>
+          <ul class="summary">
+            ${x.summary.map((line, i) => {
+              const cls = /^BANNED|^SUSPENDED/.test(line) ? 'bad' : /^AT LIMIT/.test(line) ? 'warn' : 'ok';
+              return html`<li key=${i} class=${cls}>${line}</li>`;
+            })}
+          </ul>
+          <h4>Counters</h4>
+          ${
+            x.counters.length === 0
+              ? html`<${Empty}>No rule counts this ${x.kind}.</${Empty}>`
+              : html`<table class="grid counters">
+                  <thead>
+                    <tr>
+                      <th>Rule</th>
+                      <th>Counted as</th>
+                      <th>Count / limit</th>
+                      <th>Window</th>
+                      <th>Mode</th>
+                      <th>Then</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    ${x.counters.map(
+                      (c) =>
+                        html`<tr key=${`${c.rule}|${c.subject}`}>
+                          <td><code>${c.rule}</code></td>
+                          <td>${c.subject}</td>
+                          <td>
+                            <span class="meter"
+                              ><span
+                                class=${c.count >= c.limit ? 'full' : ''}
+                                style=${{ width: `${Math.min(100, (100 * c.count) / Math.max(1, c.limit))}%` }}
+                              ></span
+                            ></span>
+                            ${fmtNum(c.count)} / ${fmtNum(c.limit)}
+                          </td>
+                          <td>${c.window}</td>
+                          <td>${c.mode}</td>
+                          <td>${c.action}</td>
+                        </tr>`,
+                    )}
+                  </tbody>
+                </table>`
+          }
+          <h4>Audit trail <span class="muted">newest first</span></h4>
+          ${
+            x.audit.length === 0
+              ? html`<${Empty}>Nothing recorded.</${Empty}>`
+              : html`<table class="grid audit">
+                  <thead>
+                    <tr>
+                      <th>Time</th>
+                      <th>What</th>
+                      <th>Subject</th>
+                      <th>Rule</th>
+                      <th>Reason</th>
+                      <th>By</th>
+                      <th>Evidence</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    ${x.audit.map(
+                      (a) =>
+                        html`<tr key=${a.id}>
+                          <td title=${fmtRelative(a.time)}>${fmtTime(a.time)}</td>
+                          <td><${Badge} kind=${a.kind} /></td>
+                          <td>${a.subject}</td>
+                          <td><code>${a.rule}</code></td>
+                          <td class="reason">${a.reason}</td>
+                          <td>${a.actor}</td>
+                          <td><code class="evidence">${fmtEvidence(a.evidence)}</code></td>
+                        </tr>`,
+                    )}
+                  </tbody>
+                </table>`
+          }
+        </div>`
+      }
     </section>
   `;
 }
@@ -713,7 +826,17 @@ function EventTable({ events, link, compact }) {
     return html`<${Empty}>${link === 'unavailable' ? 'This daemon does not offer a live event stream.' : 'No events since this page was opened.'}</${Empty}>`;
   }
   return html`<table class=${`grid events${compact ? ' compact' : ''}`}>
-    <thead><tr><th>Time</th><th>Event</th><th>Door</th><th>Action</th><th>Rule</th><th>Subject</th><th>Reason</th></tr></thead>
+    <thead>
+      <tr>
+        <th>Time</th>
+        <th>Event</th>
+        <th>Via</th>
+        <th>Action</th>
+        <th>Rule</th>
+        <th>Subject</th>
+        <th>Reason</th>
+      </tr>
+    </thead>
     <tbody>
       ${events.map((e) => {
         const subject = e.subject ?? e.ip ?? e.user;
@@ -736,17 +859,30 @@ function Events({ feed }) {
   const [filter, setFilter] = useState('');
   const f = filter.trim().toLowerCase();
   const shown = f
-    ? feed.events.filter((e) => [e.kind, e.adapter, e.action, e.rule, e.ip, e.user, e.subject, e.reason].some((v) => v && String(v).toLowerCase().includes(f)))
+    ? feed.events.filter((e) =>
+        [e.kind, e.adapter, e.action, e.rule, e.ip, e.user, e.subject, e.reason].some(
+          (v) => v && String(v).toLowerCase().includes(f),
+        ),
+      )
     : feed.events;
   return html`
     <section class="events-page">
       <div class="toolbar">
         <h2>Live events <span class=${`link link-${feed.link}`}>${LINK_TEXT[feed.link]}</span></h2>
-        <input class="search" type="search" placeholder="Filter" aria-label="Filter events" value=${filter} onInput=${(e) => setFilter(e.currentTarget.value)} />
+        <input
+          class="search"
+          type="search"
+          placeholder="Filter"
+          aria-label="Filter events"
+          value=${filter}
+          onInput=${(e) => setFilter(e.currentTarget.value)}
+        />
         <button onClick=${() => feed.setPause(!feed.paused)}>${feed.paused ? 'Resume feed' : 'Pause'}</button>
         <button onClick=${feed.clear}>Clear</button>
       </div>
-      <p class="muted">Newest first, the last ${FEED_MAX} kept. ${feed.paused ? 'Paused: new events are dropped.' : ''}</p>
+      <p class="muted">
+        Newest first, the last ${FEED_MAX} kept. ${feed.paused ? 'Paused: new events are dropped.' : ''}
+      </p>
       <${EventTable} events=${shown} link=${feed.link} />
     </section>
   `;
@@ -765,17 +901,22 @@ const TABS = [
 function Shell({ token, signOut }) {
   const [name, arg] = useRoute();
   const call = useCallback((path, init) => api(token, path, init), [token]);
-  const [status] = usePoll(() => call('/v1/status'), [call]);
+  const [status, reloadStatus] = usePoll(() => call('/v1/status'), [call]);
   const feed = useEventFeed(token);
+  // a ban, unban, suspension or resume changes the counts in the header: fetch them now, not at the next tick
+  const lastChange = feed.events.find((e) => e.kind !== 'decision')?._id;
+  useEffect(() => {
+    if (lastChange) reloadStatus();
+  }, [lastChange]);
   const s = status.data;
   const counts = { bans: s?.store?.activeBans, users: s?.store?.activeSuspensions };
   let page;
   switch (name) {
     case 'bans':
-      page = html`<${Bans} call=${call} />`;
+      page = html`<${Bans} call=${call} onChange=${reloadStatus} />`;
       break;
     case 'users':
-      page = html`<${Users} call=${call} />`;
+      page = html`<${Users} call=${call} onChange=${reloadStatus} />`;
       break;
     case 'explain':
       page = html`<${Explain} call=${call} subject=${arg} />`;
@@ -791,9 +932,14 @@ function Shell({ token, signOut }) {
       <a class="brand" href="#/overview"><span class="logo">◆</span> mailwarden</a>
       <nav>
         ${TABS.map(
-          ([id, label]) => html`<a key=${id} href=${`#/${id}`} class=${name === id || (id === 'overview' && !TABS.some(([t]) => t === name)) ? 'active' : ''}>
-            ${label}${counts[id] ? html` <span class="pill">${counts[id]}</span>` : ''}${id === 'events' ? html` <span class=${`dot link-${feed.link}`} title=${LINK_TEXT[feed.link]}></span>` : ''}
-          </a>`,
+          ([id, label]) =>
+            html`<a
+              key=${id}
+              href=${`#/${id}`}
+              class=${name === id || (id === 'overview' && !TABS.some(([t]) => t === name)) ? 'active' : ''}
+            >
+              ${label}${counts[id] ? html` <span class="pill">${counts[id]}</span>` : ''}${id === 'events' ? html` <span class=${`dot link-${feed.link}`} title=${LINK_TEXT[feed.link]}></span>` : ''}
+            </a>`,
         )}
       </nav>
       <span class="node">${s ? `${s.node ?? ''} · v${s.version ?? '?'}` : ''}</span>
@@ -811,7 +957,8 @@ function App() {
     setToken(null);
     setMessage(why);
   }, []);
-  onUnauthorized = () => signOut('The daemon refused the saved token (401 Unauthorized): it may have been replaced. Sign in again.');
+  onUnauthorized = () =>
+    signOut('The daemon refused the saved token (401 Unauthorized): it may have been replaced. Sign in again.');
   if (!token) {
     return html`<${SignIn}
       message=${message}
@@ -825,4 +972,6 @@ function App() {
   return html`<${Shell} token=${token} signOut=${signOut} />`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = ''; // the "Loading…" line: render() does not replace what is there
+render(html`<${App} />`, root);
