@@ -17,6 +17,7 @@ const POINTS = 360;
 const SLICE_MS = 600_000;
 const SLICES = 6;
 const TOP_CAP = 50_000;
+const RECENT = 50;
 
 export const SERIES = [
   'decisions.allow',
@@ -54,6 +55,7 @@ export class Activity {
   private head: number;
   private slices: Slice[] = [];
   private readonly listeners = new Set<(item: FeedItem) => void>();
+  private readonly recentItems: FeedItem[] = [];
 
   constructor(
     now: number,
@@ -117,7 +119,14 @@ export class Activity {
   }
 
   publish(item: FeedItem): void {
+    this.recentItems.push(item);
+    if (this.recentItems.length > RECENT) this.recentItems.shift();
     for (const l of this.listeners) l(item);
+  }
+
+  /** The last items published, oldest first: a new subscriber starts with them. */
+  recent(): readonly FeedItem[] {
+    return this.recentItems;
   }
 
   subscribe(listener: (item: FeedItem) => void): () => void {

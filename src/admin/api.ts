@@ -119,7 +119,8 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
   app.get('/v1/timeline', () => ctx.activity.timeline(ctx.now()));
   app.get('/v1/top', () => ctx.activity.top(ctx.now()));
 
-  // Server-sent events: refusals, bans and suspensions as they happen (allowed requests are not sent).
+  // Server-sent events: refusals, bans and suspensions as they happen (allowed requests are not sent),
+  // after the last 50 of them.
   app.get('/v1/events', (req, reply) => {
     reply.hijack();
     const res = reply.raw;
@@ -128,6 +129,8 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     const send = (item: FeedItem): void => {
       res.write(`data: ${JSON.stringify(item)}\n\n`);
     };
+    // The recent past first, so a page opened after an attack still shows it.
+    for (const item of ctx.activity.recent()) send(item);
     const unsubscribe = ctx.activity.subscribe(send);
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.raw.on('close', () => {

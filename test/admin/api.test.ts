@@ -109,6 +109,20 @@ describe('admin API and metrics', () => {
     assert.doesNotMatch(m, /\{[^}]*(\d+\.\d+\.\d+\.\d+|@)[^}]*\}/);
   });
 
+  test('a late subscriber to the event stream first gets the recent past', async () => {
+    const ac = new AbortController();
+    const res = await api('/v1/events', { signal: ac.signal });
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let text = '';
+    while (!text.includes('"kind":"ban"')) {
+      const { value, done } = await reader.read();
+      if (done || !value) break;
+      text += Buffer.from(value).toString();
+    }
+    ac.abort();
+    assert.match(text, /data: \{"time":\d+,"kind":"ban","subject":"203\.0\.113\.66","rule":"auth-guess-ban"/);
+  });
+
   test('bans: filter and paging', async () => {
     for (let i = 1; i <= 5; i++) {
       const r = await api('/v1/bans', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ subject: `192.0.2.${i}`, duration: '1h', reason: `page test ${i}` }) });
