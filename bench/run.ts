@@ -10,6 +10,9 @@
  *      requests through the policy socket to a fresh daemon, then the
  *      daemon's own /v1/status (admin unix socket): counter keys and RSS.
  *   3. Peer: postfwd1 and postfwd2 with one comparable rate rule, when installed.
+ *   5. Shared store (bench/redis.ts): the workload of 1. on the embedded store
+ *      and on Redis (a redis-server started on loopback), req/s ratio, and
+ *      Redis round trips per request from INFO commandstats.
  *
  * Every server runs as its own process; the load generator is this process.
  * This is a benchmark, not a test: numbers never fail the run. It exits
@@ -21,7 +24,7 @@
  * 10), MAILWARDEN_BENCH_WARMUP (seconds, 2), MAILWARDEN_BENCH_FILL (addresses
  * for the memory phase, 1000000), MAILWARDEN_BENCH_PEERS=0 to skip postfwd,
  * MAILWARDEN_BENCH_KEEP=1 to keep the temp dir (logs), MAILWARDEN_BENCH_PHASES
- * (comma-separated subset of throughput,memory,peers).
+ * (comma-separated subset of throughput,memory,peers,dovecot,redis).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -44,6 +47,7 @@ import {
 } from './procs.js';
 import { buildLogins, loginLoad, perLoginMs, type LoginLoad } from './dovecot.js';
 import { buildWorkload, CAPTURES, connectMaker, loadTemplates, REPO, type Workload } from './requests.js';
+import { phaseRedis } from './redis.js';
 
 const CONNECTIONS = 50;
 const WARMUP_MS = Number(process.env.MAILWARDEN_BENCH_WARMUP ?? 2) * 1000;
@@ -53,7 +57,7 @@ const FILL_CONNECTIONS = 50;
 const FILL_DEPTH = 20;
 const FILL_BUDGET_MS = 90_000;
 const PEERS = process.env.MAILWARDEN_BENCH_PEERS !== '0';
-const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot').split(','));
+const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot,redis').split(','));
 const KEEP = process.env.MAILWARDEN_BENCH_KEEP === '1';
 const MB = 1024 * 1024;
 
@@ -496,6 +500,11 @@ async function main(): Promise<number> {
     if (PHASES.has('memory')) await phaseMemory(root);
     if (PHASES.has('peers')) await phasePeers(root, w);
     if (PHASES.has('dovecot')) await phaseDovecot(root);
+    // ---- 5. Shared store (Redis): bench/redis.ts, kept apart from the phases above ----
+    if (PHASES.has('redis')) {
+      const ctx = { root, w, warmupMs: WARMUP_MS, durationMs: DURATION_MS, failures, warnings, progress, fmt };
+      report.push(...(await phaseRedis(ctx)));
+    }
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
   } finally {

@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -21,7 +20,7 @@ import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { Decider } from './decider.js';
 import { prepareUnixSocket } from './listen.js';
-import { MemoryStore } from './store/memory.js';
+import { openStore } from './store/open.js';
 
 export const VERSION = '0.1.0';
 
@@ -53,13 +52,9 @@ export async function startDaemon(
 ): Promise<DaemonHandle> {
   const started = now();
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
-  const store = new MemoryStore({
-    file: join(settings.dataDir, 'mailwarden.sqlite'),
-    maxKeys: settings.store.maxKeys,
-    lookbackMs: settings.policy.escalation.lookbackMs,
-    now,
-  });
-  const node = hostname();
+  // The embedded store, or in cluster mode Redis backed by local memory (store/open.ts).
+  const store = await openStore(settings, logger, now);
+  const node = settings.node;
   const notifier = new Notifier(settings.alerts, logger, node);
   const decider = new Decider(settings.policy, store, logger, notifier);
   const postfix = new PostfixPolicyServer({
@@ -169,6 +164,8 @@ export async function startDaemon(
       dovecot: bound.dovecot,
       rules: settings.policy.rules.length,
       bans: store.stats(now()).activeBans,
+      store: store.stats(now()).mode ?? store.backend,
+      node,
       alerts: notifier.channels.length ? notifier.channels : 'off (set alerts.email.to or alerts.webhook.url)',
     },
     'mailwarden started',

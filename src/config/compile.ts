@@ -4,6 +4,7 @@
  * Checks what the schema alone cannot (complete rules, unique names) and
  * reports it at the rule's place in the file.
  */
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { AlertSettings } from '../actions/notify.js';
 import { NetworkSet } from '../engine/address.js';
@@ -14,7 +15,8 @@ import type { EventKind } from '../engine/types.js';
 import { DEFAULT_LISTEN, DEFAULT_RULES, DEFAULTS } from './defaults.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import type { Locate, Overrides } from './load.js';
-import { parseDuration, parseListen, ruleSchema, type ListenTarget, type ParsedConfig, type ParsedRule } from './schema.js';
+import type { RedisSettings } from '../store/redis.js';
+import { parseDuration, parseHostPort, parseListen, ruleSchema, type ListenTarget, type ParsedConfig, type ParsedRule } from './schema.js';
 
 export interface Settings {
   /** The config file, or undefined for built-in defaults. */
@@ -25,6 +27,10 @@ export interface Settings {
   allowlist: { networks: string[]; users: string[] };
   postfix: { budgetMs: number; idleTimeoutMs: number; maxLine: number; maxAttributes: number; repeatWindowMs: number };
   store: { maxKeys: number; snapshotMs: number };
+  /** The shared store (`store.backend: redis` or MAILWARDEN_STORE); undefined for the embedded store. */
+  redis: RedisSettings | undefined;
+  /** This node's name in audit rows, status and alerts (`node`, MAILWARDEN_NODE; default: the host name). */
+  node: string;
   dovecot: { apiHeader: { name: string; value: string } | undefined; budgetMs: number; maxDelayMs: number; smtpMaxDelayMs: number };
   alerts: AlertSettings;
   policy: Policy;
@@ -104,8 +110,49 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxKeys: cfg.store?.max_keys ?? d.store.max_keys,
       snapshotMs: cfg.store?.snapshot_interval ?? ms(d.store.snapshot_interval),
     },
+    redis: compileRedis(cfg, locate, o),
+    node: o.node?.value ?? cfg.node ?? hostname(),
     policy,
   };
+}
+
+/** The shared store's settings; MAILWARDEN_STORE (memory, or one server's URL) wins over the file. */
+function compileRedis(cfg: ParsedConfig, locate: Locate, o: Overrides): RedisSettings | undefined {
+  const st = cfg.store ?? {};
+  const d = DEFAULTS.store;
+  const env = o.store?.value;
+  const backend = env === undefined ? (st.backend ?? d.backend) : env === 'memory' ? 'memory' : 'redis';
+  if (backend !== 'redis') return undefined;
+  if (env === undefined && st.sentinels && st.cluster) {
+    throw new ConfigError([
+      {
+        code: 'MW_CONFIG_INVALID',
+        where: locate(['store', 'cluster']),
+        message: 'store.sentinels and store.cluster exclude each other; name either the Sentinels of one master or the nodes of one Cluster',
+      },
+    ]);
+  }
+  const nodes = (list: string[] | undefined): RedisSettings['cluster'] =>
+    env === undefined && list ? list.map((x) => parseHostPort(x) as { host: string; port: number }) : undefined;
+  return {
+    url: env ?? st.url ?? d.url,
+    prefix: st.prefix ?? d.prefix,
+    timeoutMs: st.timeout ?? ms(d.timeout),
+    sentinels: nodes(st.sentinels),
+    sentinelMaster: st.sentinel_master ?? d.sentinel_master,
+    cluster: nodes(st.cluster),
+  };
+}
+
+/** A Redis URL with its password hidden (for check-config and status). */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '(set)';
+    return u.toString();
+  } catch {
+    return '(invalid)';
+  }
 }
 
 function compileAlerts(cfg: ParsedConfig): AlertSettings {
@@ -228,6 +275,8 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
 }
 
 /** The effective configuration as plain data, durations written back as text (for check-config). */
+const hp = (n: { host: string; port: number }): string => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`);
+
 export function describeSettings(s: Settings): Record<string, unknown> {
   const listen = (ts: ListenTarget[]): string[] => ts.map((t) => (t.kind === 'unix' ? t.path : t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`));
   const p = s.policy;
@@ -260,7 +309,22 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       max_attributes: s.postfix.maxAttributes,
       repeat_window: formatDuration(s.postfix.repeatWindowMs),
     },
-    store: { max_keys: s.store.maxKeys, snapshot_interval: formatDuration(s.store.snapshotMs) },
+    node: s.node,
+    store: {
+      max_keys: s.store.maxKeys,
+      snapshot_interval: formatDuration(s.store.snapshotMs),
+      // The embedded store shows only its own keys (backend: memory is the default).
+      ...(s.redis
+        ? {
+            backend: 'redis',
+            url: redactUrl(s.redis.url),
+            prefix: s.redis.prefix,
+            timeout: formatDuration(s.redis.timeoutMs),
+            ...(s.redis.sentinels ? { sentinels: s.redis.sentinels.map(hp), sentinel_master: s.redis.sentinelMaster } : {}),
+            ...(s.redis.cluster ? { cluster: s.redis.cluster.map(hp) } : {}),
+          }
+        : {}),
+    },
     alerts: {
       cooldown: formatDuration(s.alerts.cooldownMs),
       queue_max: s.alerts.queueMax,

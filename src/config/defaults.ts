@@ -31,7 +31,16 @@ export const DEFAULTS = {
   // Postfix drops its SASL conversation after 10 s, so SMTP delays stay well below that.
   dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s' },
   postfix: { budget: '100ms', idle_timeout: '330s', max_line: 16384, max_attributes: 256, repeat_window: '10s' },
-  store: { max_keys: 2_000_000, snapshot_interval: '60s' },
+  store: {
+    max_keys: 2_000_000,
+    snapshot_interval: '60s',
+    backend: 'memory',
+    url: 'redis://127.0.0.1:6379/0',
+    prefix: 'mailwarden',
+    // Postfix's own budget is 100 ms: past this, the decision is made from local memory instead.
+    timeout: '50ms',
+    sentinel_master: 'mymaster',
+  },
   alerts: {
     cooldown: '1h',
     queue_max: 1000,

@@ -10,7 +10,7 @@ import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, visit, typ
 import type { z } from 'zod';
 import { compileSettings, type Settings } from './compile.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
-import { configSchema, parseListen, type ParsedConfig } from './schema.js';
+import { configSchema, isRedisUrl, parseListen, type ParsedConfig } from './schema.js';
 
 /** Values from the environment or command-line flags; `from` names the source for errors. */
 export interface Override {
@@ -23,6 +23,10 @@ export interface Overrides {
   postfixListen?: Override | undefined;
   dovecotListen?: Override | undefined;
   adminListen?: Override | undefined;
+  /** `memory`, or a Redis URL: the shared store (MAILWARDEN_STORE). */
+  store?: Override | undefined;
+  /** This node's name (MAILWARDEN_NODE). */
+  node?: Override | undefined;
 }
 
 export type Locate = (path: ReadonlyArray<PropertyKey>, key?: string) => string;
@@ -36,6 +40,15 @@ export function overridesFromEnv(env: NodeJS.ProcessEnv): Overrides {
     dovecotListen: pick('MAILWARDEN_DOVECOT_LISTEN'),
     adminListen: pick('MAILWARDEN_ADMIN_LISTEN'),
   };
+}
+
+/**
+ * The store and node variables (MAILWARDEN_STORE, MAILWARDEN_NODE). loadSettings reads them from
+ * the process environment itself when the caller passes none, so every entry point sees them.
+ */
+export function storeOverridesFromEnv(env: NodeJS.ProcessEnv): Pick<Overrides, 'store' | 'node'> {
+  const pick = (name: string): Override | undefined => (env[name] ? { value: env[name], from: name } : undefined);
+  return { store: pick('MAILWARDEN_STORE'), node: pick('MAILWARDEN_NODE') };
 }
 
 export function loadSettings(file: string | undefined, overrides: Overrides = {}): Settings {
@@ -82,8 +95,22 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
   return finish(file, parsed.data, locate, overrides);
 }
 
-function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, overrides: Overrides): Settings {
+function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, given: Overrides): Settings {
+  const env = storeOverridesFromEnv(process.env);
+  const overrides: Overrides = { ...given, store: given.store ?? env.store, node: given.node ?? env.node };
   const problems: ConfigProblem[] = [];
+  const st = overrides.store;
+  if (st && st.value !== 'memory' && !isRedisUrl(st.value)) {
+    problems.push({
+      code: 'MW_CONFIG_ENV',
+      where: st.from,
+      message: `${JSON.stringify(st.value)} is not a store; write memory, or a Redis URL such as redis://127.0.0.1:6379/0`,
+    });
+  }
+  const nd = overrides.node;
+  if (nd && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(nd.value)) {
+    problems.push({ code: 'MW_CONFIG_ENV', where: nd.from, message: `${JSON.stringify(nd.value)} is not a node name; use 1-64 characters of A-Z, a-z, 0-9, _ . -` });
+  }
   for (const o of [overrides.postfixListen, overrides.dovecotListen, overrides.adminListen]) {
     if (!o) continue;
     for (const part of o.value.split(',')) {

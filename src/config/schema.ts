@@ -52,6 +52,30 @@ export function parseListen(s: string): ListenTarget | undefined {
   return { kind: 'tcp', host: (m[1] ?? m[2]) as string, port };
 }
 
+/** `host:port` or `[v6]:port` of a Redis server (Sentinel, Cluster node). */
+export const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
+  message: 'write host:port, e.g. 10.0.0.5:6379 or [2001:db8::5]:6379',
+});
+
+export function parseHostPort(s: string): { host: string; port: number } | undefined {
+  const t = parseListen(s);
+  return t?.kind === 'tcp' && t.port > 0 ? { host: t.host, port: t.port } : undefined;
+}
+
+/** A Redis URL: redis:// or rediss:// (TLS), with an optional user:password@ and /db. */
+export function isRedisUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && /^(\/\d{0,2})?$/.test(u.pathname);
+  } catch {
+    return false;
+  }
+}
+
+const redisUrl = z.string().refine(isRedisUrl, {
+  message: 'not a Redis URL; write redis://host:6379/0 (rediss:// for TLS; redis://:password@host:6379/0 with a password)',
+});
+
 const listenList = z.union([listenAddress, z.array(listenAddress)]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 export const SUBJECT_KEYS = ['ip', 'network', 'user', 'sender', 'sender_domain', 'user_ip', 'user_network'] as const;
@@ -180,10 +204,24 @@ export const configSchema = z.strictObject({
       repeat_window: duration.optional(),
     })
     .optional(),
+  node: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, { message: 'node names are 1-64 characters of A-Z, a-z, 0-9, _ . - (e.g. mx1)' })
+    .optional(),
   store: z
     .strictObject({
       max_keys: z.number().int().min(1000).optional(),
       snapshot_interval: positiveDuration.optional(),
+      backend: z.enum(['memory', 'redis']).optional(),
+      url: redisUrl.optional(),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: 'a prefix is 1-64 characters of A-Z, a-z, 0-9, _ . : - (no braces: mailwarden adds the hash tag)' })
+        .optional(),
+      timeout: positiveDuration.optional(),
+      sentinels: z.array(hostPort).min(1).optional(),
+      sentinel_master: z.string().min(1).max(128).optional(),
+      cluster: z.array(hostPort).min(1).optional(),
     })
     .optional(),
   alerts: z

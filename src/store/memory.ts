@@ -9,6 +9,11 @@
  * eviction can only ever under-count a cold subject, never block a warm one.
  *
  * Atomicity is free here: apply() runs to completion on the event loop.
+ *
+ * In cluster mode (store/resilient.ts) a MemoryStore is each node's local
+ * memory: `mirror*` keep its bans and suspensions equal to the shared Redis
+ * store's (no audit rows, and an offence only for a ban it had not seen), and
+ * it counts on its own only while Redis is unreachable.
  */
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
@@ -229,6 +234,47 @@ export class MemoryStore implements Store {
       }
     }
     return out;
+  }
+
+  /** Mirrors a ban made in the shared store; a ban not seen before also counts as an offence here. */
+  mirrorBan(rec: BanRecord): void {
+    const known = this.bans.get(rec.subject);
+    if (known && known.since === rec.since && known.until === rec.until) return;
+    const b: BanRecord = { subject: rec.subject, since: rec.since, until: rec.until, rule: rec.rule, reason: rec.reason, offence: rec.offence, actor: rec.actor };
+    this.bans.set(b.subject, b);
+    this.db.saveBan(b, known?.since !== b.since);
+  }
+
+  /** Mirrors a lifted ban. */
+  mirrorUnban(subject: string): void {
+    if (!this.bans.delete(subject)) return;
+    for (const members of this.aggregates.values()) members.delete(subject);
+    this.db.deleteBan(subject);
+  }
+
+  mirrorSuspension(rec: SuspensionRecord): void {
+    const s: SuspensionRecord = { user: rec.user, since: rec.since, until: rec.until, rule: rec.rule, reason: rec.reason, actor: rec.actor };
+    this.suspensions.set(s.user, s);
+    this.db.saveSuspension(s);
+  }
+
+  mirrorResume(user: string): void {
+    if (!this.suspensions.delete(user)) return;
+    this.db.deleteSuspension(user);
+  }
+
+  /** Makes the bans and suspensions exactly these (a full copy of the shared store's). */
+  replaceMirror(bans: readonly BanRecord[], suspensions: readonly SuspensionRecord[]): void {
+    this.bans.clear();
+    this.suspensions.clear();
+    for (const b of bans) this.bans.set(b.subject, { subject: b.subject, since: b.since, until: b.until, rule: b.rule, reason: b.reason, offence: b.offence, actor: b.actor });
+    for (const s of suspensions) this.suspensions.set(s.user, { user: s.user, since: s.since, until: s.until, rule: s.rule, reason: s.reason, actor: s.actor });
+    this.db.replaceBansAndSuspensions([...this.bans.values()], [...this.suspensions.values()]);
+  }
+
+  /** Forgets every counter (local counts from an outage are stale once the shared store is back). */
+  clearCounters(): void {
+    this.counters.clear();
   }
 
   unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {

@@ -8,6 +8,11 @@
  * durable against a process crash; a power loss may lose the last commit).
  * Counter snapshots are written in chunks so a large table never stalls the
  * event loop for long.
+ *
+ * In cluster mode (store/resilient.ts) the same file is the node's local
+ * memory: `pending` queues the bans, suspensions and lifts made while Redis
+ * was unreachable until they are pushed back, and `meta` keeps how far the
+ * local audit trail has been pushed.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -26,6 +31,8 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INT
   subject TEXT NOT NULL, rule TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL, evidence TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, id);
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, tat REAL, members TEXT);
+CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT, item TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
 interface AuditDbRow {
@@ -71,6 +78,16 @@ export class SqlitePersistence {
         'INSERT INTO audit (time, kind, subject, rule, reason, actor, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)',
       ),
       allCounters: db.prepare('SELECT key, tat, members FROM counters'),
+      maxAudit: db.prepare('SELECT coalesce(max(id), 0) AS n FROM audit'),
+      auditAfter: db.prepare('SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?'),
+      addPending: db.prepare('INSERT INTO pending (item) VALUES (?)'),
+      allPending: db.prepare('SELECT id, item FROM pending ORDER BY id'),
+      delPending: db.prepare('DELETE FROM pending WHERE id <= ?'),
+      countPending: db.prepare('SELECT count(*) AS n FROM pending'),
+      getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
+      putMeta: db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)'),
+      clearBans: db.prepare('DELETE FROM bans'),
+      clearSusp: db.prepare('DELETE FROM suspensions'),
     };
   }
 
@@ -151,6 +168,52 @@ export class SqlitePersistence {
       this.db.exec('DROP TABLE counters; ALTER TABLE counters_next RENAME TO counters');
     })();
     this.stmts.allCounters = this.db.prepare('SELECT key, tat, members FROM counters');
+  }
+
+  /** The newest audit row's id (0 when there is none). */
+  maxAuditId(): number {
+    return (this.stmts.maxAudit.get() as { n: number }).n;
+  }
+
+  /** Audit rows after `id`, oldest first. */
+  auditAfter(id: number, limit: number): AuditRow[] {
+    const rows = this.stmts.auditAfter.all(id, limit) as AuditDbRow[];
+    return rows.map((r) => ({ ...r, kind: r.kind as AuditKind, evidence: JSON.parse(r.evidence) as Record<string, unknown> }));
+  }
+
+  addPending(item: string): void {
+    this.stmts.addPending.run(item);
+  }
+
+  pending(): Array<{ id: number; item: string }> {
+    return this.stmts.allPending.all() as Array<{ id: number; item: string }>;
+  }
+
+  pendingCount(): number {
+    return (this.stmts.countPending.get() as { n: number }).n;
+  }
+
+  /** Drops queued items up to and including `id`. */
+  deletePending(id: number): void {
+    this.stmts.delPending.run(id);
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.stmts.getMeta.get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.stmts.putMeta.run(key, value);
+  }
+
+  /** Replaces every ban and suspension (a mirror of the shared store); offences are kept. */
+  replaceBansAndSuspensions(bans: readonly BanRecord[], suspensions: readonly SuspensionRecord[]): void {
+    this.db.transaction(() => {
+      this.stmts.clearBans.run();
+      this.stmts.clearSusp.run();
+      for (const b of bans) this.stmts.putBan.run(b);
+      for (const s of suspensions) this.stmts.putSusp.run(s);
+    })();
   }
 
   loadCounters(): Array<{ key: string; tat: number | null; members: string | null }> {

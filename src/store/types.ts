@@ -1,6 +1,6 @@
 /*
- * store/types — the one interface every backend implements (memory + SQLite
- * now, Redis later). A backend knows counting and persistence, nothing about
+ * store/types — the one interface every backend implements: memory + SQLite
+ * (store/memory.ts) and Redis (store/redis.ts, wrapped by store/resilient.ts). A backend knows counting and persistence, nothing about
  * mail: it executes a Plan atomically and records effects, and the engine
  * decides what they mean.
  */
@@ -21,6 +21,8 @@ export interface AuditRow {
   /** `mailwarden` for automatic actions; `cli`, `api:<who>` for people. */
   actor: string;
   evidence: Record<string, unknown>;
+  /** The mailwarden node that wrote the row (shared Redis store only). */
+  node?: string | undefined;
 }
 
 export interface CommitResult {
@@ -34,6 +36,16 @@ export interface StoreStats {
   evictions: number;
   activeBans: number;
   activeSuspensions: number;
+  /** Shared store only: where decisions come from now (`local-fallback` while Redis is unreachable or slow). */
+  mode?: 'redis' | 'local-fallback' | undefined;
+  /** Shared store only: how often the node fell back to local memory since start. */
+  fallbacks?: number | undefined;
+  /** Shared store only: requests decided from local memory since start. */
+  localDecisions?: number | undefined;
+  /** Shared store only: bans, suspensions and lifts made during an outage, not yet pushed to Redis. */
+  pending?: number | undefined;
+  /** Shared store only: connection details. */
+  redis?: { connected: boolean; lastError: string | null; clockSkewMs: number | null; keysSampledAt: number | null } | undefined;
 }
 
 /** A backend that can answer at once (the embedded store) returns plain values: no promise on the hot path. */

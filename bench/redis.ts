@@ -1,0 +1,242 @@
+/*
+ * bench/redis — the shared-store phase of `npm run bench` (phase `redis`):
+ * the same closed-loop Postfix workload against mailwarden on its embedded
+ * store and on Redis (MAILWARDEN_STORE=redis://…, a redis-server started
+ * here on a free loopback port, no persistence), one after the other in the
+ * same run, and the Redis commands each policy request cost, read from the
+ * server's own INFO commandstats.
+ *
+ * Round trips: the client-level commands mailwarden sends are EVALSHA (and
+ * EVAL once, when the script is not loaded yet). Commands run *inside* a
+ * script (HGET, SET, ZADD…) also appear in commandstats; they cost no round
+ * trip and are reported separately.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { call } from '../src/admin/client.js';
+import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
+import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
+import { REPO, type Workload } from './requests.js';
+
+export interface RedisPhaseContext {
+  root: string;
+  w: Workload;
+  warmupMs: number;
+  durationMs: number;
+  failures: string[];
+  warnings: string[];
+  progress: (msg: string) => void;
+  fmt: (n: number, d?: number) => string;
+}
+
+const REDIS_SERVER = process.env.MAILWARDEN_REDIS_SERVER ?? '/usr/bin/redis-server';
+/** The ratio the issue asks for: Redis-backed req/s over embedded-store req/s. */
+const TARGET_RATIO = 0.4;
+
+interface PfStatus {
+  store: { backend: string; mode?: string; localDecisions?: number; fallbacks?: number };
+  postfix: { requests: number; repeats: number; budgetMisses: number; errors: number; badRequests: number };
+}
+
+interface Run {
+  label: string;
+  r: LoadResult;
+  cpu: number;
+  redisCpu?: number | undefined;
+  status: PfStatus;
+  before: PfStatus;
+}
+
+async function startDaemon(
+  dir: string,
+  target: Target,
+  store: string | undefined,
+): Promise<{ proc: Proc; sock: string }> {
+  mkdirSync(dir, { recursive: true });
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    MAILWARDEN_DATA: dir,
+    MAILWARDEN_POSTFIX_LISTEN: describe(target),
+    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${await freePort()}`,
+    MAILWARDEN_NODE: 'bench',
+  };
+  delete env.MAILWARDEN_CONFIG;
+  if (store) env.MAILWARDEN_STORE = store;
+  else delete env.MAILWARDEN_STORE;
+  const log = join(dir, 'daemon.log');
+  const proc = spawnLogged('mailwarden', process.execPath, [join(REPO, 'dist', 'main.js'), 'serve'], env, log);
+  const sock = join(dir, 'admin.sock');
+  await waitForListen(proc, 'mailwarden', log, [target, { kind: 'unix', path: sock }], 20_000);
+  return { proc, sock };
+}
+
+function commandStats(info: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of info.split('\n')) {
+    const x = /^cmdstat_([\w|]+):calls=(\d+)/.exec(line.trim());
+    if (x) m.set(x[1] as string, Number(x[2]));
+  }
+  return m;
+}
+
+interface Hooks {
+  /** Right before the load starts (after start-up and the first status read). */
+  start?: () => Promise<void>;
+  /** Right after the load ends (before the last status read). */
+  end?: () => Promise<void>;
+}
+
+async function measureOne(
+  ctx: RedisPhaseContext,
+  label: string,
+  dir: string,
+  store: string | undefined,
+  redisPid?: number,
+  hooks: Hooks = {},
+): Promise<Run> {
+  const target: Target = { kind: 'tcp', host: '127.0.0.1', port: await freePort() };
+  const { proc, sock } = await startDaemon(dir, target, store);
+  try {
+    ctx.progress(
+      `mailwarden on ${label} over tcp: ${ctx.warmupMs / 1000} s warm-up + ${ctx.durationMs / 1000} s measured`,
+    );
+    const before = await call<PfStatus>(sock, 'GET', '/v1/status');
+    await hooks.start?.();
+    const cpu0 = cpuSeconds(proc.pid);
+    const r0 = redisPid ? cpuSeconds(redisPid) : 0;
+    const t0 = performance.now();
+    const r = await closedLoop(target, ctx.w, ctx.warmupMs, ctx.durationMs);
+    const wall = (performance.now() - t0) / 1000;
+    await hooks.end?.();
+    const status = await call<PfStatus>(sock, 'GET', '/v1/status');
+    const run: Run = {
+      label,
+      r,
+      cpu: (100 * (cpuSeconds(proc.pid) - cpu0)) / wall,
+      redisCpu: redisPid ? (100 * (cpuSeconds(redisPid) - r0)) / wall : undefined,
+      status,
+      before,
+    };
+    if (r.invalid > 0) ctx.failures.push(`${label}: ${r.invalid} invalid replies, e.g. ${r.invalidSample ?? ''}`);
+    if (r.errors.length > 0)
+      ctx.failures.push(`${label}: ${r.errors.length} connection error(s), e.g. ${r.errors[0] ?? ''}`);
+    if (r.measured === 0) ctx.failures.push(`${label}: no reply inside the measured window`);
+    if (status.postfix.errors > 0) ctx.failures.push(`${label}: mailwarden reported ${status.postfix.errors} errors`);
+    if (status.postfix.budgetMisses > before.postfix.budgetMisses)
+      ctx.warnings.push(
+        `${label}: ${status.postfix.budgetMisses - before.postfix.budgetMisses} budget misses (answered DUNNO)`,
+      );
+    return run;
+  } finally {
+    await stopProc(proc);
+  }
+}
+
+/** Phase 5: returns the report lines. */
+export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
+  const { fmt } = ctx;
+  const dir = join(ctx.root, 'redis');
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const log = join(dir, 'redis-server.log');
+  let server: Proc;
+  try {
+    server = spawnLogged(
+      'redis-server',
+      REDIS_SERVER,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--protected-mode',
+        'no',
+      ],
+      process.env,
+      log,
+    );
+    await waitForListen(server, 'redis-server', log, [{ kind: 'tcp', host: '127.0.0.1', port }], 10_000);
+  } catch (err) {
+    ctx.warnings.push(
+      `redis phase skipped: ${REDIS_SERVER} did not start (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`,
+    );
+    return ['5. Shared store (Redis): skipped, redis-server did not start (see warnings)', ''];
+  }
+  const admin = new Redis({ host: '127.0.0.1', port, protocol: 2, maxRetriesPerRequest: 1 });
+  try {
+    const memory = await measureOne(ctx, 'the embedded store', join(dir, 'memory'), undefined);
+    const version = /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? '?';
+    // Counted from the start of the load to its end (warm-up included: the script is loaded by its first EVALSHA,
+    // NOSCRIPT, EVAL); start-up and status reads of the daemon fall outside.
+    const url = `redis://127.0.0.1:${port}/0`;
+    let info = '';
+    const redis = await measureOne(ctx, 'Redis', join(dir, 'shared'), url, server.pid, {
+      start: async () => void (await admin.config('RESETSTAT')),
+      end: async () => void (info = await admin.info('commandstats')),
+    });
+    const stats = commandStats(info);
+    const keyspace = /keys=(\d+),expires=(\d+)/.exec(await admin.info('keyspace'));
+    const keys = Number(keyspace?.[1] ?? 0);
+    const expiring = Number(keyspace?.[2] ?? 0);
+    if (keys !== expiring) ctx.warnings.push(`Redis holds ${keys - expiring} keys without a TTL after the run`);
+    const decided =
+      redis.status.postfix.requests -
+      redis.status.postfix.repeats -
+      (redis.before.postfix.requests - redis.before.postfix.repeats);
+    const roundTrips = (stats.get('evalsha') ?? 0) + (stats.get('eval') ?? 0);
+    const clientLevel = new Set([
+      'evalsha',
+      'eval',
+      'ping',
+      'info',
+      'subscribe',
+      'client|setname',
+      'client|setinfo',
+      'select',
+      'quit',
+      'config|resetstat',
+    ]);
+    const other = [...stats].filter(([k]) => !clientLevel.has(k));
+    const inside = other.reduce((n, [, c]) => n + c, 0);
+    const ratio = memory.r.rps > 0 ? redis.r.rps / memory.r.rps : 0;
+    const perReq = decided > 0 ? roundTrips / decided : 0;
+    if (redis.status.store.mode !== 'redis')
+      ctx.failures.push(`mailwarden on Redis ended in mode ${redis.status.store.mode ?? '?'}`);
+    if ((redis.status.store.localDecisions ?? 0) > 0)
+      ctx.warnings.push(
+        `mailwarden on Redis decided ${redis.status.store.localDecisions ?? 0} requests from local memory (late answers)`,
+      );
+    const row = (x: Run): string =>
+      `   ${x.label.padEnd(20)} ${fmt(x.r.rps).padStart(8)} ${fmt(x.r.p50Ms, 3).padStart(8)} ${fmt(x.r.p99Ms, 3).padStart(8)} ${fmt(x.r.maxMs, 2).padStart(8)} ${fmt(x.r.other).padStart(10)} ${fmt(x.cpu).padStart(6)} ${x.redisCpu === undefined ? '     -' : fmt(x.redisCpu).padStart(6)}`;
+    return [
+      `5. Shared store: mailwarden on Redis ${version} (MAILWARDEN_STORE, a redis-server on loopback, no persistence) against the embedded store`,
+      '   same workload, client and TCP loopback as in 1.; each target a fresh daemon with the default policy',
+      '   store                   req/s   p50 ms   p99 ms   max ms  non-DUNNO  CPU %  Redis CPU %',
+      row(memory),
+      row(redis),
+      `   ratio Redis/embedded req/s: ${fmt(ratio, 2)} ${ratio >= TARGET_RATIO ? `(meets the ≥ ${TARGET_RATIO.toFixed(2)} target)` : `(BELOW the ≥ ${TARGET_RATIO.toFixed(2)} target)`}`,
+      `   Redis round trips per decided request (INFO commandstats, EVALSHA + EVAL over ${fmt(decided)} decisions): ${fmt(perReq, 3)}` +
+        ` ${Math.abs(perReq - 1) < 0.01 ? '(one round trip per request, as targeted)' : '(target: exactly 1)'}`,
+      `     evalsha ${fmt(stats.get('evalsha') ?? 0)}, eval ${fmt(stats.get('eval') ?? 0)}; besides these, ${fmt(inside)} commands ran inside the scripts` +
+        ` (${fmt(decided > 0 ? inside / decided : 0, 1)} per request, no network: ${other
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 6)
+          .map(([k, c]) => `${k} ${fmt(c)}`)
+          .join(', ')})`,
+      `   after the run: ${fmt(keys)} keys in Redis, ${fmt(expiring)} of them with a TTL (INFO keyspace); mode ${redis.status.store.mode ?? '?'}, ${redis.status.store.fallbacks ?? 0} fallbacks`,
+      '',
+    ];
+  } finally {
+    admin.disconnect();
+    await stopProc(server);
+  }
+}

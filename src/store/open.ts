@@ -1,0 +1,36 @@
+/*
+ * store/open — builds the store the settings ask for: the embedded
+ * MemoryStore (default), or, in cluster mode (`store.backend: redis`,
+ * MAILWARDEN_STORE=redis://…), the shared RedisStore behind a
+ * ResilientStore whose local memory is the same SQLite file in the data dir.
+ * Opening never fails on an unreachable Redis: the node starts in fallback.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Settings } from '../config/compile.js';
+import { MemoryStore } from './memory.js';
+import { createRedisClient, RedisStore } from './redis.js';
+import { ResilientStore } from './resilient.js';
+
+export type NodeStore = MemoryStore | ResilientStore;
+
+export async function openStore(settings: Settings, logger: Logger, now: () => number): Promise<NodeStore> {
+  const local = new MemoryStore({
+    file: join(settings.dataDir, 'mailwarden.sqlite'),
+    maxKeys: settings.store.maxKeys,
+    lookbackMs: settings.policy.escalation.lookbackMs,
+    now,
+  });
+  const r = settings.redis;
+  if (!r) return local;
+  const client = createRedisClient(r, `mailwarden:${settings.node}`);
+  // ioredis reports connection errors as events; the store logs the change of mode instead.
+  client.on('error', () => undefined);
+  const redis = new RedisStore({
+    client,
+    prefix: r.prefix,
+    node: settings.node,
+    lookbackMs: settings.policy.escalation.lookbackMs,
+  });
+  return ResilientStore.open({ redis, local, logger, timeoutMs: r.timeoutMs });
+}

@@ -1,0 +1,493 @@
+/*
+ * store/redis-lua — the Lua scripts of the Redis store (store/redis.ts).
+ *
+ * Each script runs atomically inside Redis, so one event is one round trip and
+ * no other node can slip between a check and its charge. APPLY and PEEK mirror
+ * store/counting.ts and MemoryStore.applySync line for line (same GCRA
+ * arithmetic and float tolerance, same distinct-set cap and pruning, same
+ * usual-rate decay, same charging rules); COMMIT mirrors MemoryStore.commit
+ * and MemoryStore.ban (escalation, IPv6 aggregation).
+ *
+ * Time: `now` is Redis's own clock (TIME, in whole ms) unless the caller passes
+ * one (tests only), so nodes with skewed clocks agree. Numbers go in and out as
+ * strings: Lua numbers are doubles like JavaScript's, and `%.17g` round-trips
+ * them exactly (Redis turns a Lua number in a reply into an integer).
+ *
+ * Keys (P is the tagged prefix, `{mailwarden}:` by default: every key of every
+ * script hashes to the one slot of the tag, so no script can fail with
+ * CROSSSLOT on Redis Cluster):
+ *   P c:<counter key>   string TAT (rate) | zset member→last seen (distinct) | hash r,t (usual rate)
+ *   P ban:<subject>     hash: the ban record          P bans   zset subject→until (listing)
+ *   P susp:<user>       hash: the suspension record   P susps  zset user→until
+ *   P off:<subject>     zset of offence times (escalation look-back)
+ *   P agg:<prefix>      hash banned /64 → until (IPv6 aggregation); P aggof:<member> its prefixes
+ *   P audit:<subject>   stream of audit rows (capped);  P audit:seq row ids;  P athr:<rule>|<subject> throttle
+ *   channel P events    ban / unban / suspend / resume, for the nodes' local caches
+ * Every key has a TTL: its natural end (TAT, window, ban end, look-back, audit retention).
+ */
+
+/** Helpers every script shares. */
+const COMMON = `
+if redis.replicate_commands then redis.replicate_commands() end
+local function num(x) return string.format('%.17g', x) end
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local EPS = 2 ^ -52
+-- counting.ts slack(): float rounding must not turn exactly limit into limit+epsilon
+local function slack(tat, limit, interval)
+  return math.min(interval / 2, (limit + 1) * math.abs(tat) * EPS)
+end
+-- counting.ts gcra()
+local function gcra(stored, now, cost, limit, window)
+  local interval = window / limit
+  local base = now
+  if stored ~= nil and stored > now then base = stored end
+  local tat = base + cost * interval
+  local s = slack(tat, limit, interval)
+  local count = math.ceil((tat - now - s) / interval)
+  return tat, count, (tat - now > window + s)
+end
+-- counting.ts gcraCount()
+local function gcraCount(stored, now, limit, window)
+  if stored == nil or stored <= now then return 0 end
+  local interval = window / limit
+  return math.max(0, math.ceil((stored - now - slack(stored, limit, interval)) / interval))
+end
+-- counting.ts usualRate()
+local function usualRate(r, t, now, tau)
+  if r == nil then return 0 end
+  return r * math.exp(-math.max(0, now - t) / tau)
+end
+-- A rate counter's TAT; a key holding another kind of counter (a rule changed its count) reads as new.
+local function rateOf(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then return tonumber(v) end
+  return nil
+end
+-- A usual rate: r, t; the third value says the key holds another kind of counter.
+local function usualOf(k)
+  local v = redis.pcall('HMGET', k, 'r', 't')
+  if v.err then return nil, nil, true end
+  if v[1] then return tonumber(v[1]), tonumber(v[2]), false end
+  return nil, nil, false
+end
+-- MemoryStore.readCount(): another rule's count, without charging.
+local function readCount(k, of, now, rateLimit, window)
+  if of == 'rate' then return gcraCount(rateOf(k), now, rateLimit, window) end
+  local n = redis.pcall('ZCOUNT', k, '(' .. num(now - window), '+inf')
+  if type(n) == 'number' then return n end
+  return 0
+end
+`;
+
+/** State-changing helpers (records, audit, pub/sub) of the commit, unban, resume and restore scripts. */
+const RECORDS = `
+local P = ARGV[2]
+local node = ARGV[3]
+local auditTtl = tonumber(ARGV[5])
+local auditMax = ARGV[6]
+local function field(flat, name)
+  for i = 1, #flat, 2 do if flat[i] == name then return flat[i + 1] end end
+  return nil
+end
+local function activeUntil(key, now)
+  local u = tonumber(redis.call('HGET', key, 'until') or '')
+  if u ~= nil and u > now then return u end
+  return nil
+end
+local function putIndex(idx, member, untilT, now)
+  redis.call('ZADD', idx, num(untilT), member)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', num(now))
+  local ttl = math.max(1, math.ceil(untilT - now))
+  if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
+end
+local function audit(time, kind, subject, rule, reason, actor, ev, extra, who)
+  local seq = P .. 'audit:seq'
+  local id = redis.call('INCR', seq)
+  redis.call('PEXPIRE', seq, auditTtl)
+  local k = P .. 'audit:' .. subject
+  redis.call('XADD', k, 'MAXLEN', '~', auditMax, '*', 'id', id, 't', num(time), 'k', kind, 's', subject,
+    'r', rule, 'why', reason, 'a', actor, 'n', who or node, 'ev', ev, 'x', extra)
+  redis.call('PEXPIRE', k, auditTtl)
+end
+local function publish(msg)
+  redis.call('PUBLISH', P .. 'events', cjson.encode(msg))
+end
+local function banJson(flat)
+  return '{"subject":' .. cjson.encode(field(flat, 'subject')) .. ',"since":' .. field(flat, 'since') ..
+    ',"until":' .. field(flat, 'until') .. ',"rule":' .. cjson.encode(field(flat, 'rule')) ..
+    ',"reason":' .. cjson.encode(field(flat, 'reason')) .. ',"offence":' .. field(flat, 'offence') ..
+    ',"actor":' .. cjson.encode(field(flat, 'actor')) .. '}'
+end
+local function suspJson(flat)
+  return '{"user":' .. cjson.encode(field(flat, 'user')) .. ',"since":' .. field(flat, 'since') ..
+    ',"until":' .. field(flat, 'until') .. ',"rule":' .. cjson.encode(field(flat, 'rule')) ..
+    ',"reason":' .. cjson.encode(field(flat, 'reason')) .. ',"actor":' .. cjson.encode(field(flat, 'actor')) .. '}'
+end
+local function putBan(subject, since, untilT, rule, reason, offence, actor, who, now)
+  local bk = P .. 'ban:' .. subject
+  redis.call('DEL', bk)
+  redis.call('HSET', bk, 'subject', subject, 'since', num(since), 'until', num(untilT), 'rule', rule,
+    'reason', reason, 'offence', num(offence), 'actor', actor, 'node', who)
+  redis.call('PEXPIRE', bk, math.max(1, math.ceil(untilT - now)))
+  putIndex(P .. 'bans', subject, untilT, now)
+  publish({ 'ban', subject, num(since), num(untilT), rule, reason, num(offence), actor })
+end
+local function addOffence(subject, time, lookback)
+  local ok = P .. 'off:' .. subject
+  redis.call('ZADD', ok, num(time), num(time) .. ':' .. (redis.call('ZCARD', ok) + 1))
+  redis.call('PEXPIRE', ok, math.max(1, math.ceil(lookback)))
+end
+local function putSusp(user, since, untilT, rule, reason, actor, who, now)
+  local sk = P .. 'susp:' .. user
+  redis.call('DEL', sk)
+  redis.call('HSET', sk, 'user', user, 'since', num(since), 'until', num(untilT), 'rule', rule, 'reason', reason,
+    'actor', actor, 'node', who)
+  redis.call('PEXPIRE', sk, math.max(1, math.ceil(untilT - now)))
+  putIndex(P .. 'susps', user, untilT, now)
+  publish({ 'suspend', user, num(since), num(untilT), rule, reason, actor })
+end
+-- MemoryStore.unban(): also drops the network from every IPv6 aggregate it counted towards.
+local function dropBan(subject)
+  local bk = P .. 'ban:' .. subject
+  redis.call('DEL', bk)
+  redis.call('ZREM', P .. 'bans', subject)
+  local of = P .. 'aggof:' .. subject
+  for _, pre in ipairs(redis.call('SMEMBERS', of)) do redis.call('HDEL', P .. 'agg:' .. pre, subject) end
+  redis.call('DEL', of)
+  publish({ 'unban', subject })
+end
+local function dropSusp(user)
+  redis.call('DEL', P .. 'susp:' .. user)
+  redis.call('ZREM', P .. 'susps', user)
+  publish({ 'resume', user })
+end
+`;
+
+/**
+ * APPLY — MemoryStore.applySync: ban and suspension lookups, then every counter
+ * computed, then each charged as its op says.
+ * KEYS: the ban keys (nb), the suspension key (ns = 0|1), one counter key per op.
+ * ARGV: now|'', nb, ns, DISTINCT_CAP, EWMA_TTL_TAUS, then 6 per op: type (r rate, d distinct,
+ *   R read, e ewma), charge (p if-pass, c if-conform, a always, n never), then
+ *   rate: cost, limit, window | distinct: member, limit, window | read: of, limit, rateLimit, window |
+ *   ewma: cost, tau, window, withSelf.
+ * Returns: now, ban (flat hash or empty), suspension (flat hash or empty), then per op: count, exceeded, seen.
+ */
+export const APPLY_LUA = `${COMMON}
+local now = clock(ARGV[1])
+local nb, ns, CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- the longest-lasting active ban covering the client
+local ban, banUntil = {}, nil
+for i = 1, nb do
+  local u = tonumber(redis.call('HGET', KEYS[i], 'until') or '')
+  if u ~= nil and u > now and (banUntil == nil or u > banUntil) then
+    banUntil = u
+    ban = redis.call('HGETALL', KEYS[i])
+  end
+end
+local susp = {}
+if ns == 1 then
+  local k = KEYS[nb + 1]
+  local u = tonumber(redis.call('HGET', k, 'until') or '')
+  if u ~= nil and u > now then susp = redis.call('HGETALL', k) end
+end
+local pass = banUntil == nil and #susp == 0
+local base = nb + ns
+local nops = (#ARGV - 5) / 6
+local out = { num(now), ban, susp }
+local exceeded, tats, other, ewR, ewT = {}, {}, {}, {}, {}
+for i = 1, nops do
+  local a = 5 + (i - 1) * 6
+  local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
+  local count, ex, seen = 0, false, ''
+  if t == 'r' then
+    local tat
+    tat, count, ex = gcra(rateOf(k), now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+    tats[i] = tat
+  elseif t == 'd' then
+    local member, limit, window = ARGV[a + 3], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    local pruned = redis.pcall('ZREMRANGEBYSCORE', k, '-inf', num(now - window))
+    if type(pruned) == 'table' then
+      -- another kind of counter under this key: the set reads as new
+      other[i] = true
+      count, seen = 1, '0'
+    else
+      local size = redis.call('ZCARD', k)
+      local has = redis.call('ZSCORE', k, member)
+      if has then count, seen = size, '1' else count, seen = size + 1, '0' end
+    end
+    ex = count > limit
+  elseif t == 'R' then
+    count = readCount(k, ARGV[a + 3], now, tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
+    ex = count >= tonumber(ARGV[a + 4])
+  else
+    local cost, tau, window = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    local r, rt, wrong = usualOf(k)
+    ewR[i], ewT[i], other[i] = r, rt, wrong
+    count = usualRate(r, rt, now, tau) * window
+    if ARGV[a + 6] == '1' then count = count + cost end
+  end
+  exceeded[i] = ex
+  out[#out + 1] = num(count)
+  out[#out + 1] = ex and '1' or '0'
+  out[#out + 1] = seen
+  if t ~= 'R' and charge == 'p' and ex then pass = false end
+end
+-- Charge as each op says: if the event passes, if this counter conforms, always, or never.
+for i = 1, nops do
+  local a = 5 + (i - 1) * 6
+  local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
+  local ex = exceeded[i]
+  if t ~= 'R' and (charge == 'a' or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex)) then
+    if t == 'r' then
+      redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
+    elseif t == 'd' then
+      local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
+      if other[i] then redis.call('DEL', k) end
+      redis.call('ZREM', k, member)
+      if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(now), member) end
+      redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
+    else
+      local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      if other[i] then redis.call('DEL', k) end
+      -- counting.ts usualAdd()
+      local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
+      redis.call('HSET', k, 'r', num(r), 't', num(now))
+      redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+    end
+  end
+end
+return out
+`;
+
+/**
+ * PEEK — MemoryStore.peek: current counts without charging (read-only).
+ * KEYS: one counter key per op. ARGV: now|'', then 6 per op as in APPLY. Returns now, counts.
+ */
+export const PEEK_LUA = `${COMMON}
+local now = clock(ARGV[1])
+local out = { num(now) }
+for i = 1, (#ARGV - 1) / 6 do
+  local a = 1 + (i - 1) * 6
+  local t, k = ARGV[a + 1], KEYS[i]
+  local count
+  if t == 'r' then
+    count = gcraCount(rateOf(k), now, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+  elseif t == 'R' then
+    count = readCount(k, ARGV[a + 3], now, tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
+  elseif t == 'e' then
+    local r, rt = usualOf(k)
+    count = usualRate(r, rt, now, tonumber(ARGV[a + 4])) * tonumber(ARGV[a + 5])
+  else
+    count = readCount(k, 'distinct', now, 0, tonumber(ARGV[a + 5]))
+  end
+  out[#out + 1] = num(count)
+end
+return out
+`;
+
+/**
+ * COMMIT — MemoryStore.commit + ban(): bans (escalated by the offence history,
+ * one ban per offence, IPv6 aggregation) and suspensions, audited and published.
+ * KEYS[1]: P bans (routes the call to the tag's slot). ARGV: now|'', P, node, actor, audit ttl,
+ * audit max, then 13 per effect:
+ *   b, subject, rule, reason, evidence json, base, factor, max, lookback, duration|'', agg prefix|'', member, threshold
+ *   s, user, rule, reason, evidence json, duration, then 7 × ''
+ * Returns a list of records: {'b', subject, since, until, rule, reason, offence, actor} | {'s', user, since, until, rule, reason, actor}.
+ */
+export const COMMIT_LUA = `${COMMON}${RECORDS}
+local now = clock(ARGV[1])
+local actor = ARGV[4]
+local out = {}
+local function ban(subject, rule, reason, ev, base, factor, max, lookback, duration, aggPrefix, aggMember, aggThreshold)
+  local bk = P .. 'ban:' .. subject
+  local exUntil = tonumber(redis.call('HGET', bk, 'until') or '')
+  -- Several requests of one attack can fire the same rule before the ban lands; one offence is one ban.
+  if exUntil ~= nil and exUntil > now and duration == nil then return end
+  local ok = P .. 'off:' .. subject
+  redis.call('ZREMRANGEBYSCORE', ok, '-inf', num(now - lookback))
+  local offence = redis.call('ZCOUNT', ok, '(' .. num(now - lookback), '+inf') + 1
+  -- decide.ts escalatedDuration()
+  local length = duration or math.min(max, math.floor(base * factor ^ math.max(0, offence - 1) + 0.5))
+  local untilT = now + length
+  putBan(subject, now, untilT, rule, reason, offence, actor, node, now)
+  addOffence(subject, now, lookback)
+  audit(now, 'ban', subject, rule, reason, actor, ev, '{"until":' .. num(untilT) .. ',"offence":' .. num(offence) .. '}')
+  out[#out + 1] = { 'b', subject, num(now), num(untilT), rule, reason, num(offence), actor }
+  if aggPrefix ~= '' then
+    -- member network -> until: count the networks inside the prefix whose ban is still active
+    local ak = P .. 'agg:' .. aggPrefix
+    local old = tonumber(redis.call('HGET', ak, aggMember) or '') or 0
+    redis.call('HSET', ak, aggMember, num(math.max(old, untilT)))
+    local all = redis.call('HGETALL', ak)
+    local members, last = {}, now
+    for j = 1, #all, 2 do
+      local u = tonumber(all[j + 1])
+      if u <= now then redis.call('HDEL', ak, all[j]) else
+        members[#members + 1] = all[j]
+        if u > last then last = u end
+      end
+    end
+    redis.call('PEXPIRE', ak, math.max(1, math.ceil(last - now)))
+    local of = P .. 'aggof:' .. aggMember
+    redis.call('SADD', of, aggPrefix)
+    if redis.call('PTTL', of) < math.ceil(untilT - now) then redis.call('PEXPIRE', of, math.max(1, math.ceil(untilT - now))) end
+    if #members >= tonumber(aggThreshold) and activeUntil(P .. 'ban:' .. aggPrefix, now) == nil then
+      local why = #members .. ' banned networks inside ' .. aggPrefix .. ' (threshold ' .. aggThreshold .. ')'
+      local evidence = cjson.encode({ networks = members, trigger = subject })
+      ban(aggPrefix, rule, why, evidence, base, factor, max, lookback, nil, '', '', '')
+    end
+  end
+end
+local function suspend(user, rule, reason, ev, duration)
+  local sk = P .. 'susp:' .. user
+  local exUntil = activeUntil(sk, now)
+  local since = now
+  if exUntil ~= nil then since = tonumber(redis.call('HGET', sk, 'since')) end
+  local untilT = math.max(exUntil or 0, now + duration)
+  putSusp(user, since, untilT, rule, reason, actor, node, now)
+  audit(now, 'suspend', user, rule, reason, actor, ev, '{"until":' .. num(untilT) .. '}')
+  out[#out + 1] = { 's', user, num(since), num(untilT), rule, reason, actor }
+end
+for i = 7, #ARGV, 13 do
+  if ARGV[i] == 'b' then
+    local duration = nil
+    if ARGV[i + 9] ~= '' then duration = tonumber(ARGV[i + 9]) end
+    ban(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]),
+      tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8]), duration, ARGV[i + 10], ARGV[i + 11], ARGV[i + 12])
+  else
+    suspend(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]))
+  end
+end
+return out
+`;
+
+/**
+ * UNBAN / RESUME — MemoryStore.unban / resume: drop the record, audit it, publish.
+ * KEYS[1]: P bans | P susps. ARGV: now|'', P, node, actor, audit ttl, audit max, kind (ban|susp), subject, reason.
+ * Returns now and the record that was there (flat, or empty).
+ */
+export const LIFT_LUA = `${COMMON}${RECORDS}
+local now = clock(ARGV[1])
+local actor, kind, subject, reason = ARGV[4], ARGV[7], ARGV[8], ARGV[9]
+local key = P .. (kind == 'ban' and 'ban:' or 'susp:') .. subject
+local rec = redis.call('HGETALL', key)
+if #rec == 0 then return { num(now), rec } end
+if kind == 'ban' then
+  dropBan(subject)
+  audit(now, 'unban', subject, field(rec, 'rule'), reason, actor, '{}', '{"was":' .. banJson(rec) .. '}')
+else
+  dropSusp(subject)
+  audit(now, 'resume', subject, field(rec, 'rule'), reason, actor, '{}', '{"was":' .. suspJson(rec) .. '}')
+end
+return { num(now), rec }
+`;
+
+/**
+ * RESTORE — pushes what a node did while Redis was unreachable (store/resilient.ts).
+ * KEYS[1]: P bans. ARGV: now|'', P, node, '', audit ttl, audit max, lookback, then 10 per item:
+ *   B subject since until rule reason offence actor node ''   a ban (kept if Redis has none lasting as long)
+ *   S user since until rule reason actor node '' ''            a suspension (likewise)
+ *   U subject time '' × 7                                      a lift: applies to records made before it
+ *   R user time '' × 7
+ *   A time kind subject rule reason actor node evidence ''     an audit row
+ * Returns how many items changed something.
+ */
+export const RESTORE_LUA = `${COMMON}${RECORDS}
+local now = clock(ARGV[1])
+local lookback = tonumber(ARGV[7])
+local changed = 0
+for i = 8, #ARGV, 10 do
+  local t = ARGV[i]
+  if t == 'B' then
+    local subject, untilT = ARGV[i + 1], tonumber(ARGV[i + 3])
+    local ex = tonumber(redis.call('HGET', P .. 'ban:' .. subject, 'until') or '')
+    if untilT > now and (ex == nil or ex < untilT) then
+      local since = tonumber(ARGV[i + 2])
+      putBan(subject, since, untilT, ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8], now)
+      addOffence(subject, since, lookback)
+      changed = changed + 1
+    end
+  elseif t == 'S' then
+    local user, untilT = ARGV[i + 1], tonumber(ARGV[i + 3])
+    local ex = tonumber(redis.call('HGET', P .. 'susp:' .. user, 'until') or '')
+    if untilT > now and (ex == nil or ex < untilT) then
+      putSusp(user, tonumber(ARGV[i + 2]), untilT, ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], now)
+      changed = changed + 1
+    end
+  elseif t == 'U' or t == 'R' then
+    local subject, time = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local since = tonumber(redis.call('HGET', P .. (t == 'U' and 'ban:' or 'susp:') .. subject, 'since') or '')
+    if since ~= nil and since <= time then
+      if t == 'U' then dropBan(subject) else dropSusp(subject) end
+      changed = changed + 1
+    end
+  elseif t == 'A' then
+    audit(tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 8], '{}', ARGV[i + 7])
+    changed = changed + 1
+  end
+end
+return changed
+`;
+
+/**
+ * HITS — MemoryStore.recordHits: one audit row per rule and subject per minute, shared by all nodes.
+ * KEYS[1]: P bans. ARGV: now|'', P, node, '', audit ttl, audit max, throttle ms, then 5 per hit:
+ * rule, subject, reason, kind (limit|observe), evidence json.
+ */
+export const HITS_LUA = `${COMMON}${RECORDS}
+local now = clock(ARGV[1])
+local throttle = tonumber(ARGV[7])
+for i = 8, #ARGV, 5 do
+  local rule, subject = ARGV[i], ARGV[i + 1]
+  local tk = P .. 'athr:' .. rule .. '|' .. subject
+  local last = tonumber(redis.call('GET', tk) or '')
+  if last == nil or now - last >= throttle then
+    redis.call('SET', tk, num(now), 'PX', throttle)
+    audit(now, ARGV[i + 3], subject, rule, ARGV[i + 2], 'mailwarden', ARGV[i + 4], '{}')
+  end
+end
+return 1
+`;
+
+/**
+ * LIST — active bans or suspensions. KEYS[1]: P bans | P susps. ARGV: now|'', P, kind (ban|susp).
+ * Returns now, then one flat hash per record.
+ */
+export const LIST_LUA = `${COMMON}
+local now = clock(ARGV[1])
+local P, kind = ARGV[2], ARGV[3]
+local out = { num(now) }
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. num(now), '+inf')) do
+  local rec = redis.call('HGETALL', P .. kind .. ':' .. s)
+  if #rec > 0 then out[#out + 1] = rec end
+end
+return out
+`;
+
+/**
+ * AUDIT — the newest audit rows of some subjects. KEYS[1]: P bans. ARGV: P, limit, subjects…
+ * Returns one flat field list per row (unsorted across subjects).
+ */
+export const AUDIT_LUA = `
+local P, limit = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  for _, e in ipairs(redis.call('XREVRANGE', P .. 'audit:' .. ARGV[i], '+', '-', 'COUNT', limit)) do
+    out[#out + 1] = e[2]
+  end
+end
+return out
+`;
+
+/** STATS — keys in the database (of the tag's node in a cluster), active bans and suspensions. KEYS[1]: P bans. ARGV: now|'', P. */
+export const STATS_LUA = `${COMMON}
+local now = clock(ARGV[1])
+local P = ARGV[2]
+return { num(now), redis.call('DBSIZE'), redis.call('ZCOUNT', P .. 'bans', '(' .. num(now), '+inf'),
+  redis.call('ZCOUNT', P .. 'susps', '(' .. num(now), '+inf') }
+`;

@@ -1,0 +1,675 @@
+/*
+ * store/redis — the shared store of a cluster of mailwarden nodes: every
+ * counter, ban, suspension, offence and audit row lives in Redis (or Valkey),
+ * so several mail servers share one memory.
+ *
+ * One event is one round trip: apply() is one Lua script (store/redis-lua.ts,
+ * sent with ioredis defineCommand: EVALSHA, and EVAL when the server answers
+ * NOSCRIPT) that does what MemoryStore.applySync does, atomically, on Redis's
+ * own clock (TIME), so nodes whose clocks are skewed still agree on windows
+ * and ban ends.
+ *
+ * Hash tag: every key starts with `{prefix}:`, so all of mailwarden's keys
+ * live in one hash slot. One event touches several subjects at once (address,
+ * network, user, sender) and its counters are charged only if the whole event
+ * passes: that needs one atomic script over all of them, which Redis Cluster
+ * allows only within one slot. So there is no CROSSSLOT error, ever; the price
+ * is that in a Cluster mailwarden's data sits on one master (and its
+ * replicas): the Cluster gives failover, not sharding. One Redis core does
+ * far more script calls per second than a mail system makes policy requests.
+ *
+ * Trusts: the Redis server and everyone who can write to it (it holds the
+ * bans). Knows nothing about fallback: errors and slowness are for
+ * store/resilient.ts to handle.
+ *
+ * Known limits: the usual rate (ewma) uses Redis's libm `exp`, which may differ
+ * from V8's in the last bit; counts are compared with a tolerance, so this
+ * never changes a decision except at an exact tie. Keys expire by their TTL,
+ * computed from the logical time; a test clock far behind Redis's would keep
+ * keys longer, never shorter.
+ */
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { ApplyResult, CounterResult } from '../engine/decide.js';
+import type { CounterOp, Plan } from '../engine/plan.js';
+import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
+import { DISTINCT_CAP } from './counting.js';
+import {
+  APPLY_LUA,
+  AUDIT_LUA,
+  COMMIT_LUA,
+  HITS_LUA,
+  LIFT_LUA,
+  LIST_LUA,
+  PEEK_LUA,
+  RESTORE_LUA,
+  STATS_LUA,
+} from './redis-lua.js';
+import type { AuditKind, AuditRow, CommitResult, Store, StoreStats } from './types.js';
+
+export type RedisClient = Redis | Cluster;
+
+/** How a node reaches Redis (compiled from the `store` section of the config). */
+export interface RedisSettings {
+  /** `redis://[user:password@]host:port/db` or `rediss://…`; with sentinels or cluster, only credentials and TLS are taken from it. */
+  url: string;
+  /** Key prefix, used as the hash tag: keys are `{prefix}:…`. */
+  prefix: string;
+  /** How long a decision waits for Redis before it is made from local memory. */
+  timeoutMs: number;
+  sentinels?: Array<{ host: string; port: number }> | undefined;
+  sentinelMaster?: string | undefined;
+  cluster?: Array<{ host: string; port: number }> | undefined;
+}
+
+/** Usual-rate keys live this many time constants past their last update (the value is then < 0.005 % of itself). */
+export const EWMA_TTL_TAUS = 10;
+const AUDIT_THROTTLE_MS = 60_000;
+/** Audit rows kept per subject (approximately: streams are trimmed with MAXLEN ~). */
+export const AUDIT_MAX_PER_SUBJECT = 1000;
+
+export interface RedisStoreOptions {
+  client: RedisClient;
+  prefix: string;
+  /** This node's name, written into audit rows and ban records. */
+  node: string;
+  /** Offence history look-back (escalation); audit rows are kept at least this long too. */
+  lookbackMs: number;
+  /**
+   * `server` (the default): every script uses Redis's TIME and ignores the caller's `now`.
+   * `caller`: the scripts use the `now` passed in. For tests with a simulated clock only.
+   */
+  time?: 'server' | 'caller';
+  auditMax?: number;
+}
+
+type Script = (numKeys: number, ...args: string[]) => Promise<unknown>;
+interface Scripts {
+  mwApply: Script;
+  mwPeek: Script;
+  mwCommit: Script;
+  mwLift: Script;
+  mwRestore: Script;
+  mwHits: Script;
+  mwList: Script;
+  mwAudit: Script;
+  mwStats: Script;
+}
+
+/** An item a node queued while Redis was unreachable (store/resilient.ts). */
+export type RestoreItem =
+  | { t: 'ban'; rec: BanRecord; node: string }
+  | { t: 'suspend'; rec: SuspensionRecord; node: string }
+  | { t: 'unban'; subject: string; time: number }
+  | { t: 'resume'; user: string; time: number }
+  | { t: 'audit'; row: AuditRow; node: string };
+
+/** A ban, suspension or lift made anywhere in the cluster, as published on `{prefix}:events`. */
+export type StoreEvent =
+  | { t: 'ban'; rec: BanRecord }
+  | { t: 'unban'; subject: string }
+  | { t: 'suspend'; rec: SuspensionRecord }
+  | { t: 'resume'; user: string };
+
+const CHARGE = { 'if-pass': 'p', 'if-conform': 'c', always: 'a', never: 'n' } as const;
+const CAP = String(DISTINCT_CAP);
+const TAUS = String(EWMA_TTL_TAUS);
+
+/** The six script arguments of a counter op (see APPLY_LUA). */
+function pushOp(args: string[], op: CounterOp): void {
+  const charge = CHARGE[op.charge];
+  switch (op.type) {
+    case 'rate':
+      args.push('r', charge, String(op.cost), String(op.limit), String(op.windowMs), '');
+      break;
+    case 'distinct':
+      args.push('d', charge, op.member, String(op.limit), String(op.windowMs), '');
+      break;
+    case 'read':
+      args.push('R', charge, op.of, String(op.limit), String(op.rateLimit), String(op.windowMs));
+      break;
+    case 'ewma':
+      args.push('e', charge, String(op.cost), String(op.tauMs), String(op.windowMs), op.withSelf ? '1' : '0');
+      break;
+  }
+}
+
+function flatToMap(flat: unknown): Map<string, string> {
+  const m = new Map<string, string>();
+  const a = flat as string[];
+  for (let i = 0; i + 1 < a.length; i += 2) m.set(a[i] as string, a[i + 1] as string);
+  return m;
+}
+
+function banOf(flat: unknown): BanRecord | undefined {
+  const m = flatToMap(flat);
+  if (!m.has('until')) return undefined;
+  return {
+    subject: m.get('subject') ?? '',
+    since: Number(m.get('since')),
+    until: Number(m.get('until')),
+    rule: m.get('rule') ?? '',
+    reason: m.get('reason') ?? '',
+    offence: Number(m.get('offence')),
+    actor: m.get('actor') ?? '',
+  };
+}
+
+function suspensionOf(flat: unknown): SuspensionRecord | undefined {
+  const m = flatToMap(flat);
+  if (!m.has('until')) return undefined;
+  return {
+    user: m.get('user') ?? '',
+    since: Number(m.get('since')),
+    until: Number(m.get('until')),
+    rule: m.get('rule') ?? '',
+    reason: m.get('reason') ?? '',
+    actor: m.get('actor') ?? '',
+  };
+}
+
+/** Credentials and TLS from a redis:// URL, for Sentinel and Cluster connections. */
+function credentialsOf(url: string): Pick<RedisOptions, 'username' | 'password' | 'db' | 'tls'> {
+  const u = new URL(url);
+  const out: Pick<RedisOptions, 'username' | 'password' | 'db' | 'tls'> = {};
+  if (u.username) out.username = decodeURIComponent(u.username);
+  if (u.password) out.password = decodeURIComponent(u.password);
+  const db = Number(u.pathname.slice(1));
+  if (u.pathname.length > 1 && Number.isInteger(db)) out.db = db;
+  if (u.protocol === 'rediss:') out.tls = {};
+  return out;
+}
+
+/**
+ * A connection as mailwarden needs it: fail fast (no offline queue, no retried
+ * commands: the caller falls back to local memory instead), reconnect forever
+ * in the background, RESP2 (works with every Redis and Valkey).
+ */
+export function createRedisClient(s: RedisSettings, name: string): RedisClient {
+  const common: RedisOptions = {
+    connectionName: name,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: Math.max(1000, s.timeoutMs * 20),
+    commandTimeout: Math.max(2000, s.timeoutMs * 40),
+    protocol: 2,
+    retryStrategy: (times: number) => Math.min(50 * times, 1000),
+  };
+  if (s.cluster && s.cluster.length > 0) {
+    // A Cluster has no databases, and its own retry strategy and offline queue (below).
+    const cred = credentialsOf(s.url);
+    delete cred.db;
+    const redisOptions: RedisOptions = { ...common, ...cred };
+    delete redisOptions.retryStrategy;
+    delete redisOptions.enableOfflineQueue;
+    return new Cluster(s.cluster, {
+      redisOptions,
+      enableOfflineQueue: false,
+      scaleReads: 'master',
+      clusterRetryStrategy: (times: number) => Math.min(100 * times, 2000),
+      slotsRefreshTimeout: Math.max(1000, s.timeoutMs * 20),
+    });
+  }
+  if (s.sentinels && s.sentinels.length > 0) {
+    return new Redis({
+      ...common,
+      ...credentialsOf(s.url),
+      sentinels: s.sentinels,
+      name: s.sentinelMaster ?? 'mymaster',
+    });
+  }
+  return new Redis(s.url, common);
+}
+
+function defineScripts(client: RedisClient): Scripts {
+  const defs: Array<[keyof Scripts, string, boolean]> = [
+    ['mwApply', APPLY_LUA, false],
+    ['mwPeek', PEEK_LUA, true],
+    ['mwCommit', COMMIT_LUA, false],
+    ['mwLift', LIFT_LUA, false],
+    ['mwRestore', RESTORE_LUA, false],
+    ['mwHits', HITS_LUA, false],
+    ['mwList', LIST_LUA, true],
+    ['mwAudit', AUDIT_LUA, true],
+    ['mwStats', STATS_LUA, true],
+  ];
+  for (const [name, lua, readOnly] of defs) {
+    if (!(name in client)) client.defineCommand(name, { lua, readOnly });
+  }
+  return client as unknown as Scripts;
+}
+
+export class RedisStore implements Store {
+  readonly backend = 'redis';
+  readonly client: RedisClient;
+  /** `{prefix}:` — every key starts with it. */
+  readonly P: string;
+  readonly node: string;
+  private readonly scripts: Scripts;
+  private readonly opts: RedisStoreOptions;
+  private readonly serverTime: boolean;
+  private readonly auditTtl: string;
+  private readonly auditMax: string;
+  private readonly bansKey: string;
+  private readonly suspsKey: string;
+  private subscriber: RedisClient | undefined;
+  /** Redis's clock minus ours at the last answer (server time only). */
+  clockSkewMs: number | null = null;
+  private sampled = { at: null as number | null, keys: 0, bans: 0, suspensions: 0, pending: false };
+
+  constructor(opts: RedisStoreOptions) {
+    this.opts = opts;
+    this.client = opts.client;
+    this.P = `{${opts.prefix}}:`;
+    this.node = opts.node;
+    this.serverTime = (opts.time ?? 'server') === 'server';
+    this.auditTtl = String(Math.max(opts.lookbackMs, 86_400_000));
+    this.auditMax = String(opts.auditMax ?? AUDIT_MAX_PER_SUBJECT);
+    this.bansKey = `${this.P}bans`;
+    this.suspsKey = `${this.P}susps`;
+    this.scripts = defineScripts(opts.client);
+  }
+
+  /** The connection can take commands now. */
+  ready(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  private t(now: number): string {
+    return this.serverTime ? '' : String(now);
+  }
+
+  private sawTime(serverNow: string): number {
+    const n = Number(serverNow);
+    if (this.serverTime) this.clockSkewMs = n - Date.now();
+    return n;
+  }
+
+  apply(plan: Plan, now: number): Promise<ApplyResult> {
+    const P = this.P;
+    const keys: string[] = [];
+    for (const s of plan.banSubjects) keys.push(`${P}ban:${s}`);
+    const ns = plan.suspendedUser === undefined ? 0 : 1;
+    if (ns === 1) keys.push(`${P}susp:${plan.suspendedUser as string}`);
+    const args: string[] = [this.t(now), String(plan.banSubjects.length), String(ns), CAP, TAUS];
+    for (const op of plan.counters) {
+      keys.push(`${P}c:${op.key}`);
+      pushOp(args, op);
+    }
+    return this.scripts
+      .mwApply(keys.length, ...keys, ...args)
+      .then((raw) => this.applyResult(raw as unknown[], plan.counters.length));
+  }
+
+  private applyResult(r: unknown[], n: number): ApplyResult {
+    this.sawTime(r[0] as string);
+    const banFlat = r[1] as string[];
+    const suspFlat = r[2] as string[];
+    const counters = new Array<CounterResult>(n);
+    for (let i = 0, j = 3; i < n; i++, j += 3) {
+      const count = Number(r[j]);
+      const exceeded = r[j + 1] === '1';
+      const seen = r[j + 2] as string;
+      counters[i] = seen === '' ? { count, exceeded } : { count, exceeded, seen: seen === '1' };
+    }
+    return {
+      ban: banFlat.length ? banOf(banFlat) : undefined,
+      suspension: suspFlat.length ? suspensionOf(suspFlat) : undefined,
+      counters,
+    };
+  }
+
+  private recordArgs(actor: string): string[] {
+    return [this.P, this.node, actor, this.auditTtl, this.auditMax];
+  }
+
+  async commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult> {
+    const args: string[] = [this.t(now), ...this.recordArgs(actor)];
+    for (const e of effects) {
+      if (e.type === 'ban') {
+        const esc = e.escalation;
+        const agg = e.aggregate;
+        args.push(
+          'b',
+          e.subject,
+          e.rule,
+          e.reason,
+          JSON.stringify(e.evidence),
+          String(esc.baseMs),
+          String(esc.factor),
+          String(esc.maxMs),
+          String(esc.lookbackMs),
+          e.durationMs === undefined ? '' : String(e.durationMs),
+          agg ? agg.prefix : '',
+          agg ? agg.member : '',
+          agg ? String(agg.threshold) : '',
+        );
+      } else if (e.type === 'suspend') {
+        args.push(
+          's',
+          e.user,
+          e.rule,
+          e.reason,
+          JSON.stringify(e.evidence),
+          String(e.durationMs),
+          '',
+          '',
+          '',
+          '',
+          '',
+          '',
+          '',
+        );
+      }
+    }
+    const out: CommitResult = { bans: [], suspensions: [] };
+    if (args.length === 6) return out;
+    const recs = (await this.scripts.mwCommit(1, this.bansKey, ...args)) as string[][];
+    for (const r of recs) {
+      if (r[0] === 'b') {
+        out.bans.push({
+          subject: r[1] as string,
+          since: Number(r[2]),
+          until: Number(r[3]),
+          rule: r[4] as string,
+          reason: r[5] as string,
+          offence: Number(r[6]),
+          actor: r[7] as string,
+        });
+      } else {
+        out.suspensions.push({
+          user: r[1] as string,
+          since: Number(r[2]),
+          until: Number(r[3]),
+          rule: r[4] as string,
+          reason: r[5] as string,
+          actor: r[6] as string,
+        });
+      }
+    }
+    return out;
+  }
+
+  async unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
+    const r = (await this.scripts.mwLift(
+      1,
+      this.bansKey,
+      this.t(now),
+      ...this.recordArgs(actor),
+      'ban',
+      subject,
+      reason,
+    )) as [string, string[]];
+    const at = this.sawTime(r[0]);
+    const b = banOf(r[1]);
+    return b && b.until > at ? b : undefined;
+  }
+
+  async resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
+    const r = (await this.scripts.mwLift(
+      1,
+      this.suspsKey,
+      this.t(now),
+      ...this.recordArgs(actor),
+      'susp',
+      user,
+      reason,
+    )) as [string, string[]];
+    const at = this.sawTime(r[0]);
+    const s = suspensionOf(r[1]);
+    return s && s.until > at ? s : undefined;
+  }
+
+  async listBans(now: number): Promise<BanRecord[]> {
+    const r = (await this.scripts.mwList(1, this.bansKey, this.t(now), this.P, 'ban')) as unknown[];
+    const at = this.sawTime(r[0] as string);
+    const out: BanRecord[] = [];
+    for (let i = 1; i < r.length; i++) {
+      const b = banOf(r[i]);
+      if (b && b.until > at) out.push(b);
+    }
+    return out.sort((a, b) => b.since - a.since);
+  }
+
+  async listSuspensions(now: number): Promise<SuspensionRecord[]> {
+    const r = (await this.scripts.mwList(1, this.suspsKey, this.t(now), this.P, 'susp')) as unknown[];
+    const at = this.sawTime(r[0] as string);
+    const out: SuspensionRecord[] = [];
+    for (let i = 1; i < r.length; i++) {
+      const s = suspensionOf(r[i]);
+      if (s && s.until > at) out.push(s);
+    }
+    return out.sort((a, b) => b.since - a.since);
+  }
+
+  async recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void> {
+    if (hits.length === 0) return;
+    const args: string[] = [this.t(now), ...this.recordArgs(''), String(AUDIT_THROTTLE_MS)];
+    for (const h of hits) {
+      const evidence = {
+        event: event.kind,
+        protocol: event.protocol,
+        ip: event.ip,
+        user: event.user,
+        count: h.count,
+        limit: h.limit,
+        action: h.action,
+      };
+      args.push(h.rule, h.subject, h.reason, h.observe ? 'observe' : 'limit', JSON.stringify(evidence));
+    }
+    await this.scripts.mwHits(1, this.bansKey, ...args);
+  }
+
+  async auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {
+    if (subjects.length === 0 || limit <= 0) return [];
+    const unique = [...new Set(subjects)];
+    const r = (await this.scripts.mwAudit(1, this.bansKey, this.P, String(limit), ...unique)) as string[][];
+    const rows = r.map((flat): AuditRow => {
+      const m = flatToMap(flat);
+      const evidence = {
+        ...(JSON.parse(m.get('ev') ?? '{}') as Record<string, unknown>),
+        ...(JSON.parse(m.get('x') ?? '{}') as Record<string, unknown>),
+      };
+      return {
+        id: Number(m.get('id')),
+        time: Number(m.get('t')),
+        kind: m.get('k') as AuditKind,
+        subject: m.get('s') ?? '',
+        rule: m.get('r') ?? '',
+        reason: m.get('why') ?? '',
+        actor: m.get('a') ?? '',
+        evidence,
+        node: m.get('n') ?? '',
+      };
+    });
+    return rows.sort((a, b) => b.id - a.id).slice(0, limit);
+  }
+
+  async peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
+    if (ops.length === 0) return [];
+    const keys = ops.map((op) => `${this.P}c:${op.key}`);
+    const args: string[] = [this.t(now)];
+    for (const op of ops) pushOp(args, op);
+    const r = (await this.scripts.mwPeek(keys.length, ...keys, ...args)) as string[];
+    this.sawTime(r[0] as string);
+    return r.slice(1).map(Number);
+  }
+
+  /** Pushes what a node did while Redis was unreachable; returns how many items changed something. */
+  async restore(items: readonly RestoreItem[], now: number): Promise<number> {
+    if (items.length === 0) return 0;
+    const args: string[] = [
+      this.t(now),
+      this.P,
+      this.node,
+      '',
+      this.auditTtl,
+      this.auditMax,
+      String(this.opts.lookbackMs),
+    ];
+    const e = '';
+    for (const it of items) {
+      if (it.t === 'ban') {
+        const b = it.rec;
+        args.push(
+          'B',
+          b.subject,
+          String(b.since),
+          String(b.until),
+          b.rule,
+          b.reason,
+          String(b.offence),
+          b.actor,
+          it.node,
+          e,
+        );
+      } else if (it.t === 'suspend') {
+        const s = it.rec;
+        args.push('S', s.user, String(s.since), String(s.until), s.rule, s.reason, s.actor, it.node, e, e);
+      } else if (it.t === 'unban') {
+        args.push('U', it.subject, String(it.time), e, e, e, e, e, e, e);
+      } else if (it.t === 'resume') {
+        args.push('R', it.user, String(it.time), e, e, e, e, e, e, e);
+      } else {
+        const a = it.row;
+        args.push(
+          'A',
+          String(a.time),
+          a.kind,
+          a.subject,
+          a.rule,
+          a.reason,
+          a.actor,
+          it.node,
+          JSON.stringify(a.evidence),
+          e,
+        );
+      }
+    }
+    return Number(await this.scripts.mwRestore(1, this.bansKey, ...args));
+  }
+
+  /** Round trip check. */
+  async ping(): Promise<void> {
+    await this.client.ping();
+  }
+
+  /**
+   * Listens to bans, suspensions and lifts made by any node. `onReady` runs
+   * whenever the subscription is (re)established: messages missed while it
+   * was down are lost, so the caller re-reads the lists then.
+   */
+  async subscribe(onEvent: (e: StoreEvent) => void, onReady: () => void): Promise<void> {
+    const sub: RedisClient = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
+    this.subscriber = sub;
+    const channel = `${this.P}events`;
+    sub.on('message', (ch: string, text: string) => {
+      if (ch !== channel) return;
+      const e = parseEvent(text);
+      if (e) onEvent(e);
+    });
+    sub.on('error', () => undefined);
+    // Subscribe on every (re)connection, then tell the caller: the lists it re-reads then can miss nothing.
+    const subscribed = new Promise<void>((resolve) => {
+      sub.on('ready', () => {
+        sub.subscribe(channel).then(
+          () => {
+            resolve();
+            onReady();
+          },
+          () => undefined,
+        );
+      });
+    });
+    await Promise.race([subscribed, new Promise((r) => setTimeout(r, 2000).unref())]);
+  }
+
+  /** Samples key and record counts (stats() is synchronous and reports the last sample). */
+  async refreshStats(): Promise<void> {
+    const r = (await this.scripts.mwStats(1, this.bansKey, '', this.P)) as [string, number, number, number];
+    this.sampled = {
+      at: Date.now(),
+      keys: Number(r[1]),
+      bans: Number(r[2]),
+      suspensions: Number(r[3]),
+      pending: false,
+    };
+  }
+
+  stats(_now: number): StoreStats {
+    // Sample at most every 5 s, in the background.
+    if (!this.sampled.pending && this.ready() && (this.sampled.at === null || Date.now() - this.sampled.at > 5000)) {
+      this.sampled.pending = true;
+      this.refreshStats().catch(() => {
+        this.sampled.pending = false;
+      });
+    }
+    return {
+      backend: this.backend,
+      counterKeys: this.sampled.keys,
+      evictions: 0,
+      activeBans: this.sampled.bans,
+      activeSuspensions: this.sampled.suspensions,
+    };
+  }
+
+  get keysSampledAt(): number | null {
+    return this.sampled.at;
+  }
+
+  async close(): Promise<void> {
+    const quit = async (c: RedisClient | undefined): Promise<void> => {
+      if (!c) return;
+      try {
+        if (c.status === 'ready') await c.quit();
+        else c.disconnect();
+      } catch {
+        c.disconnect();
+      }
+    };
+    await quit(this.subscriber);
+    await quit(this.client);
+  }
+}
+
+function parseEvent(text: string): StoreEvent | undefined {
+  let a: string[];
+  try {
+    a = JSON.parse(text) as string[];
+  } catch {
+    return undefined;
+  }
+  switch (a[0]) {
+    case 'ban':
+      return {
+        t: 'ban',
+        rec: {
+          subject: a[1] ?? '',
+          since: Number(a[2]),
+          until: Number(a[3]),
+          rule: a[4] ?? '',
+          reason: a[5] ?? '',
+          offence: Number(a[6]),
+          actor: a[7] ?? '',
+        },
+      };
+    case 'suspend':
+      return {
+        t: 'suspend',
+        rec: {
+          user: a[1] ?? '',
+          since: Number(a[2]),
+          until: Number(a[3]),
+          rule: a[4] ?? '',
+          reason: a[5] ?? '',
+          actor: a[6] ?? '',
+        },
+      };
+    case 'unban':
+      return { t: 'unban', subject: a[1] ?? '' };
+    case 'resume':
+      return { t: 'resume', user: a[1] ?? '' };
+    default:
+      return undefined;
+  }
+}
