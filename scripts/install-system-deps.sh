@@ -10,6 +10,7 @@ PACKAGES=(
   openssl                   # test/e2e: throw-away TLS cert for STARTTLS
   hydra                     # test/e2e: a real brute-force tool against IMAP and SMTP
   chromium                  # test/admin/dashboard.test.ts: the dashboard in a real browser (playwright-core)
+  redis-server redis-tools  # cluster mode: a real Redis (and a three-node Redis Cluster) started by the tests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
