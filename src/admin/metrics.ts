@@ -9,9 +9,10 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision, MailEvent } from '../engine/types.js';
+import type { StoreStats } from '../store/types.js';
 
 export interface MetricSources {
-  store: () => { backend: string; counterKeys: number; evictions: number; activeBans: number; activeSuspensions: number };
+  store: () => StoreStats;
   adapters: () => Record<string, { requests: number; budgetMisses: number; errors: number; badRequests: number }>;
   alerts: () => { sent: Record<string, number>; failed: Record<string, number>; retried: number; dropped: number; suppressed: number };
 }
@@ -46,6 +47,13 @@ export class Metrics {
       const s = src.store();
       g.set({ backend: s.backend }, s.counterKeys);
     });
+    gauge('mailwarden_store_fallback', 'Cluster mode: 1 while decisions come from local memory because Redis is unreachable or slow.', [], (g) =>
+      g.set(src.store().mode === 'local-fallback' ? 1 : 0),
+    );
+    gauge('mailwarden_store_fallbacks', 'Cluster mode: times this node fell back to local memory since start.', [], (g) => g.set(src.store().fallbacks ?? 0));
+    gauge('mailwarden_store_local_decisions', 'Cluster mode: requests decided from local memory since start.', [], (g) =>
+      g.set(src.store().localDecisions ?? 0),
+    );
     gauge('mailwarden_store_evicted_keys', 'Counter keys evicted (least recently used) since start.', [], (g) => g.set(src.store().evictions));
     gauge('mailwarden_adapter_requests', 'Requests received since start, by adapter.', ['adapter'], (g) => {
       for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.requests);

@@ -105,6 +105,8 @@ describe('admin API and metrics', () => {
     assert.ok(value(/mailwarden_decision_seconds_count\{adapter="postfix"\} (\d+)/) >= 30);
     assert.match(m, /mailwarden_process_cpu_seconds_total/);
     assert.match(m, /mailwarden_adapter_failures\{adapter="postfix",kind="budget_miss"\} 0/);
+    assert.match(m, /mailwarden_store_fallback 0/);
+    assert.match(m, /mailwarden_store_keys\{backend="memory"\} \d+/);
     // no label may hold an address or a user: series must stay bounded
     assert.doesNotMatch(m, /\{[^}]*(\d+\.\d+\.\d+\.\d+|@)[^}]*\}/);
   });
