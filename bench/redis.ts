@@ -18,6 +18,7 @@ import { Redis } from 'ioredis';
 import { call } from '../src/admin/client.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
 import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
+import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
 import { REPO, type Workload } from './requests.js';
 
 export interface RedisPhaseContext {
@@ -31,7 +32,6 @@ export interface RedisPhaseContext {
   fmt: (n: number, d?: number) => string;
 }
 
-const REDIS_SERVER = process.env.MAILWARDEN_REDIS_SERVER ?? '/usr/bin/redis-server';
 /** The ratio the issue asks for: Redis-backed req/s over embedded-store req/s. */
 const TARGET_RATIO = 0.4;
 
@@ -147,20 +147,7 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
     server = spawnLogged(
       'redis-server',
       REDIS_SERVER,
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-        '--protected-mode',
-        'no',
-      ],
+      redisServerArgs(port, dir),
       process.env,
       log,
     );

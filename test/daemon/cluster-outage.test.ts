@@ -6,13 +6,12 @@
  * must reach Redis when it is back.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
+import { runCli, type DaemonProcess } from '../helpers/daemon.js';
 import { PolicyClient, request } from '../helpers/postfix.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { startTwoNodes, type RedisServer, type TwoNodes } from '../helpers/redis.js';
 
 const CONFIG = `
 rules:
@@ -88,31 +87,16 @@ async function traffic(
 const count = (text: string, re: RegExp): number => (text.match(new RegExp(re.source, 'g')) ?? []).length;
 
 describe('cluster mode: Redis killed, then frozen, in the middle of traffic', () => {
+  let nodes: TwoNodes;
   let redis: RedisServer;
-  let dir: string;
   let a: DaemonProcess;
   let b: DaemonProcess;
 
   before(async () => {
-    redis = await startRedis();
-    dir = mkdtempSync(join(tmpdir(), 'mw-outage-'));
-    writeFileSync(join(dir, 'mailwarden.yaml'), CONFIG);
-    const env = (node: string): Record<string, string> => ({
-      MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml'),
-      MAILWARDEN_STORE: redis.url,
-      MAILWARDEN_NODE: node,
-    });
-    [a, b] = await Promise.all([
-      startDaemonProcess(join(dir, 'a'), env('mx1')),
-      startDaemonProcess(join(dir, 'b'), env('mx2')),
-    ]);
+    nodes = await startTwoNodes(CONFIG, 'outage');
+    ({ redis, a, b } = nodes);
   });
-  after(async () => {
-    await a?.kill('SIGKILL');
-    await b?.kill('SIGKILL');
-    await redis?.kill();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => nodes?.stop());
 
   test('killed: every request is answered at once from local memory; bans made meanwhile reach Redis when it returns', async () => {
     // A ban made on B before the outage: A's local cache learns it by pub/sub.

@@ -4,13 +4,12 @@
  * counts, the other sees; what one bans, the other refuses at once.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
+import { runCli, type DaemonProcess } from '../helpers/daemon.js';
 import { PolicyClient, request } from '../helpers/postfix.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { startTwoNodes, type TwoNodes } from '../helpers/redis.js';
 
 const CONFIG = `
 rules:
@@ -76,31 +75,15 @@ const connect = (ip: string, port = 40000): string =>
   });
 
 describe('cluster mode: two daemons on one Redis', () => {
-  let redis: RedisServer;
-  let dir: string;
+  let nodes: TwoNodes;
   let a: DaemonProcess;
   let b: DaemonProcess;
 
   before(async () => {
-    redis = await startRedis();
-    dir = mkdtempSync(join(tmpdir(), 'mw-cluster-'));
-    writeFileSync(join(dir, 'mailwarden.yaml'), CONFIG);
-    const env = (node: string): Record<string, string> => ({
-      MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml'),
-      MAILWARDEN_STORE: redis.url,
-      MAILWARDEN_NODE: node,
-    });
-    [a, b] = await Promise.all([
-      startDaemonProcess(join(dir, 'a'), env('mx1')),
-      startDaemonProcess(join(dir, 'b'), env('mx2')),
-    ]);
+    nodes = await startTwoNodes(CONFIG, 'cluster');
+    ({ a, b } = nodes);
   });
-  after(async () => {
-    await a?.kill('SIGKILL');
-    await b?.kill('SIGKILL');
-    await redis?.kill();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => nodes?.stop());
 
   test('both nodes run on Redis and say so in their status', async () => {
     for (const [d, node] of [

@@ -5,11 +5,11 @@
  * these suites never skip.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './daemon.js';
+import { freePort, startDaemonProcess, type DaemonProcess } from './daemon.js';
 
 export const REDIS_SERVER = process.env.MAILWARDEN_REDIS_SERVER ?? '/usr/bin/redis-server';
 export const REDIS_CLI = process.env.MAILWARDEN_REDIS_CLI ?? '/usr/bin/redis-cli';
@@ -63,25 +63,16 @@ export interface RedisServer {
   cli(...args: string[]): string;
 }
 
+/** A throw-away redis-server on loopback: no persistence, its files in `dir` (tests and the bench). */
+export function redisServerArgs(port: number, dir: string): string[] {
+  return ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'no'];
+}
+
 function spawnServer(port: number, dir: string, extra: string[]): { proc: ChildProcess; out: { text: string } } {
   const out = { text: '' };
   const proc = spawn(
     REDIS_SERVER,
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      '--protected-mode',
-      'no',
-      ...extra,
-    ],
+    [...redisServerArgs(port, dir), ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   proc.stdout?.on('data', (c: Buffer) => (out.text += c.toString()));
@@ -196,6 +187,39 @@ export async function startRedisCluster(n = 3): Promise<RedisCluster> {
     ports: nodes.map((s) => s.port),
     stop: async () => {
       for (const s of nodes) await s.kill();
+    },
+  };
+}
+
+export interface TwoNodes {
+  redis: RedisServer;
+  dir: string;
+  a: DaemonProcess;
+  b: DaemonProcess;
+  stop(): Promise<void>;
+}
+
+/** One Redis and two real daemons (nodes mx1 and mx2) sharing it, with the given config. */
+export async function startTwoNodes(config: string, name: string): Promise<TwoNodes> {
+  const redis = await startRedis();
+  const dir = mkdtempSync(join(tmpdir(), `mw-${name}-`));
+  writeFileSync(join(dir, 'mailwarden.yaml'), config);
+  const env = (node: string): Record<string, string> => ({
+    MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml'),
+    MAILWARDEN_STORE: redis.url,
+    MAILWARDEN_NODE: node,
+  });
+  const [a, b] = await Promise.all([startDaemonProcess(join(dir, 'a'), env('mx1')), startDaemonProcess(join(dir, 'b'), env('mx2'))]);
+  return {
+    redis,
+    dir,
+    a,
+    b,
+    stop: async () => {
+      await a.kill('SIGKILL');
+      await b.kill('SIGKILL');
+      await redis.kill();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
