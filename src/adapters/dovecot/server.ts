@@ -12,13 +12,17 @@
  * Trust: with `dovecot.api_header` set, requests without that exact header
  * (Dovecot's auth_policy_server_api_header) get a bare 401. `pwhash` is never
  * logged.
+ *
+ * Plain node:http, not fastify: one route with one JSON body, and the
+ * framework's per-request work measurably cost more than deciding
+ * (`npm run bench`, phase 4). Bodies are capped at 64 KiB.
  */
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
-import { prepareUnixSocket } from '../../listen.js';
+import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
 import { ALLOW_REPLY, toEvent, toReply, type DovecotCommand, type DovecotReply, type DovecotRequest } from './translate.js';
 
@@ -45,7 +49,32 @@ export interface DovecotStats {
 }
 
 export const DOVECOT_PATH = '/dovecot/policy';
+
+interface Answer {
+  status: number;
+  body: object;
+}
 const WARN_EVERY_MS = 10_000;
+const BODY_LIMIT = 64 * 1024;
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+// Most answers (every report, and most allows) are this one: serialized once.
+const ALLOW_BYTES = Buffer.from(JSON.stringify(ALLOW_REPLY));
+
+function send(res: ServerResponse, status: number, body: object): void {
+  const bytes = body === ALLOW_REPLY ? ALLOW_BYTES : Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': bytes.length });
+  res.end(bytes);
+}
+
+/** The `command` query parameter (Dovecot appends `?command=…`, or `&command=…` after its own query). */
+function commandOf(url: string, q: number): string | null {
+  if (q < 0) return null;
+  const at = url.indexOf('command=', q);
+  if (at < 0 || (url[at - 1] !== '?' && url[at - 1] !== '&')) return null;
+  const end = url.indexOf('&', at);
+  return decodeURIComponent(url.slice(at + 8, end < 0 ? undefined : end));
+}
 
 function sameSecret(given: string | string[] | undefined, want: string): boolean {
   if (typeof given !== 'string') return false;
@@ -66,7 +95,7 @@ export class DovecotPolicyServer {
     badRequests: 0,
     unauthorized: 0,
   };
-  private readonly apps: FastifyInstance[] = [];
+  private readonly servers: Server[] = [];
   private readonly o: DovecotServerOptions;
   private lastWarn = 0;
 
@@ -82,48 +111,79 @@ export class DovecotPolicyServer {
     this.o.logger.warn({ adapter: 'dovecot', ...obj }, msg);
   }
 
-  build(): FastifyInstance {
-    const app = Fastify({ logger: false, bodyLimit: 64 * 1024, keepAliveTimeout: 65_000 });
-    const header = this.o.apiHeader;
-    if (header) {
-      app.addHook('onRequest', async (req, reply) => {
-        if (!sameSecret(req.headers[header.name], header.value)) {
-          this.stats.unauthorized++;
-          this.warn({ peer: req.ip }, `request without the right ${header.name} header refused (check auth_policy_server_api_header)`);
-          await reply.code(401).send({ error: 'unauthorized' });
-        }
-      });
+  build(): Server {
+    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 10_000 }, (req, res) => this.handle(req, res));
+    server.on('clientError', (_err, socket) => socket.destroy());
+    return server;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const peer = req.socket.remoteAddress;
+    if (path !== DOVECOT_PATH || req.method !== 'POST') {
+      this.stats.badRequests++;
+      this.warn({ peer, path, method: req.method }, `no such route: ${req.method ?? ''} ${path}`);
+      send(res, 404, { error: `not found; Dovecot posts to ${DOVECOT_PATH}` });
+      return;
     }
-    app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
-      const code = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-      if (code === 500) this.stats.errors++;
-      else this.stats.badRequests++;
-      this.warn({ peer: req.ip, status: code }, `bad request: ${err.message}`);
-      void reply.code(code).send({ error: code === 500 ? 'internal error' : err.message });
+    const header = this.o.apiHeader;
+    if (header && !sameSecret(req.headers[header.name], header.value)) {
+      this.stats.unauthorized++;
+      this.warn({ peer }, `request without the right ${header.name} header refused (check auth_policy_server_api_header)`);
+      send(res, 401, { error: 'unauthorized' });
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > BODY_LIMIT) {
+        this.stats.badRequests++;
+        this.warn({ peer }, `request body over ${BODY_LIMIT} bytes`);
+        send(res, 413, { error: `the body is larger than ${BODY_LIMIT} bytes` });
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
     });
-    app.post<{ Querystring: { command?: string }; Body: unknown }>(DOVECOT_PATH, async (req, reply) => {
+    req.on('error', () => undefined);
+    req.on('end', () => {
+      if (res.headersSent) return;
       this.stats.requests++;
-      const command = req.query.command;
-      if (command !== 'allow' && command !== 'report') {
-        this.stats.badRequests++;
-        this.warn({ peer: req.ip }, `unknown command ${JSON.stringify(command)}`);
-        return reply.code(400).send({ error: 'command must be allow or report (Dovecot appends ?command=…)' });
+      let command: string | null;
+      try {
+        command = commandOf(url, q);
+      } catch {
+        command = null;
       }
-      const body = req.body;
-      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-        this.stats.badRequests++;
-        this.warn({ peer: req.ip }, 'request body is not a JSON object');
-        return reply.code(400).send({ error: 'the body must be a JSON object' });
-      }
-      const t = toEvent(command, body as DovecotRequest, this.o.now());
-      if (!t.ok) {
-        this.stats.badRequests++;
-        this.warn({ peer: req.ip }, `bad request: ${t.problem}`);
-        return reply.code(400).send({ error: t.problem });
-      }
-      return this.answer(command, t.event);
+      const reply = this.request(command, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks), peer);
+      if (!(reply instanceof Promise)) send(res, reply.status, reply.body);
+      else void reply.then((r) => send(res, r.status, r.body));
     });
-    return app;
+  }
+
+  /** One request body → one answer; never throws. */
+  private request(command: string | null, raw: Buffer, peer: string | undefined): Answer | Promise<Answer> {
+    const bad = (problem: string): Answer => {
+      this.stats.badRequests++;
+      this.warn({ peer }, `bad request: ${problem}`);
+      return { status: 400, body: { error: problem } };
+    };
+    if (command !== 'allow' && command !== 'report') return bad('command must be allow or report (Dovecot appends ?command=…)');
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (err) {
+      return bad(`the body is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return bad('the body must be a JSON object');
+    const t = toEvent(command, body as DovecotRequest, this.o.now());
+    if (!t.ok) return bad(t.problem);
+    const r = this.answer(command, t.event);
+    return r instanceof Promise ? r.then((x) => ({ status: 200, body: x })) : { status: 200, body: r };
   }
 
   private answer(command: DovecotCommand, event: MailEvent): DovecotReply | Promise<DovecotReply> {
@@ -165,17 +225,23 @@ export class DovecotPolicyServer {
   async start(targets: readonly ListenTarget[]): Promise<string[]> {
     const bound: string[] = [];
     for (const t of targets) {
-      const app = this.build();
-      if (t.kind === 'unix') await prepareUnixSocket(t.path);
-      const addr = t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
-      this.apps.push(app);
-      bound.push(addr.replace(/^http:\/\//, ''));
+      const server = this.build();
+      bound.push(await listenOn(server, t));
+      this.servers.push(server);
     }
     return bound;
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.apps.map((a) => a.close()));
-    this.apps.length = 0;
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+          }),
+      ),
+    );
+    this.servers.length = 0;
   }
 }
