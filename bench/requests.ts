@@ -20,6 +20,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+// The same deterministic PRNG as the tests: every run sends the same workload.
+import { prng } from '../test/helpers/prng.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const CAPTURES =
@@ -107,17 +109,6 @@ export function ipv4(i: number): string {
   return `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
 }
 
-/** Small deterministic PRNG (mulberry32), so every run sends the same workload. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface Workload {
   /** Per connection: its requests in session order, cycled. */

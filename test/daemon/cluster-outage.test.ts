@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, type DaemonProcess } from '../helpers/daemon.js';
-import { PolicyClient, request } from '../helpers/postfix.js';
+import { connectRequest, PolicyClient } from '../helpers/postfix.js';
 import { startTwoNodes, type RedisServer, type TwoNodes } from '../helpers/redis.js';
 
 const CONFIG = `
@@ -21,15 +21,7 @@ rules:
 `;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const connect = (ip: string, port: number): string =>
-  request({
-    protocol_state: 'CONNECT',
-    client_address: ip,
-    client_port: port,
-    instance: '',
-    sender: '',
-    recipient: '',
-  });
+const connect = connectRequest;
 
 interface Status {
   store: {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, type DaemonProcess } from '../helpers/daemon.js';
-import { PolicyClient, request } from '../helpers/postfix.js';
+import { connectRequest, PolicyClient, request } from '../helpers/postfix.js';
 import { startTwoNodes, type TwoNodes } from '../helpers/redis.js';
 
 const CONFIG = `
@@ -64,15 +64,7 @@ async function status(d: DaemonProcess): Promise<{ node: string; store: Record<s
   return (await res.json()) as { node: string; store: Record<string, unknown> };
 }
 
-const connect = (ip: string, port = 40000): string =>
-  request({
-    protocol_state: 'CONNECT',
-    client_address: ip,
-    client_port: port,
-    instance: '',
-    sender: '',
-    recipient: '',
-  });
+const connect = connectRequest;
 
 describe('cluster mode: two daemons on one Redis', () => {
   let nodes: TwoNodes;

@@ -81,6 +81,11 @@ export function request(over: Record<string, string | number>): string {
     .join('\n')}\n\n`;
 }
 
+/** A CONNECT request as Postfix sends it (no HELO, sender or recipient yet). */
+export function connectRequest(ip: string, port = 40000): string {
+  return request({ protocol_state: 'CONNECT', client_address: ip, client_port: port, instance: '', sender: '', recipient: '' });
+}
+
 /** A persistent policy connection, as one Postfix smtpd process keeps it. */
 export class PolicyClient {
   private buf = '';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct } from '../../src/store/counting.js';
+import { prng } from '../helpers/prng.js';
 
 /** Feeds events through gcra like a store does: charge only when not exceeded. */
 function feed(
@@ -21,17 +22,7 @@ function feed(
   return { passed, tat };
 }
 
-/** Small deterministic PRNG (mulberry32) so property tests are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 
 void describe('gcra', () => {
   void test('the first event counts 1 and sets TAT one interval ahead', () => {
