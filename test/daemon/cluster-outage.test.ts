@@ -118,6 +118,8 @@ describe('cluster mode: Redis killed, then frozen, in the middle of traffic', ()
     assert.ok(run.maxMs < 1000, `slowest answer ${run.maxMs.toFixed(0)} ms`);
 
     const s = await waitMode(a, 'local-fallback');
+    // B has had no traffic since the kill: its status shows the outage all the same.
+    assert.equal((await waitMode(b, 'local-fallback')).store.redis.connected, false);
     assert.equal(s.store.backend, 'redis');
     assert.equal(s.store.redis.connected, false);
     assert.ok(s.store.fallbacks >= 1);
