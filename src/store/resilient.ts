@@ -117,7 +117,8 @@ export class ResilientStore implements Store {
     // A lost connection is an outage now, not at the next request: the status tells the truth on an idle
     // node, and its recovery re-reads the lists changed while it was cut off before it decides from Redis again.
     s.redis.client.on('close', () => {
-      if (s.mode === 'redis' && !s.closed) s.enterFallback(`Redis connection closed${s.lastError ? `: ${s.lastError}` : ''}`);
+      if (s.mode === 'redis' && !s.closed)
+        s.enterFallback(`Redis connection closed${s.lastError ? `: ${s.lastError}` : ''}`);
     });
     try {
       if (!s.redis.ready()) throw new Error(s.lastError ?? 'not connected');
