@@ -21,6 +21,7 @@ import type { Decision } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
+import { RepeatCache } from './repeats.js';
 import { repeatKey, toAction, toEvent } from './translate.js';
 
 export interface PostfixServerOptions {
@@ -67,11 +68,12 @@ export class PostfixPolicyServer {
   };
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
-  private readonly repeats = new Map<string, { at: number; reply: string }>();
+  private readonly repeats: RepeatCache;
   private readonly o: PostfixServerOptions;
 
   constructor(o: PostfixServerOptions) {
     this.o = o;
+    this.repeats = new RepeatCache(REPEAT_CACHE_MAX, o.repeatWindowMs);
   }
 
   /** Starts listening on every target; returns the bound addresses. */
@@ -164,10 +166,10 @@ export class PostfixPolicyServer {
   private answer(attrs: PolicyAttributes, warnOnce: (msg: string, extra?: object) => void): string | Promise<string> {
     const now = this.o.now();
     const key = repeatKey(attrs);
-    const seen = key === undefined ? undefined : this.repeats.get(key);
-    if (seen && now - seen.at <= this.o.repeatWindowMs) {
+    const seen = key === undefined ? undefined : this.repeats.get(key, now);
+    if (seen !== undefined) {
       this.stats.repeats++;
-      return seen.reply;
+      return seen;
     }
     const t = toEvent(attrs, now);
     if (!t.ok) {
@@ -187,7 +189,10 @@ export class PostfixPolicyServer {
       (late) => {
         if (late !== undefined) return this.reply(key, now, late);
         this.stats.budgetMisses++;
-        this.o.logger.warn({ adapter: 'postfix', ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered DUNNO');
+        this.o.logger.warn(
+          { adapter: 'postfix', ip, budgetMs: this.o.budgetMs },
+          'decision missed the budget; answered DUNNO',
+        );
         return DUNNO;
       },
       (err: unknown) => this.failed(err, ip),
@@ -196,7 +201,7 @@ export class PostfixPolicyServer {
 
   private reply(key: string | undefined, now: number, d: Decision): string {
     const reply = d.action === 'allow' ? DUNNO : `action=${toAction(d)}\n\n`;
-    if (key !== undefined) this.remember(key, now, reply);
+    if (key !== undefined) this.repeats.set(key, now, reply);
     return reply;
   }
 
@@ -204,17 +209,6 @@ export class PostfixPolicyServer {
     this.stats.errors++;
     this.o.logger.error({ err, adapter: 'postfix', ip }, 'decision failed; answered DUNNO');
     return DUNNO;
-  }
-
-  private remember(key: string, now: number, reply: string): void {
-    if (this.repeats.size >= REPEAT_CACHE_MAX) {
-      // Oldest entries first (Map keeps insertion order); expired ones are useless anyway.
-      for (const [k, v] of this.repeats) {
-        if (now - v.at <= this.o.repeatWindowMs && this.repeats.size < REPEAT_CACHE_MAX) break;
-        this.repeats.delete(k);
-      }
-    }
-    this.repeats.set(key, { at: now, reply });
   }
 }
 
