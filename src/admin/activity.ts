@@ -87,7 +87,8 @@ export class Activity {
     this.bump(`decisions.${d.action}`, at);
     const failed = event.kind === 'auth-result' && event.success === false;
     if (failed) {
-      const p = event.protocol === 'imap' || event.protocol === 'pop3' || event.protocol === 'smtp' ? event.protocol : 'other';
+      const p =
+        event.protocol === 'imap' || event.protocol === 'pop3' || event.protocol === 'smtp' ? event.protocol : 'other';
       this.bump(`auth_failures.${p}`, at);
     }
     if (SENDING.has(event.kind) && d.hits.some((h) => !h.observe)) this.bump('flow_limit_hits', at);
@@ -95,7 +96,16 @@ export class Activity {
     this.count(event);
     if (d.action !== 'allow') {
       const adapter = event.kind.startsWith('auth-') ? 'dovecot' : 'postfix';
-      this.publish({ time: event.time, kind: 'decision', adapter, action: d.action, rule: d.rule, ip: event.ip, user: event.user, reason: d.reason });
+      this.publish({
+        time: event.time,
+        kind: 'decision',
+        adapter,
+        action: d.action,
+        rule: d.rule,
+        ip: event.ip,
+        user: event.user,
+        reason: d.reason,
+      });
     }
   }
 

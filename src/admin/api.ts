@@ -61,7 +61,10 @@ const banBody = {
 const suspendBody = {
   type: 'object',
   additionalProperties: false,
-  properties: { duration: { anyOf: [{ type: 'string' }, { type: 'number' }] }, reason: { type: 'string', maxLength: 300 } },
+  properties: {
+    duration: { anyOf: [{ type: 'string' }, { type: 'number' }] },
+    reason: { type: 'string', maxLength: 300 },
+  },
 } as const;
 
 function actorOf(req: FastifyRequest, trusted: boolean): string {
@@ -84,7 +87,8 @@ class BadRequest extends Error {
 function durationOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
   const ms = parseDuration(v);
-  if (ms === undefined || ms <= 0) throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
+  if (ms === undefined || ms <= 0)
+    throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
   return ms;
 }
 
@@ -141,13 +145,17 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
 
   app.post('/v1/reload', async (_req, reply) => {
     const r = await ctx.reload();
-    return r.ok ? { reloaded: true } : reply.code(400).send({ error: r.problems ?? 'the new configuration was refused' });
+    return r.ok
+      ? { reloaded: true }
+      : reply.code(400).send({ error: r.problems ?? 'the new configuration was refused' });
   });
 
   app.get<{ Querystring: { q?: string; limit?: string; offset?: string } }>('/v1/bans', async (req) => {
     const all = await ctx.store.listBans(ctx.now());
     const q = req.query.q?.toLowerCase();
-    const hits = q ? all.filter((b) => b.subject.includes(q) || b.rule.includes(q) || b.reason.toLowerCase().includes(q)) : all;
+    const hits = q
+      ? all.filter((b) => b.subject.includes(q) || b.rule.includes(q) || b.reason.toLowerCase().includes(q))
+      : all;
     const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100));
     const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
     return { total: hits.length, offset, limit, items: hits.slice(offset, offset + limit) };
@@ -165,7 +173,17 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     const durationMs = durationOf(req.body.duration);
     const reason = req.body.reason ?? 'banned by an administrator';
     const done = await ctx.store.commit(
-      [{ type: 'ban', subject: s.text, rule: 'manual', reason, evidence: {}, escalation: policy.escalation, durationMs }],
+      [
+        {
+          type: 'ban',
+          subject: s.text,
+          rule: 'manual',
+          reason,
+          evidence: {},
+          escalation: policy.escalation,
+          durationMs,
+        },
+      ],
       now,
       actorOf(req, trusted),
     );
@@ -178,14 +196,22 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     return (await ctx.store.listBans(now)).find((b) => b.subject === s.text);
   });
 
-  app.delete<{ Params: { subject: string }; Querystring: { reason?: string } }>('/v1/bans/:subject', async (req, reply) => {
-    const s = parseSubject(decodeURIComponent(req.params.subject));
-    if (!s) throw new BadRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
-    const gone = await ctx.store.unban(s.text, actorOf(req, trusted), ctx.now(), req.query.reason ?? 'unbanned by an administrator');
-    if (!gone) return reply.code(404).send({ error: `${s.text} is not banned` });
-    ctx.activity.publish({ time: ctx.now(), kind: 'unban', subject: gone.subject, rule: gone.rule });
-    return { removed: gone };
-  });
+  app.delete<{ Params: { subject: string }; Querystring: { reason?: string } }>(
+    '/v1/bans/:subject',
+    async (req, reply) => {
+      const s = parseSubject(decodeURIComponent(req.params.subject));
+      if (!s) throw new BadRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
+      const gone = await ctx.store.unban(
+        s.text,
+        actorOf(req, trusted),
+        ctx.now(),
+        req.query.reason ?? 'unbanned by an administrator',
+      );
+      if (!gone) return reply.code(404).send({ error: `${s.text} is not banned` });
+      ctx.activity.publish({ time: ctx.now(), kind: 'unban', subject: gone.subject, rule: gone.rule });
+      return { removed: gone };
+    },
+  );
 
   app.get('/v1/users', async () => ({ items: await ctx.store.listSuspensions(ctx.now()) }));
 
@@ -203,7 +229,14 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
         actorOf(req, trusted),
       );
       const made = done.suspensions[0];
-      if (made) ctx.activity.publish({ time: made.since, kind: 'suspend', user: made.user, rule: made.rule, reason: made.reason });
+      if (made)
+        ctx.activity.publish({
+          time: made.since,
+          kind: 'suspend',
+          user: made.user,
+          rule: made.rule,
+          reason: made.reason,
+        });
       return reply.code(201).send(made);
     },
   );

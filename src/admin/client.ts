@@ -31,7 +31,9 @@ export async function call<T>(socketPath: string, method: string, path: string, 
         path,
         headers: {
           'x-mailwarden-actor': actor,
-          ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+          ...(payload === undefined
+            ? {}
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
         },
         timeout: 10_000,
       },
@@ -57,7 +59,9 @@ export async function call<T>(socketPath: string, method: string, path: string, 
     req.on('timeout', () => req.destroy(new Error('the daemon did not answer within 10 s')));
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        reject(new AdminError(`mailwarden is not running (no daemon at ${socketPath}); start it with: mailwarden serve`, 0));
+        reject(
+          new AdminError(`mailwarden is not running (no daemon at ${socketPath}); start it with: mailwarden serve`, 0),
+        );
       } else if (err.code === 'EACCES') {
         reject(new AdminError(`permission denied on ${socketPath}; run as the user that runs the daemon (or root)`, 0));
       } else reject(new AdminError(err.message, 0));

@@ -1,45 +1,61 @@
 /*
  * admin/metrics — Prometheus metrics (prom-client), served at /metrics.
  *
- * Counted on the hot path: decisions by adapter, action and rule, and the
- * decision latency per adapter (a histogram). Everything else is read from
+ * Counted on the hot path, in plain numbers (admin/tallies): decisions by
+ * adapter, action and rule, and the decision latency per adapter (a
+ * histogram). Everything else is read from
  * the components' own counters when Prometheus scrapes (collect callbacks),
  * so it costs nothing between scrapes. No label ever holds an address or a
  * user: series stay bounded (rule names come from the config).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision, MailEvent } from '../engine/types.js';
 import type { StoreStats } from '../store/types.js';
+import { TalliedCounter, TalliedHistogram } from './tallies.js';
 
 export interface MetricSources {
   store: () => StoreStats;
   adapters: () => Record<string, { requests: number; budgetMisses: number; errors: number; badRequests: number }>;
-  alerts: () => { sent: Record<string, number>; failed: Record<string, number>; retried: number; dropped: number; suppressed: number };
+  alerts: () => {
+    sent: Record<string, number>;
+    failed: Record<string, number>;
+    retried: number;
+    dropped: number;
+    suppressed: number;
+  };
 }
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly decisions: Counter<'adapter' | 'action' | 'rule'>;
-  private readonly latency: Histogram<'adapter'>;
+  private readonly decisions: TalliedCounter<'adapter' | 'action' | 'rule'>;
+  private readonly latency: TalliedHistogram;
 
   constructor(src: MetricSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'mailwarden_' });
-    this.decisions = new Counter({
+    this.decisions = new TalliedCounter({
       name: 'mailwarden_decisions_total',
       help: 'Decisions made, by adapter (postfix, dovecot), action and rule ("" when no rule fired).',
       labelNames: ['adapter', 'action', 'rule'],
-      registers,
+      registry: this.registry,
     });
-    this.latency = new Histogram({
-      name: 'mailwarden_decision_seconds',
-      help: 'Time to decide one request, by adapter.',
-      labelNames: ['adapter'],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
-      registers,
-    });
+    this.latency = new TalliedHistogram(
+      'mailwarden_decision_seconds',
+      'Time to decide one request, by adapter.',
+      'adapter',
+      [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      this.registry,
+    );
     const gauge = (name: string, help: string, labelNames: string[], collect: (g: Gauge) => void): void => {
-      new Gauge({ name, help, labelNames, registers, collect(this: Gauge) { collect(this); } });
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect(this: Gauge) {
+          collect(this);
+        },
+      });
     };
     gauge('mailwarden_active_bans', 'Bans in force.', [], (g) => g.set(src.store().activeBans));
     gauge('mailwarden_active_suspensions', 'Users suspended now.', [], (g) => g.set(src.store().activeSuspensions));
@@ -47,14 +63,27 @@ export class Metrics {
       const s = src.store();
       g.set({ backend: s.backend }, s.counterKeys);
     });
-    gauge('mailwarden_store_fallback', 'Cluster mode: 1 while decisions come from local memory because Redis is unreachable or slow.', [], (g) =>
-      g.set(src.store().mode === 'local-fallback' ? 1 : 0),
+    gauge(
+      'mailwarden_store_fallback',
+      'Cluster mode: 1 while decisions come from local memory because Redis is unreachable or slow.',
+      [],
+      (g) => g.set(src.store().mode === 'local-fallback' ? 1 : 0),
     );
-    gauge('mailwarden_store_fallbacks', 'Cluster mode: times this node fell back to local memory since start.', [], (g) => g.set(src.store().fallbacks ?? 0));
-    gauge('mailwarden_store_local_decisions', 'Cluster mode: requests decided from local memory since start.', [], (g) =>
-      g.set(src.store().localDecisions ?? 0),
+    gauge(
+      'mailwarden_store_fallbacks',
+      'Cluster mode: times this node fell back to local memory since start.',
+      [],
+      (g) => g.set(src.store().fallbacks ?? 0),
     );
-    gauge('mailwarden_store_evicted_keys', 'Counter keys evicted (least recently used) since start.', [], (g) => g.set(src.store().evictions));
+    gauge(
+      'mailwarden_store_local_decisions',
+      'Cluster mode: requests decided from local memory since start.',
+      [],
+      (g) => g.set(src.store().localDecisions ?? 0),
+    );
+    gauge('mailwarden_store_evicted_keys', 'Counter keys evicted (least recently used) since start.', [], (g) =>
+      g.set(src.store().evictions),
+    );
     gauge('mailwarden_adapter_requests', 'Requests received since start, by adapter.', ['adapter'], (g) => {
       for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.requests);
     });
@@ -80,18 +109,9 @@ export class Metrics {
     });
   }
 
-  /** Label children, looked up once: resolving labels on every request would cost more than deciding. */
-  private readonly children = new Map<string, { inc: () => void }>();
-  private readonly timers = new Map<string, { observe: (v: number) => void }>();
-
   decision(event: MailEvent, d: Decision, seconds: number): void {
     const adapter = event.kind.startsWith('auth-') ? 'dovecot' : 'postfix';
-    const key = `${adapter}|${d.action}|${d.rule}`;
-    let c = this.children.get(key);
-    if (!c) this.children.set(key, (c = this.decisions.labels(adapter, d.action, d.rule)));
-    c.inc();
-    let t = this.timers.get(adapter);
-    if (!t) this.timers.set(adapter, (t = this.latency.labels(adapter)));
-    t.observe(seconds);
+    this.decisions.inc(`${adapter}|${d.action}|${d.rule}`, () => ({ adapter, action: d.action, rule: d.rule }));
+    this.latency.observe(adapter, seconds);
   }
 }

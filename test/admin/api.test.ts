@@ -16,10 +16,17 @@ describe('admin API and metrics', () => {
   let d: DaemonProcess;
   let token: string;
   const api = (path: string, init: RequestInit = {}): Promise<Response> =>
-    fetch(`http://127.0.0.1:${d.adminPort}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) } });
+    fetch(`http://127.0.0.1:${d.adminPort}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+    });
   const json = async <T>(path: string, init?: RequestInit): Promise<T> => (await (await api(path, init)).json()) as T;
   const dovecot = (command: string, body: object): Promise<Response> =>
-    fetch(`http://127.0.0.1:${d.dovecotPort}/dovecot/policy?command=${command}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    fetch(`http://127.0.0.1:${d.dovecotPort}/dovecot/policy?command=${command}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'mw-api-'));
@@ -28,7 +35,8 @@ describe('admin API and metrics', () => {
     token = readFileSync(join(dir, 'data', 'admin.token'), 'utf8').trim();
     // Postfix traffic: 30 allowed requests
     const c = await PolicyClient.open({ port: d.postfixPort });
-    for (let i = 0; i < 30; i++) await c.send(request({ protocol_state: 'CONNECT', client_address: `198.51.100.${i}`, instance: '' }));
+    for (let i = 0; i < 30; i++)
+      await c.send(request({ protocol_state: 'CONNECT', client_address: `198.51.100.${i}`, instance: '' }));
     c.close();
   });
   after(async () => {
@@ -37,7 +45,16 @@ describe('admin API and metrics', () => {
   });
 
   test('every data route refuses a missing token with a bare 401', async () => {
-    for (const path of ['/v1/status', '/v1/bans', '/v1/users', '/v1/explain/192.0.2.1', '/v1/timeline', '/v1/top', '/v1/events', '/metrics']) {
+    for (const path of [
+      '/v1/status',
+      '/v1/bans',
+      '/v1/users',
+      '/v1/explain/192.0.2.1',
+      '/v1/timeline',
+      '/v1/top',
+      '/v1/events',
+      '/metrics',
+    ]) {
       const r = await fetch(`http://127.0.0.1:${d.adminPort}${path}`);
       assert.equal(r.status, 401, path);
       assert.deepEqual(await r.json(), { error: 'unauthorized' });
@@ -69,7 +86,14 @@ describe('admin API and metrics', () => {
 
     const ip = '203.0.113.66';
     for (let i = 0; i < 12; i++) {
-      const body = { login: 'alice@example.org', remote: ip, protocol: 'imap', pwhash: `0c${i.toString(16).padStart(2, '0')}`, session_id: 'x', tls: false };
+      const body = {
+        login: 'alice@example.org',
+        remote: ip,
+        protocol: 'imap',
+        pwhash: `0c${i.toString(16).padStart(2, '0')}`,
+        session_id: 'x',
+        tls: false,
+      };
       await dovecot('allow', body);
       await dovecot('report', { ...body, success: false, policy_reject: false });
     }
@@ -77,13 +101,23 @@ describe('admin API and metrics', () => {
     while (!events.some((e) => e.kind === 'ban') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     ac.abort();
     await reading;
-    assert.ok(events.some((e) => e.kind === 'decision' && e.action === 'delay' && e.ip === ip && e.adapter === 'dovecot'), JSON.stringify(events.slice(0, 3)));
+    assert.ok(
+      events.some((e) => e.kind === 'decision' && e.action === 'delay' && e.ip === ip && e.adapter === 'dovecot'),
+      JSON.stringify(events.slice(0, 3)),
+    );
     assert.ok(events.some((e) => e.kind === 'ban' && e.subject === ip && e.rule === 'auth-guess-ban'));
 
     const bans = await json<{ total: number; items: Array<{ subject: string }> }>('/v1/bans');
-    assert.deepEqual(bans.items.map((b) => b.subject), [ip]);
+    assert.deepEqual(
+      bans.items.map((b) => b.subject),
+      [ip],
+    );
 
-    const top = await json<{ ips: Array<{ subject: string; count: number }>; networks: Array<{ subject: string }>; users: Array<{ subject: string }> }>('/v1/top');
+    const top = await json<{
+      ips: Array<{ subject: string; count: number }>;
+      networks: Array<{ subject: string }>;
+      users: Array<{ subject: string }>;
+    }>('/v1/top');
     assert.equal(top.ips[0]?.subject, ip);
     assert.ok((top.ips[0]?.count ?? 0) >= 12);
     assert.equal(top.networks[0]?.subject, '203.0.113.0/24');
@@ -99,8 +133,13 @@ describe('admin API and metrics', () => {
 
     const m = await (await api('/metrics')).text();
     const value = (re: RegExp): number => Number(re.exec(m)?.[1] ?? NaN);
-    assert.ok(value(/mailwarden_decisions_total\{adapter="postfix",action="allow",rule=""\} (\d+)/) >= 30, m.slice(0, 500));
-    assert.ok(value(/mailwarden_decisions_total\{adapter="dovecot",action="reject",rule="auth-guess-refuse"\} (\d+)/) >= 1);
+    assert.ok(
+      value(/mailwarden_decisions_total\{adapter="postfix",action="allow",rule=""\} (\d+)/) >= 30,
+      m.slice(0, 500),
+    );
+    assert.ok(
+      value(/mailwarden_decisions_total\{adapter="dovecot",action="reject",rule="auth-guess-refuse"\} (\d+)/) >= 1,
+    );
     assert.equal(value(/mailwarden_active_bans (\d+)/), 1);
     assert.ok(value(/mailwarden_decision_seconds_count\{adapter="postfix"\} (\d+)/) >= 30);
     assert.match(m, /mailwarden_process_cpu_seconds_total/);
@@ -127,17 +166,26 @@ describe('admin API and metrics', () => {
 
   test('bans: filter and paging', async () => {
     for (let i = 1; i <= 5; i++) {
-      const r = await api('/v1/bans', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ subject: `192.0.2.${i}`, duration: '1h', reason: `page test ${i}` }) });
+      const r = await api('/v1/bans', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ subject: `192.0.2.${i}`, duration: '1h', reason: `page test ${i}` }),
+      });
       assert.equal(r.status, 201);
     }
-    const page = await json<{ total: number; offset: number; limit: number; items: unknown[] }>('/v1/bans?q=page%20test&limit=2&offset=2');
+    const page = await json<{ total: number; offset: number; limit: number; items: unknown[] }>(
+      '/v1/bans?q=page%20test&limit=2&offset=2',
+    );
     assert.deepEqual([page.total, page.offset, page.limit, page.items.length], [5, 2, 2, 2]);
     const none = await json<{ total: number }>('/v1/bans?q=no-such-thing');
     assert.equal(none.total, 0);
   });
 
   test('reload: a good config is applied, a bad one is refused with its errors and the old one stays', async () => {
-    writeFileSync(join(dir, 'mailwarden.yaml'), 'allowlist: { networks: [] }\nrules:\n  - name: smtp-connections-per-ip\n    limit: 7\n');
+    writeFileSync(
+      join(dir, 'mailwarden.yaml'),
+      'allowlist: { networks: [] }\nrules:\n  - name: smtp-connections-per-ip\n    limit: 7\n',
+    );
     const ok = await api('/v1/reload', { method: 'POST' });
     assert.equal(ok.status, 200);
     const e = await json<{ counters: Array<{ rule: string; limit: number }> }>('/v1/explain/198.51.100.1');
@@ -145,19 +193,33 @@ describe('admin API and metrics', () => {
     writeFileSync(join(dir, 'mailwarden.yaml'), 'rules:\n  - name: smtp-connections-per-ip\n    limit: lots\n');
     const bad = await api('/v1/reload', { method: 'POST' });
     assert.equal(bad.status, 400);
-    assert.match(((await bad.json()) as { error: string }).error, /mailwarden\.yaml:3:12: rules\.0\.limit: must be a number/);
+    assert.match(
+      ((await bad.json()) as { error: string }).error,
+      /mailwarden\.yaml:3:12: rules\.0\.limit: must be a number/,
+    );
     const still = await json<{ counters: Array<{ rule: string; limit: number }> }>('/v1/explain/198.51.100.1');
     assert.equal(still.counters.find((c) => c.rule === 'smtp-connections-per-ip')?.limit, 7);
   });
 
   test('users: suspend, list, resume; bad input is a 400 with a reason', async () => {
-    const s = await api('/v1/users/Mallory@Example.org/suspend', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ duration: '2h', reason: 'phished' }) });
+    const s = await api('/v1/users/Mallory@Example.org/suspend', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ duration: '2h', reason: 'phished' }),
+    });
     assert.equal(s.status, 201);
     const list = await json<{ items: Array<{ user: string; reason: string }> }>('/v1/users');
-    assert.deepEqual(list.items.map((u) => [u.user, u.reason]), [['mallory@example.org', 'phished']]);
+    assert.deepEqual(
+      list.items.map((u) => [u.user, u.reason]),
+      [['mallory@example.org', 'phished']],
+    );
     assert.equal((await api('/v1/users/mallory@example.org/resume', { method: 'POST' })).status, 200);
     assert.equal((await api('/v1/users/mallory@example.org/resume', { method: 'POST' })).status, 404);
-    const bad = await api('/v1/users/x@y/suspend', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ duration: 'forever' }) });
+    const bad = await api('/v1/users/x@y/suspend', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ duration: 'forever' }),
+    });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: string }).error, /not a duration/);
     assert.equal((await api('/v1/bans/not-an-address', { method: 'DELETE' })).status, 400);
