@@ -88,8 +88,10 @@ export async function startDaemon(
     metrics.decision(event, d, seconds);
   };
   decider.onCommitted = (done, time) => {
-    for (const b of done.bans) activity.publish({ time, kind: 'ban', subject: b.subject, rule: b.rule, reason: b.reason });
-    for (const x of done.suspensions) activity.publish({ time, kind: 'suspend', user: x.user, rule: x.rule, reason: x.reason });
+    for (const b of done.bans)
+      activity.publish({ time, kind: 'ban', subject: b.subject, rule: b.rule, reason: b.reason });
+    for (const x of done.suspensions)
+      activity.publish({ time, kind: 'suspend', user: x.user, rule: x.rule, reason: x.reason });
   };
   const status = (): Record<string, unknown> => ({
     name: 'mailwarden',
@@ -111,7 +113,10 @@ export async function startDaemon(
       const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
       decider.policy = next.policy;
       current = next;
-      logger.info({ config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length }, 'configuration reloaded');
+      logger.info(
+        { config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length },
+        'configuration reloaded',
+      );
       return Promise.resolve({ ok: true });
     } catch (err) {
       const problems = err instanceof ConfigError ? err.message : String(err);
@@ -137,7 +142,8 @@ export async function startDaemon(
     for (const t of settings.listen.admin) {
       const app = buildAdminApi(ctx, { token });
       if (t.kind === 'unix') await prepareUnixSocket(t.path);
-      const addr = t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
+      const addr =
+        t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
       admins.push(app);
       bound.admin.push(addr.replace(/^http:\/\//, ''));
     }

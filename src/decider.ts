@@ -73,10 +73,22 @@ export class Decider {
     if (d.effects.length > 0) {
       const done = await this.store.commit(d.effects, event.time, 'mailwarden');
       for (const b of done.bans) {
-        this.logger.warn({ subject: b.subject, rule: b.rule, until: new Date(b.until).toISOString(), offence: b.offence, ip: event.ip }, `banned ${b.subject}: ${b.reason}`);
+        this.logger.warn(
+          {
+            subject: b.subject,
+            rule: b.rule,
+            until: new Date(b.until).toISOString(),
+            offence: b.offence,
+            ip: event.ip,
+          },
+          `banned ${b.subject}: ${b.reason}`,
+        );
       }
       for (const s of done.suspensions) {
-        this.logger.warn({ user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip }, `suspended ${s.user}: ${s.reason}`);
+        this.logger.warn(
+          { user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip },
+          `suspended ${s.user}: ${s.reason}`,
+        );
       }
       for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
       this.onCommitted?.(done, event.time);
@@ -88,7 +100,16 @@ export class Decider {
         const suppressed = this.throttle(`observe|${h.rule}|${h.subject}`, event.time);
         if (suppressed < 0) continue;
         this.logger.info(
-          { rule: h.rule, subject: h.subject, count: h.count, limit: h.limit, would: h.action, ip: event.ip, user: event.user, suppressed },
+          {
+            rule: h.rule,
+            subject: h.subject,
+            count: h.count,
+            limit: h.limit,
+            would: h.action,
+            ip: event.ip,
+            user: event.user,
+            suppressed,
+          },
           `observe: ${h.rule} would ${h.action}`,
         );
       }
@@ -101,7 +122,15 @@ export class Decider {
     const suppressed = this.throttle(`${d.rule}|${event.ip}|${event.user ?? ''}`, event.time);
     if (suppressed < 0) return;
     this.logger.info(
-      { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, action: d.action, rule: d.rule, suppressed },
+      {
+        event: event.kind,
+        protocol: event.protocol,
+        ip: event.ip,
+        user: event.user,
+        action: d.action,
+        rule: d.rule,
+        suppressed,
+      },
       d.reason,
     );
   }

@@ -38,7 +38,7 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   const subject = parsed ? parsed.text : raw.trim().toLowerCase();
   const iso = (t: number): string => new Date(t).toISOString();
 
-  let covering: string[] = [subject];
+  let covering: readonly string[] = [subject];
   let allowlisted = false;
   const pairs: Array<[Rule, string]> = [];
   if (parsed?.kind === 'ip') {
@@ -57,11 +57,28 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   }
 
   const bans = (await store.listBans(now)).filter((b) => covering.includes(b.subject));
-  const suspension = kind === 'user' ? ((await store.listSuspensions(now)).find((s) => s.user === subject) ?? null) : null;
+  const suspension =
+    kind === 'user' ? ((await store.listSuspensions(now)).find((s) => s.user === subject) ?? null) : null;
   const ops: CounterOp[] = pairs.map(([r, s]) =>
     r.count.startsWith('distinct:')
-      ? { type: 'distinct', rule: r.name, key: counterKey(r.name, s), member: '', limit: r.limit, windowMs: r.windowMs, charge: 'never' }
-      : { type: 'rate', rule: r.name, key: counterKey(r.name, s), cost: 0, limit: r.limit, windowMs: r.windowMs, charge: 'never' },
+      ? {
+          type: 'distinct',
+          rule: r.name,
+          key: counterKey(r.name, s),
+          member: '',
+          limit: r.limit,
+          windowMs: r.windowMs,
+          charge: 'never',
+        }
+      : {
+          type: 'rate',
+          rule: r.name,
+          key: counterKey(r.name, s),
+          cost: 0,
+          limit: r.limit,
+          windowMs: r.windowMs,
+          charge: 'never',
+        },
   );
   const counts = await store.peek(ops, now);
   const counters = pairs.map(([r, s], i) => ({
@@ -85,13 +102,20 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
     );
   }
   for (const b of bans) {
-    summary.push(`BANNED: ${b.subject} until ${iso(b.until)} by ${b.actor} (rule ${b.rule}, offence ${b.offence}): ${b.reason}`);
+    summary.push(
+      `BANNED: ${b.subject} until ${iso(b.until)} by ${b.actor} (rule ${b.rule}, offence ${b.offence}): ${b.reason}`,
+    );
   }
   if (suspension) {
-    summary.push(`SUSPENDED: ${suspension.user} until ${iso(suspension.until)} by ${suspension.actor} (rule ${suspension.rule}): ${suspension.reason}`);
+    summary.push(
+      `SUSPENDED: ${suspension.user} until ${iso(suspension.until)} by ${suspension.actor} (rule ${suspension.rule}): ${suspension.reason}`,
+    );
   }
   for (const c of counters) {
-    if (c.count >= c.limit) summary.push(`AT LIMIT: ${c.rule} counts ${c.count}/${c.limit} per ${c.window} for ${c.subject} (${c.mode === 'observe' ? 'observe only' : c.action})`);
+    if (c.count >= c.limit)
+      summary.push(
+        `AT LIMIT: ${c.rule} counts ${c.count}/${c.limit} per ${c.window} for ${c.subject} (${c.mode === 'observe' ? 'observe only' : c.action})`,
+      );
   }
   if (summary.length === 0) summary.push(`${subject} is not banned, suspended or at any limit.`);
   return { subject, kind, allowlisted, bans, suspension, counters, audit, summary };

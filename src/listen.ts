@@ -52,5 +52,7 @@ export async function listenOn(server: Server, t: ListenTarget, socketMode = 0o6
     return t.path;
   }
   const a = server.address();
-  return typeof a === 'object' && a ? describeTarget({ kind: 'tcp', host: a.address, port: a.port }) : describeTarget(t);
+  return typeof a === 'object' && a
+    ? describeTarget({ kind: 'tcp', host: a.address, port: a.port })
+    : describeTarget(t);
 }

@@ -9,6 +9,9 @@ export function createLogger(level: string): Logger {
   return pino({
     level,
     base: { name: 'mailwarden' },
-    redact: { paths: ['password', 'pwhash', '*.password', '*.pwhash', 'req.headers.authorization'], censor: '[redacted]' },
+    redact: {
+      paths: ['password', 'pwhash', '*.password', '*.pwhash', 'req.headers.authorization'],
+      censor: '[redacted]',
+    },
   });
 }

@@ -35,7 +35,8 @@ interface GlobalOpts {
 
 function overrides(o: GlobalOpts): Overrides {
   const env = overridesFromEnv(process.env);
-  const flag = (v: string | undefined, name: string): Overrides['dataDir'] => (v ? { value: v, from: name } : undefined);
+  const flag = (v: string | undefined, name: string): Overrides['dataDir'] =>
+    v ? { value: v, from: name } : undefined;
   return {
     dataDir: flag(o.data, '--data') ?? env.dataDir,
     postfixListen: flag(o.postfixListen, '--postfix-listen') ?? env.postfixListen,
@@ -65,13 +66,16 @@ const iso = (t: number): string => new Date(t).toISOString().replace('.000Z', 'Z
 function printBans(bans: BanRecord[]): void {
   if (bans.length === 0) return void console.log('no active bans');
   for (const b of bans) {
-    console.log(`${b.subject.padEnd(24)} until ${iso(b.until)}  offence ${b.offence}  rule ${b.rule}  by ${b.actor}  ${b.reason}`);
+    console.log(
+      `${b.subject.padEnd(24)} until ${iso(b.until)}  offence ${b.offence}  rule ${b.rule}  by ${b.actor}  ${b.reason}`,
+    );
   }
 }
 
 function printSuspensions(items: SuspensionRecord[]): void {
   if (items.length === 0) return void console.log('no suspended users');
-  for (const s of items) console.log(`${s.user.padEnd(32)} until ${iso(s.until)}  rule ${s.rule}  by ${s.actor}  ${s.reason}`);
+  for (const s of items)
+    console.log(`${s.user.padEnd(32)} until ${iso(s.until)}  rule ${s.rule}  by ${s.actor}  ${s.reason}`);
 }
 
 function printExplanation(e: Explanation): void {
@@ -79,7 +83,10 @@ function printExplanation(e: Explanation): void {
   for (const line of e.summary) console.log(`  ${line}`);
   if (e.counters.length) {
     console.log('counters:');
-    for (const c of e.counters) console.log(`  ${c.rule.padEnd(28)} ${String(c.count).padStart(6)}/${c.limit} per ${c.window}  (${c.subject}${c.mode === 'observe' ? ', observe' : ''})`);
+    for (const c of e.counters)
+      console.log(
+        `  ${c.rule.padEnd(28)} ${String(c.count).padStart(6)}/${c.limit} per ${c.window}  (${c.subject}${c.mode === 'observe' ? ', observe' : ''})`,
+      );
   }
   if (e.audit.length) {
     console.log('audit trail (newest first):');
@@ -109,7 +116,10 @@ async function main(argv: string[]): Promise<void> {
   program
     .command('serve')
     .description('run the daemon')
-    .option('--postfix-listen <addrs>', 'Postfix policy listen address(es), comma-separated (or MAILWARDEN_POSTFIX_LISTEN)')
+    .option(
+      '--postfix-listen <addrs>',
+      'Postfix policy listen address(es), comma-separated (or MAILWARDEN_POSTFIX_LISTEN)',
+    )
     .option('--dovecot-listen <addrs>', 'Dovecot auth policy listen address (or MAILWARDEN_DOVECOT_LISTEN)')
     .option('--admin-listen <addrs>', 'admin API listen address(es) (or MAILWARDEN_ADMIN_LISTEN)')
     .action(async (cmdOpts: GlobalOpts) => {
@@ -143,7 +153,9 @@ async function main(argv: string[]): Promise<void> {
     .action((file: string | undefined) => {
       const o = program.opts<GlobalOpts>();
       const s = settingsOrExit(file ?? configFile(o), overrides(o));
-      process.stdout.write(`# ${s.file ? `${s.file}: OK` : 'no config file: built-in defaults'}\n${stringify(describeSettings(s))}`);
+      process.stdout.write(
+        `# ${s.file ? `${s.file}: OK` : 'no config file: built-in defaults'}\n${stringify(describeSettings(s))}`,
+      );
     });
 
   const bans = program.command('bans').description('list, add and remove bans');
@@ -152,7 +164,10 @@ async function main(argv: string[]): Promise<void> {
     .option('-q, --query <text>', 'filter by address, rule or reason')
     .option('--json', 'print JSON')
     .action(async (o: { query?: string; json?: boolean }) => {
-      const r = await admin<{ items: BanRecord[] }>('GET', `/v1/bans?limit=1000${o.query ? `&q=${encodeURIComponent(o.query)}` : ''}`);
+      const r = await admin<{ items: BanRecord[] }>(
+        'GET',
+        `/v1/bans?limit=1000${o.query ? `&q=${encodeURIComponent(o.query)}` : ''}`,
+      );
       if (o.json) json(r);
       else printBans(r.items);
     });
@@ -189,7 +204,10 @@ async function main(argv: string[]): Promise<void> {
     .option('--duration <d>', 'e.g. 1d (default: suspensions.duration)')
     .option('--reason <text>', 'why (kept in the audit trail)')
     .action(async (user: string, o: { duration?: string; reason?: string }) => {
-      const s = await admin<SuspensionRecord>('POST', `/v1/users/${encodeURIComponent(user)}/suspend`, { duration: o.duration, reason: o.reason });
+      const s = await admin<SuspensionRecord>('POST', `/v1/users/${encodeURIComponent(user)}/suspend`, {
+        duration: o.duration,
+        reason: o.reason,
+      });
       console.log(`suspended ${s.user} until ${iso(s.until)}`);
     });
   users

@@ -61,7 +61,12 @@ export interface NotifyStats {
 
 const iso = (t: number): string => new Date(t).toISOString();
 
-export function buildAlert(e: NotifyEffect, node: string, time: number, made: { bans: BanRecord[]; suspensions: SuspensionRecord[] }): Alert {
+export function buildAlert(
+  e: NotifyEffect,
+  node: string,
+  time: number,
+  made: { bans: BanRecord[]; suspensions: SuspensionRecord[] },
+): Alert {
   const bans = made.bans.map((b) => ({ subject: b.subject, until: iso(b.until) }));
   const s = made.suspensions.find((x) => x.user === e.user);
   const commands = [`mailwarden explain ${e.user ?? e.ip}`];
@@ -106,7 +111,10 @@ export function alertText(a: Alert): { subject: string; text: string } {
     ...a.commands.map((c) => `  ${c}`),
     '',
   ];
-  return { subject: `[mailwarden] ${a.rule}: ${a.user ?? a.subject} (${a.action}${a.suspension ? ', suspended' : ''})`, text: lines.join('\n') };
+  return {
+    subject: `[mailwarden] ${a.rule}: ${a.user ?? a.subject} (${a.action}${a.suspension ? ', suspended' : ''})`,
+    text: lines.join('\n'),
+  };
 }
 
 export function signBody(body: string, secret: string): string {
@@ -114,7 +122,14 @@ export function signBody(body: string, secret: string): string {
 }
 
 export class Notifier {
-  readonly stats: NotifyStats = { queued: 0, sent: { email: 0, webhook: 0 }, failed: { email: 0, webhook: 0 }, retried: 0, dropped: 0, suppressed: 0 };
+  readonly stats: NotifyStats = {
+    queued: 0,
+    sent: { email: 0, webhook: 0 },
+    failed: { email: 0, webhook: 0 },
+    retried: 0,
+    dropped: 0,
+    suppressed: 0,
+  };
   private readonly queue: Job[] = [];
   private readonly last = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -149,7 +164,11 @@ export class Notifier {
   }
 
   /** Enqueues an alert unless one for this rule and subject went out within the cooldown. Never blocks. */
-  notify(e: NotifyEffect, time: number, made: { bans: BanRecord[]; suspensions: SuspensionRecord[] }): Alert | undefined {
+  notify(
+    e: NotifyEffect,
+    time: number,
+    made: { bans: BanRecord[]; suspensions: SuspensionRecord[] },
+  ): Alert | undefined {
     const key = `${e.rule}|${e.subject}`;
     const prev = this.last.get(key);
     if (prev !== undefined && time - prev < this.s.cooldownMs) {
@@ -159,7 +178,17 @@ export class Notifier {
     if (this.last.size > 100_000) this.last.clear();
     this.last.set(key, time);
     const alert = buildAlert(e, this.node, time, made);
-    this.logger.warn({ alert: alert.id, rule: alert.rule, subject: alert.subject, user: alert.user, ip: alert.ip, channels: this.channels }, `ALERT ${alert.reason}`);
+    this.logger.warn(
+      {
+        alert: alert.id,
+        rule: alert.rule,
+        subject: alert.subject,
+        user: alert.user,
+        ip: alert.ip,
+        channels: this.channels,
+      },
+      `ALERT ${alert.reason}`,
+    );
     for (const channel of this.channels) this.enqueue({ channel, alert, attempt: 0 });
     return alert;
   }
@@ -195,12 +224,18 @@ export class Notifier {
     const message = err instanceof Error ? err.message : String(err);
     if (job.attempt >= this.s.retries || this.closed) {
       this.stats.failed[job.channel]++;
-      this.logger.error({ alert: job.alert.id, channel: job.channel, attempts: job.attempt + 1, err: message }, 'alert delivery failed for good');
+      this.logger.error(
+        { alert: job.alert.id, channel: job.channel, attempts: job.attempt + 1, err: message },
+        'alert delivery failed for good',
+      );
       return;
     }
     const delay = Math.min(60_000, 1000 * 2 ** job.attempt);
     this.stats.retried++;
-    this.logger.warn({ alert: job.alert.id, channel: job.channel, attempt: job.attempt + 1, retryInMs: delay, err: message }, 'alert delivery failed; retrying');
+    this.logger.warn(
+      { alert: job.alert.id, channel: job.channel, attempt: job.attempt + 1, retryInMs: delay, err: message },
+      'alert delivery failed; retrying',
+    );
     const t = setTimeout(() => {
       this.timers.delete(t);
       this.enqueue({ ...job, attempt: job.attempt + 1 });
@@ -218,7 +253,12 @@ export class Notifier {
     const body = JSON.stringify({ type: 'mailwarden.alert', ...job.alert });
     const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'mailwarden' };
     if (this.s.webhook.secret) headers['x-mailwarden-signature'] = signBody(body, this.s.webhook.secret);
-    const res = await fetch(this.s.webhook.url as string, { method: 'POST', headers, body, signal: AbortSignal.timeout(this.s.webhook.timeoutMs) });
+    const res = await fetch(this.s.webhook.url as string, {
+      method: 'POST',
+      headers,
+      body,
+      signal: AbortSignal.timeout(this.s.webhook.timeoutMs),
+    });
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`webhook answered HTTP ${res.status}`);
   }

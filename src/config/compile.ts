@@ -16,7 +16,15 @@ import { DEFAULT_LISTEN, DEFAULT_RULES, DEFAULTS } from './defaults.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import type { Locate, Overrides } from './load.js';
 import type { RedisSettings } from '../store/redis.js';
-import { parseDuration, parseHostPort, parseListen, ruleSchema, type ListenTarget, type ParsedConfig, type ParsedRule } from './schema.js';
+import {
+  parseDuration,
+  parseHostPort,
+  parseListen,
+  ruleSchema,
+  type ListenTarget,
+  type ParsedConfig,
+  type ParsedRule,
+} from './schema.js';
 
 export interface Settings {
   /** The config file, or undefined for built-in defaults. */
@@ -31,7 +39,12 @@ export interface Settings {
   redis: RedisSettings | undefined;
   /** This node's name in audit rows, status and alerts (`node`, MAILWARDEN_NODE; default: the host name). */
   node: string;
-  dovecot: { apiHeader: { name: string; value: string } | undefined; budgetMs: number; maxDelayMs: number; smtpMaxDelayMs: number };
+  dovecot: {
+    apiHeader: { name: string; value: string } | undefined;
+    budgetMs: number;
+    maxDelayMs: number;
+    smtpMaxDelayMs: number;
+  };
   alerts: AlertSettings;
   policy: Policy;
 }
@@ -128,7 +141,8 @@ function compileRedis(cfg: ParsedConfig, locate: Locate, o: Overrides): RedisSet
       {
         code: 'MW_CONFIG_INVALID',
         where: locate(['store', 'cluster']),
-        message: 'store.sentinels and store.cluster exclude each other; name either the Sentinels of one master or the nodes of one Cluster',
+        message:
+          'store.sentinels and store.cluster exclude each other; name either the Sentinels of one master or the nodes of one Cluster',
       },
     ]);
   }
@@ -164,7 +178,12 @@ function compileAlerts(cfg: ParsedConfig): AlertSettings {
     cooldownMs: a.cooldown ?? ms(d.cooldown),
     queueMax: a.queue_max ?? d.queue_max,
     retries: a.retries ?? d.retries,
-    email: { host: relay.slice(0, colon), port: Number(relay.slice(colon + 1)), from: a.email?.from ?? d.email.from, to: a.email?.to ?? d.email.to },
+    email: {
+      host: relay.slice(0, colon),
+      port: Number(relay.slice(colon + 1)),
+      from: a.email?.from ?? d.email.from,
+      to: a.email?.to ?? d.email.to,
+    },
     webhook: { url: a.webhook?.url, secret: a.webhook?.secret, timeoutMs: a.webhook?.timeout ?? ms(d.webhook.timeout) },
   };
 }
@@ -211,7 +230,11 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
     const where = (field?: string): string =>
       index === undefined ? `(built-in rule ${r.name})` : locate(field ? ['rules', index, field] : ['rules', index]);
     // A detector reading another rule's counter needs no counter of its own; a baseline needs no fixed limit.
-    const needed = r.uses ? (['on', 'key', 'limit'] as const) : r.baseline ? (['on', 'key', 'count', 'window'] as const) : (['on', 'key', 'count', 'limit', 'window'] as const);
+    const needed = r.uses
+      ? (['on', 'key', 'limit'] as const)
+      : r.baseline
+        ? (['on', 'key', 'count', 'window'] as const)
+        : (['on', 'key', 'count', 'limit', 'window'] as const);
     const missing = needed.filter((f) => r[f] === undefined);
     if (missing.length) {
       problems.push({
@@ -224,26 +247,47 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
     let uses: Rule['uses'];
     if (r.uses !== undefined) {
       const target = live.find((x) => x.rule.name === r.uses)?.rule;
-      if (!target || target.uses !== undefined || target.count === undefined || target.window === undefined || target.limit === undefined) {
+      if (
+        !target ||
+        target.uses !== undefined ||
+        target.count === undefined ||
+        target.window === undefined ||
+        target.limit === undefined
+      ) {
         problems.push({
           code: 'MW_CONFIG_RULE',
           where: where('uses'),
-          message: `rule ${r.name}: uses ${JSON.stringify(r.uses)}, which is not an enabled rule with its own counter; name one of: ${live.filter((x) => !x.rule.uses).map((x) => x.rule.name).join(', ')}`,
+          message: `rule ${r.name}: uses ${JSON.stringify(r.uses)}, which is not an enabled rule with its own counter; name one of: ${live
+            .filter((x) => !x.rule.uses)
+            .map((x) => x.rule.name)
+            .join(', ')}`,
         });
         continue;
       }
       if (target.key !== r.key) {
-        problems.push({ code: 'MW_CONFIG_RULE', where: where('key'), message: `rule ${r.name}: key must be ${target.key}, the key of rule ${target.name} it uses` });
+        problems.push({
+          code: 'MW_CONFIG_RULE',
+          where: where('key'),
+          message: `rule ${r.name}: key must be ${target.key}, the key of rule ${target.name} it uses`,
+        });
         continue;
       }
       uses = { rule: target.name, count: target.count, windowMs: target.window, limit: target.limit };
     }
     if (r.baseline && (r.count?.startsWith('distinct:') || r.count === 'failures')) {
-      problems.push({ code: 'MW_CONFIG_RULE', where: where('baseline'), message: `rule ${r.name}: a baseline compares rates; use count: messages, recipients, bytes or events` });
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('baseline'),
+        message: `rule ${r.name}: a baseline compares rates; use count: messages, recipients, bytes or events`,
+      });
     }
     const then = typeof r.then === 'string' ? { action: r.then } : (r.then ?? { action: 'tempfail' as const });
     if (then.action === 'delay' && then.delay === undefined) {
-      problems.push({ code: 'MW_CONFIG_RULE', where: where('then'), message: `rule ${r.name}: action delay needs then.delay (e.g. 3s)` });
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('then'),
+        message: `rule ${r.name}: action delay needs then.delay (e.g. 3s)`,
+      });
     }
     const b = r.baseline;
     out.push({
@@ -275,10 +319,14 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
 }
 
 /** The effective configuration as plain data, durations written back as text (for check-config). */
-const hp = (n: { host: string; port: number }): string => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`);
+const hp = (n: { host: string; port: number }): string =>
+  n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`;
 
 export function describeSettings(s: Settings): Record<string, unknown> {
-  const listen = (ts: ListenTarget[]): string[] => ts.map((t) => (t.kind === 'unix' ? t.path : t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`));
+  const listen = (ts: ListenTarget[]): string[] =>
+    ts.map((t) =>
+      t.kind === 'unix' ? t.path : t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`,
+    );
   const p = s.policy;
   return {
     config_file: s.file ?? '(none: built-in defaults)',
@@ -320,7 +368,9 @@ export function describeSettings(s: Settings): Record<string, unknown> {
             url: redactUrl(s.redis.url),
             prefix: s.redis.prefix,
             timeout: formatDuration(s.redis.timeoutMs),
-            ...(s.redis.sentinels ? { sentinels: s.redis.sentinels.map(hp), sentinel_master: s.redis.sentinelMaster } : {}),
+            ...(s.redis.sentinels
+              ? { sentinels: s.redis.sentinels.map(hp), sentinel_master: s.redis.sentinelMaster }
+              : {}),
             ...(s.redis.cluster ? { cluster: s.redis.cluster.map(hp) } : {}),
           }
         : {}),
@@ -329,8 +379,16 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       cooldown: formatDuration(s.alerts.cooldownMs),
       queue_max: s.alerts.queueMax,
       retries: s.alerts.retries,
-      email: { relay: `${s.alerts.email.host}:${s.alerts.email.port}`, from: s.alerts.email.from, to: s.alerts.email.to },
-      webhook: { url: s.alerts.webhook.url ?? '(none)', secret: s.alerts.webhook.secret ? '(set)' : '(none)', timeout: formatDuration(s.alerts.webhook.timeoutMs) },
+      email: {
+        relay: `${s.alerts.email.host}:${s.alerts.email.port}`,
+        from: s.alerts.email.from,
+        to: s.alerts.email.to,
+      },
+      webhook: {
+        url: s.alerts.webhook.url ?? '(none)',
+        secret: s.alerts.webhook.secret ? '(set)' : '(none)',
+        timeout: formatDuration(s.alerts.webhook.timeoutMs),
+      },
     },
     rules: p.rules.map((r) => ({
       name: r.name,
@@ -352,7 +410,15 @@ export function describeSettings(s: Settings): Record<string, unknown> {
         ...(r.then.notify ? { notify: true } : {}),
       },
       ...(r.uses ? { uses: r.uses.rule } : {}),
-      ...(r.baseline ? { baseline: { factor: r.baseline.factor, floor: r.baseline.floor, half_life: formatDuration(Math.round(r.baseline.tauMs * Math.LN2)) } } : {}),
+      ...(r.baseline
+        ? {
+            baseline: {
+              factor: r.baseline.factor,
+              floor: r.baseline.floor,
+              half_life: formatDuration(Math.round(r.baseline.tauMs * Math.LN2)),
+            },
+          }
+        : {}),
       ...(r.overrides.size ? { overrides: Object.fromEntries(r.overrides) } : {}),
     })),
   };

@@ -118,7 +118,8 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
   },
   {
     name: 'auth-guess-user-ip',
-    description: 'Different wrong passwords for one account from one address: slowed down. compromise-cracked reads this counter.',
+    description:
+      'Different wrong passwords for one account from one address: slowed down. compromise-cracked reads this counter.',
     on: ['auth-result'],
     check_on: ['auth-attempt'],
     when: { success: false },
@@ -152,7 +153,11 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     limit: 5,
     window: '1h',
     except_known_good: true,
-    then: { action: 'reject', message: 'Login temporarily refused from this network; use a device you have used before or contact your administrator' },
+    then: {
+      action: 'reject',
+      message:
+        'Login temporarily refused from this network; use a device you have used before or contact your administrator',
+    },
   },
   {
     name: 'smtp-connections-per-ip',
@@ -233,7 +238,8 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
   },
   {
     name: 'compromise-cracked-network',
-    description: 'The same, for a guessing run against the account spread over the addresses of one network (8 or more). Bans the address the login came from, not the whole network.',
+    description:
+      'The same, for a guessing run against the account spread over the addresses of one network (8 or more). Bans the address the login came from, not the whole network.',
     on: ['auth-result'],
     when: { success: true },
     key: 'user_network',

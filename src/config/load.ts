@@ -72,7 +72,11 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
   };
   if (doc.errors.length > 0) {
     throw new ConfigError(
-      doc.errors.map((e) => ({ code: 'MW_CONFIG_SYNTAX', where: at(e.pos[0]), message: `YAML syntax: ${firstLine(e.message)}` })),
+      doc.errors.map((e) => ({
+        code: 'MW_CONFIG_SYNTAX',
+        where: at(e.pos[0]),
+        message: `YAML syntax: ${firstLine(e.message)}`,
+      })),
     );
   }
   let raw: unknown;
@@ -109,7 +113,11 @@ function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, giv
   }
   const nd = overrides.node;
   if (nd && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(nd.value)) {
-    problems.push({ code: 'MW_CONFIG_ENV', where: nd.from, message: `${JSON.stringify(nd.value)} is not a node name; use 1-64 characters of A-Z, a-z, 0-9, _ . -` });
+    problems.push({
+      code: 'MW_CONFIG_ENV',
+      where: nd.from,
+      message: `${JSON.stringify(nd.value)} is not a node name; use 1-64 characters of A-Z, a-z, 0-9, _ . -`,
+    });
   }
   for (const o of [overrides.postfixListen, overrides.dovecotListen, overrides.adminListen]) {
     if (!o) continue;
@@ -153,7 +161,8 @@ function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): Config
     return branch.flatMap((i) => problemsOf(i, path, locate));
   }
   let message = issue.message;
-  if (issue.code === 'invalid_value') message = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  if (issue.code === 'invalid_value')
+    message = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   else if (issue.code === 'invalid_type') message = `must be ${article(issue.expected)}`;
   return [{ code: 'MW_CONFIG_INVALID', where: locate(path), message: `${name}: ${message}` }];
 }

@@ -66,14 +66,17 @@ export function parseHostPort(s: string): { host: string; port: number } | undef
 export function isRedisUrl(s: string): boolean {
   try {
     const u = new URL(s);
-    return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && /^(\/\d{0,2})?$/.test(u.pathname);
+    return (
+      (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== '' && /^(\/\d{0,2})?$/.test(u.pathname)
+    );
   } catch {
     return false;
   }
 }
 
 const redisUrl = z.string().refine(isRedisUrl, {
-  message: 'not a Redis URL; write redis://host:6379/0 (rediss:// for TLS; redis://:password@host:6379/0 with a password)',
+  message:
+    'not a Redis URL; write redis://host:6379/0 (rediss:// for TLS; redis://:password@host:6379/0 with a password)',
 });
 
 const listenList = z.union([listenAddress, z.array(listenAddress)]).transform((v) => (Array.isArray(v) ? v : [v]));
@@ -114,7 +117,10 @@ export const ruleSchema = z.strictObject({
   }),
   enabled: z.boolean().optional(),
   mode: z.enum(['enforce', 'observe']).optional(),
-  on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).min(1).optional(),
+  on: z
+    .array(z.enum(EVENT_KINDS as [string, ...string[]]))
+    .min(1)
+    .optional(),
   check_on: z.array(z.enum(EVENT_KINDS as [string, ...string[]])).optional(),
   except_known_good: z.boolean().optional(),
   uses: z.string().optional(),
@@ -143,7 +149,9 @@ export const ruleSchema = z.strictObject({
 });
 
 // Local names like root@localhost are fine for an administrator's mailbox.
-const mailbox = z.string().regex(/^[^@\s]+@[^@\s]+$/, { message: 'not an email address (e.g. postmaster@example.org)' });
+const mailbox = z
+  .string()
+  .regex(/^[^@\s]+@[^@\s]+$/, { message: 'not an email address (e.g. postmaster@example.org)' });
 
 export const configSchema = z.strictObject({
   data_dir: z.string().min(1).optional(),
@@ -182,13 +190,17 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .optional(),
-  suspensions: z.strictObject({ duration: positiveDuration.optional(), block_login: z.boolean().optional() }).optional(),
+  suspensions: z
+    .strictObject({ duration: positiveDuration.optional(), block_login: z.boolean().optional() })
+    .optional(),
   known_good: z.strictObject({ window: duration.optional() }).optional(),
   dovecot: z
     .strictObject({
       api_header: z
         .string()
-        .regex(/^[A-Za-z0-9-]+: ?\S.*$/, { message: 'write it as Dovecot does, "Header-Name: value" (e.g. "Authorization: Bearer s3cret")' })
+        .regex(/^[A-Za-z0-9-]+: ?\S.*$/, {
+          message: 'write it as Dovecot does, "Header-Name: value" (e.g. "Authorization: Bearer s3cret")',
+        })
         .optional(),
       budget: positiveDuration.optional(),
       max_delay: positiveDuration.optional(),
@@ -206,7 +218,9 @@ export const configSchema = z.strictObject({
     .optional(),
   node: z
     .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, { message: 'node names are 1-64 characters of A-Z, a-z, 0-9, _ . - (e.g. mx1)' })
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, {
+      message: 'node names are 1-64 characters of A-Z, a-z, 0-9, _ . - (e.g. mx1)',
+    })
     .optional(),
   store: z
     .strictObject({
@@ -216,7 +230,9 @@ export const configSchema = z.strictObject({
       url: redisUrl.optional(),
       prefix: z
         .string()
-        .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: 'a prefix is 1-64 characters of A-Z, a-z, 0-9, _ . : - (no braces: mailwarden adds the hash tag)' })
+        .regex(/^[A-Za-z0-9_.:-]{1,64}$/, {
+          message: 'a prefix is 1-64 characters of A-Z, a-z, 0-9, _ . : - (no braces: mailwarden adds the hash tag)',
+        })
         .optional(),
       timeout: positiveDuration.optional(),
       sentinels: z.array(hostPort).min(1).optional(),
@@ -231,7 +247,10 @@ export const configSchema = z.strictObject({
       retries: z.number().int().min(0).max(20).optional(),
       email: z
         .strictObject({
-          relay: z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: 'write host:port, e.g. localhost:25' }).optional(),
+          relay: z
+            .string()
+            .regex(/^[^\s:]+:\d{1,5}$/, { message: 'write host:port, e.g. localhost:25' })
+            .optional(),
           from: mailbox.optional(),
           to: z.array(mailbox).optional(),
         })

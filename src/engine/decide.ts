@@ -67,8 +67,10 @@ function defaultReason(rule: Rule, subject: string, limit: number): string {
   const counted = rule.uses ?? rule;
   const what = NOUN[counted.count] ?? counted.count;
   const per = formatDuration(counted.windowMs);
-  if (rule.baseline) return `Unusual sending: ${what} from ${subject} far above its usual rate (over ${limit} per ${per}, rule ${rule.name})`;
-  if (rule.then.action === 'allow') return `Unusual activity: ${what} from ${subject} (over ${limit} per ${per}, rule ${rule.name})`;
+  if (rule.baseline)
+    return `Unusual sending: ${what} from ${subject} far above its usual rate (over ${limit} per ${per}, rule ${rule.name})`;
+  if (rule.then.action === 'allow')
+    return `Unusual activity: ${what} from ${subject} (over ${limit} per ${per}, rule ${rule.name})`;
   const tail = rule.then.action === 'reject' ? '' : '; try again later';
   return `Too many ${what} from ${subject} (limit ${limit} per ${per}, rule ${rule.name})${tail}`;
 }
@@ -165,15 +167,35 @@ function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): 
       escalation: policy.escalation,
       aggregate:
         v6 && agg.enabled
-          ? { prefix: networkOf(event.ip, agg.prefix), member: networkOf(event.ip, policy.ipv6Prefix), threshold: agg.threshold }
+          ? {
+              prefix: networkOf(event.ip, agg.prefix),
+              member: networkOf(event.ip, policy.ipv6Prefix),
+              threshold: agg.threshold,
+            }
           : undefined,
     });
   }
   if (rule.then.suspendMs !== undefined && event.user !== undefined) {
-    out.push({ type: 'suspend', user: event.user, rule: rule.name, reason: hit.reason, durationMs: rule.then.suspendMs, evidence });
+    out.push({
+      type: 'suspend',
+      user: event.user,
+      rule: rule.name,
+      reason: hit.reason,
+      durationMs: rule.then.suspendMs,
+      evidence,
+    });
   }
   if (rule.then.notify) {
-    out.push({ type: 'notify', rule: rule.name, subject: hit.subject, user: event.user, ip: event.ip, action: hit.action, reason: hit.reason, evidence });
+    out.push({
+      type: 'notify',
+      rule: rule.name,
+      subject: hit.subject,
+      user: event.user,
+      ip: event.ip,
+      action: hit.action,
+      reason: hit.reason,
+      evidence,
+    });
   }
   return out;
 }

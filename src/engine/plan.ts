@@ -12,6 +12,7 @@
  * the counter is only read: would this one more exceed it?
  */
 import { clientNetwork, isIPv6, networkOf } from './address.js';
+import { Memo } from './memo.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
 import type { MailEvent } from './types.js';
 
@@ -26,16 +27,34 @@ export type CounterOp =
   | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; charge: Charge }
   | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge }
   /** Reads another rule's counter; exceeded at count ≥ limit. `rateLimit` is that rule's own limit. */
-  | { type: 'read'; of: 'rate' | 'distinct'; rule: string; key: string; limit: number; rateLimit: number; windowMs: number; charge: 'never' }
+  | {
+      type: 'read';
+      of: 'rate' | 'distinct';
+      rule: string;
+      key: string;
+      limit: number;
+      rateLimit: number;
+      windowMs: number;
+      charge: 'never';
+    }
   /**
    * An exponentially weighted rate, answered as a count per window: before this event
    * (a subject's usual rate), or including it (`withSelf`: the recent rate).
    */
-  | { type: 'ewma'; rule: string; key: string; cost: number; tauMs: number; windowMs: number; withSelf: boolean; charge: Charge };
+  | {
+      type: 'ewma';
+      rule: string;
+      key: string;
+      cost: number;
+      tauMs: number;
+      windowMs: number;
+      withSelf: boolean;
+      charge: Charge;
+    };
 
 export interface Plan {
   /** Ban subjects that would cover this client: its address and enclosing networks. */
-  banSubjects: string[];
+  banSubjects: readonly string[];
   /** Check this user's suspension (only for events that send mail). */
   suspendedUser?: string | undefined;
   counters: CounterOp[];
@@ -47,7 +66,7 @@ export interface Plan {
   /** Index in `counters` of the op that tracks known-good sources of the event's user, if any. */
   knownGood?: number | undefined;
   /** Rule index → index in `counters` of its usual-rate (ewma) op, for baseline rules. */
-  baselines: Map<number, number>;
+  baselines: ReadonlyMap<number, number>;
 }
 
 /** Counter key holding the networks a user has logged in from successfully. */
@@ -59,6 +78,9 @@ const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
 
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
 const NO_RULES: readonly Rule[] = [];
+const NO_BASELINES: ReadonlyMap<number, number> = new Map();
+/** Addresses whose ban subjects and network are remembered (a session sends several requests from one). */
+const MEMO_ADDRESSES = 8192;
 const AUTH_EVENTS = new Set(['auth-attempt', 'auth-result']);
 
 /** What plan() needs of a policy, worked out once per policy rather than once per event. */
@@ -67,6 +89,9 @@ interface PolicyIndex {
   v6Lengths: number[];
   /** Rules that count or check each kind of event, in policy order. */
   byKind: Map<string, Rule[]>;
+  /** Address → the ban subjects covering it, and → its network. */
+  banSubjects: Memo<string, readonly string[]>;
+  networks: Memo<string, string>;
 }
 
 const indexes = new WeakMap<Policy, PolicyIndex>();
@@ -74,25 +99,44 @@ const indexes = new WeakMap<Policy, PolicyIndex>();
 function indexOf(policy: Policy): PolicyIndex {
   let ix = indexes.get(policy);
   if (ix) return ix;
-  const lengths = (base: number[], extra: number[]): number[] => [...new Set([...base, ...extra])].sort((a, b) => b - a);
+  const lengths = (base: number[], extra: number[]): number[] =>
+    [...new Set([...base, ...extra])].sort((a, b) => b - a);
   const byKind = new Map<string, Rule[]>();
   for (const rule of policy.rules) {
     for (const kind of new Set([...rule.on, ...rule.checkOn])) byKind.set(kind, [...(byKind.get(kind) ?? []), rule]);
   }
   ix = {
     v4Lengths: lengths(V4_BAN_PREFIXES, [policy.ipv4Prefix]),
-    v6Lengths: lengths(V6_BAN_PREFIXES, policy.ipv6Aggregate.enabled ? [policy.ipv6Prefix, policy.ipv6Aggregate.prefix] : [policy.ipv6Prefix]),
+    v6Lengths: lengths(
+      V6_BAN_PREFIXES,
+      policy.ipv6Aggregate.enabled ? [policy.ipv6Prefix, policy.ipv6Aggregate.prefix] : [policy.ipv6Prefix],
+    ),
     byKind,
+    banSubjects: new Memo(MEMO_ADDRESSES),
+    networks: new Memo(MEMO_ADDRESSES),
   };
   indexes.set(policy, ix);
   return ix;
 }
 
-export function banSubjectsFor(ip: string, policy: Policy): string[] {
-  const v6 = isIPv6(ip);
+export function banSubjectsFor(ip: string, policy: Policy): readonly string[] {
   const ix = indexOf(policy);
-  const full = v6 ? 128 : 32;
-  return (v6 ? ix.v6Lengths : ix.v4Lengths).map((len) => (len === full ? ip : networkOf(ip, len)));
+  let subjects = ix.banSubjects.get(ip);
+  if (subjects === undefined) {
+    const v6 = isIPv6(ip);
+    const full = v6 ? 128 : 32;
+    subjects = (v6 ? ix.v6Lengths : ix.v4Lengths).map((len) => (len === full ? ip : networkOf(ip, len)));
+    ix.banSubjects.set(ip, subjects);
+  }
+  return subjects;
+}
+
+/** clientNetwork, remembered per address: several rules and requests of one session ask for it. */
+function networkFor(ip: string, policy: Policy): string {
+  const memo = indexOf(policy).networks;
+  let net = memo.get(ip);
+  if (net === undefined) memo.set(ip, (net = clientNetwork(ip, policy)));
+  return net;
 }
 
 export function isAllowlisted(event: MailEvent, policy: Policy): boolean {
@@ -122,7 +166,7 @@ export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string 
     case 'ip':
       return event.ip;
     case 'network':
-      return clientNetwork(event.ip, policy);
+      return networkFor(event.ip, policy);
     case 'user':
       return event.user;
     case 'sender':
@@ -132,7 +176,7 @@ export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string 
     case 'user_ip':
       return event.user === undefined ? undefined : `${event.user}|${event.ip}`;
     case 'user_network':
-      return event.user === undefined ? undefined : `${event.user}|${clientNetwork(event.ip, policy)}`;
+      return event.user === undefined ? undefined : `${event.user}|${networkFor(event.ip, policy)}`;
   }
 }
 
@@ -149,7 +193,7 @@ function distinctMember(field: DistinctField, event: MailEvent, policy: Policy):
     case 'ip':
       return event.ip;
     case 'network':
-      return clientNetwork(event.ip, policy);
+      return networkFor(event.ip, policy);
     case 'user':
       return event.user;
     case 'recipient_domain':
@@ -214,7 +258,8 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   // source still holds (a stolen allowlisted password must not unlock a banned address),
   // and so does a suspension an administrator set by hand.
   const trustedSource = policy.allowNetworks.has(event.ip);
-  const checkSuspension = SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
+  const checkSuspension =
+    SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
   const out: Plan = {
     banSubjects: trustedSource ? [] : banSubjectsFor(event.ip, policy),
     suspendedUser: event.user !== undefined && checkSuspension ? event.user : undefined,
@@ -222,7 +267,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     allowlisted,
     subjects: [],
     rules: [],
-    baselines: new Map(),
+    baselines: NO_BASELINES,
   };
   const fact = event.kind === 'auth-result';
   const ewmas: Array<[number, CounterOp]> = [];
@@ -235,10 +280,25 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     if (rule.uses) {
       const u = rule.uses;
       const of = u.count.startsWith('distinct:') ? 'distinct' : 'rate';
-      out.counters.push({ type: 'read', of, rule: rule.name, key: counterKey(u.rule, subject), limit, rateLimit: u.limit, windowMs: u.windowMs, charge: 'never' });
+      out.counters.push({
+        type: 'read',
+        of,
+        rule: rule.name,
+        key: counterKey(u.rule, subject),
+        limit,
+        rateLimit: u.limit,
+        windowMs: u.windowMs,
+        charge: 'never',
+      });
     } else {
       const charge: Charge =
-        role === 'check' ? 'never' : fact ? 'always' : !allowlisted && rule.mode === 'enforce' ? 'if-pass' : 'if-conform';
+        role === 'check'
+          ? 'never'
+          : fact
+            ? 'always'
+            : !allowlisted && rule.mode === 'enforce'
+              ? 'if-pass'
+              : 'if-conform';
       const key = counterKey(rule.name, subject);
       const base = { rule: rule.name, key, limit, windowMs: rule.windowMs, charge };
       if (rule.count.startsWith('distinct:')) {
@@ -262,13 +322,17 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     out.subjects.push(subject);
     out.rules.push(rule);
   }
-  for (const [ruleIndex, op] of ewmas) {
-    out.baselines.set(ruleIndex, out.counters.length);
-    out.counters.push(op);
+  if (ewmas.length > 0) {
+    const baselines = new Map<number, number>();
+    for (const [ruleIndex, op] of ewmas) {
+      baselines.set(ruleIndex, out.counters.length);
+      out.counters.push(op);
+    }
+    out.baselines = baselines;
   }
   if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
     // Known-good sources: networks this user logged in from successfully (recorded on success only).
-    const member = clientNetwork(event.ip, policy);
+    const member = networkFor(event.ip, policy);
     out.knownGood = out.counters.length;
     out.counters.push({
       type: 'distinct',

@@ -8,16 +8,7 @@
 
 /** What happened. `message` is an accepted message (END-OF-MESSAGE); `data` is the DATA command. */
 export type EventKind =
-  | 'connect'
-  | 'helo'
-  | 'mail'
-  | 'recipient'
-  | 'data'
-  | 'message'
-  | 'vrfy'
-  | 'etrn'
-  | 'auth-attempt'
-  | 'auth-result';
+  'connect' | 'helo' | 'mail' | 'recipient' | 'data' | 'message' | 'vrfy' | 'etrn' | 'auth-attempt' | 'auth-result';
 
 export const EVENT_KINDS: readonly EventKind[] = [
   'connect',

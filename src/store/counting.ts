@@ -32,7 +32,13 @@ function slack(tat: number, limit: number, interval: number): number {
   return Math.min(interval / 2, (limit + 1) * Math.abs(tat) * Number.EPSILON);
 }
 
-export function gcra(storedTat: number | undefined, now: number, cost: number, limit: number, windowMs: number): RateOutcome {
+export function gcra(
+  storedTat: number | undefined,
+  now: number,
+  cost: number,
+  limit: number,
+  windowMs: number,
+): RateOutcome {
   const interval = windowMs / limit;
   const base = storedTat !== undefined && storedTat > now ? storedTat : now;
   const tat = base + cost * interval;

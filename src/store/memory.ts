@@ -18,7 +18,16 @@
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
-import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct, usualAdd, usualRate, type Usual } from './counting.js';
+import {
+  DISTINCT_CAP,
+  distinctCountWith,
+  gcra,
+  gcraCount,
+  pruneDistinct,
+  usualAdd,
+  usualRate,
+  type Usual,
+} from './counting.js';
 import { SqlitePersistence } from './sqlite.js';
 import type { AuditRow, CommitResult, Store, StoreStats } from './types.js';
 
@@ -91,7 +100,10 @@ export class MemoryStore implements Store {
         const count = this.readCount(op, now);
         r = { count, exceeded: count >= op.limit };
       } else {
-        r = { count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs + (op.withSelf ? op.cost : 0), exceeded: false };
+        r = {
+          count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs + (op.withSelf ? op.cost : 0),
+          exceeded: false,
+        };
       }
       counters[i] = r;
       if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
@@ -105,7 +117,9 @@ export class MemoryStore implements Store {
       }
       const exceeded = (counters[i] as CounterResult).exceeded;
       const charge =
-        op.charge === 'always' || (op.charge === 'if-pass' && pass && !exceeded) || (op.charge === 'if-conform' && !exceeded);
+        op.charge === 'always' ||
+        (op.charge === 'if-pass' && pass && !exceeded) ||
+        (op.charge === 'if-conform' && !exceeded);
       if (!charge) {
         // A refused or checked subject is hot, not cold: keep its key from eviction, or a flood
         // from one address during a scan of many would win a fresh burst each time.
@@ -198,7 +212,14 @@ export class MemoryStore implements Store {
       else if (e.type === 'suspend') {
         const existing = this.activeSuspension(e.user, now);
         const until = Math.max(existing?.until ?? 0, now + e.durationMs);
-        const s: SuspensionRecord = { user: e.user, since: existing?.since ?? now, until, rule: e.rule, reason: e.reason, actor };
+        const s: SuspensionRecord = {
+          user: e.user,
+          since: existing?.since ?? now,
+          until,
+          rule: e.rule,
+          reason: e.reason,
+          actor,
+        };
         this.suspensions.set(e.user, s);
         this.db.saveSuspension(s);
         this.db.audit(now, 'suspend', e.user, e.rule, e.reason, actor, { ...e.evidence, until });
@@ -216,7 +237,15 @@ export class MemoryStore implements Store {
     const esc = e.escalation;
     const offence = this.db.offencesSince(e.subject, now - esc.lookbackMs) + 1;
     const length = e.durationMs ?? escalatedDuration(esc, offence);
-    const rec: BanRecord = { subject: e.subject, since: now, until: now + length, rule: e.rule, reason: e.reason, offence, actor };
+    const rec: BanRecord = {
+      subject: e.subject,
+      since: now,
+      until: now + length,
+      rule: e.rule,
+      reason: e.reason,
+      offence,
+      actor,
+    };
     this.bans.set(e.subject, rec);
     this.db.saveBan(rec, true);
     this.db.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
@@ -230,7 +259,13 @@ export class MemoryStore implements Store {
       if (members.size >= e.aggregate.threshold && !this.activeBan([e.aggregate.prefix], now)) {
         const reason = `${members.size} banned networks inside ${e.aggregate.prefix} (threshold ${e.aggregate.threshold})`;
         const evidence = { networks: [...members.keys()], trigger: e.subject };
-        out.push(...this.ban({ type: 'ban', subject: e.aggregate.prefix, rule: e.rule, reason, escalation: esc, evidence }, now, actor));
+        out.push(
+          ...this.ban(
+            { type: 'ban', subject: e.aggregate.prefix, rule: e.rule, reason, escalation: esc, evidence },
+            now,
+            actor,
+          ),
+        );
       }
     }
     return out;
@@ -240,7 +275,15 @@ export class MemoryStore implements Store {
   mirrorBan(rec: BanRecord): void {
     const known = this.bans.get(rec.subject);
     if (known && known.since === rec.since && known.until === rec.until) return;
-    const b: BanRecord = { subject: rec.subject, since: rec.since, until: rec.until, rule: rec.rule, reason: rec.reason, offence: rec.offence, actor: rec.actor };
+    const b: BanRecord = {
+      subject: rec.subject,
+      since: rec.since,
+      until: rec.until,
+      rule: rec.rule,
+      reason: rec.reason,
+      offence: rec.offence,
+      actor: rec.actor,
+    };
     this.bans.set(b.subject, b);
     this.db.saveBan(b, known?.since !== b.since);
   }
@@ -253,7 +296,14 @@ export class MemoryStore implements Store {
   }
 
   mirrorSuspension(rec: SuspensionRecord): void {
-    const s: SuspensionRecord = { user: rec.user, since: rec.since, until: rec.until, rule: rec.rule, reason: rec.reason, actor: rec.actor };
+    const s: SuspensionRecord = {
+      user: rec.user,
+      since: rec.since,
+      until: rec.until,
+      rule: rec.rule,
+      reason: rec.reason,
+      actor: rec.actor,
+    };
     this.suspensions.set(s.user, s);
     this.db.saveSuspension(s);
   }
@@ -267,8 +317,25 @@ export class MemoryStore implements Store {
   replaceMirror(bans: readonly BanRecord[], suspensions: readonly SuspensionRecord[]): void {
     this.bans.clear();
     this.suspensions.clear();
-    for (const b of bans) this.bans.set(b.subject, { subject: b.subject, since: b.since, until: b.until, rule: b.rule, reason: b.reason, offence: b.offence, actor: b.actor });
-    for (const s of suspensions) this.suspensions.set(s.user, { user: s.user, since: s.since, until: s.until, rule: s.rule, reason: s.reason, actor: s.actor });
+    for (const b of bans)
+      this.bans.set(b.subject, {
+        subject: b.subject,
+        since: b.since,
+        until: b.until,
+        rule: b.rule,
+        reason: b.reason,
+        offence: b.offence,
+        actor: b.actor,
+      });
+    for (const s of suspensions)
+      this.suspensions.set(s.user, {
+        user: s.user,
+        since: s.since,
+        until: s.until,
+        rule: s.rule,
+        reason: s.reason,
+        actor: s.actor,
+      });
     this.db.replaceBansAndSuspensions([...this.bans.values()], [...this.suspensions.values()]);
   }
 
@@ -302,7 +369,9 @@ export class MemoryStore implements Store {
   }
 
   listSuspensions(now: number): Promise<SuspensionRecord[]> {
-    return Promise.resolve([...this.suspensions.values()].filter((s) => s.until > now).sort((a, b) => b.since - a.since));
+    return Promise.resolve(
+      [...this.suspensions.values()].filter((s) => s.until > now).sort((a, b) => b.since - a.since),
+    );
   }
 
   recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void> {
@@ -312,7 +381,15 @@ export class MemoryStore implements Store {
       if (last !== undefined && now - last < AUDIT_THROTTLE_MS) continue;
       if (this.lastAudit.size > 100_000) this.lastAudit.clear();
       this.lastAudit.set(k, now);
-      const evidence = { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, count: h.count, limit: h.limit, action: h.action };
+      const evidence = {
+        event: event.kind,
+        protocol: event.protocol,
+        ip: event.ip,
+        user: event.user,
+        count: h.count,
+        limit: h.limit,
+        action: h.action,
+      };
       this.db.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, 'mailwarden', evidence);
     }
     return Promise.resolve();
@@ -339,7 +416,13 @@ export class MemoryStore implements Store {
     for (const b of this.bans.values()) if (b.until > now) activeBans++;
     let activeSuspensions = 0;
     for (const s of this.suspensions.values()) if (s.until > now) activeSuspensions++;
-    return { backend: this.backend, counterKeys: this.counters.size, evictions: this.evictions, activeBans, activeSuspensions };
+    return {
+      backend: this.backend,
+      counterKeys: this.counters.size,
+      evictions: this.evictions,
+      activeBans,
+      activeSuspensions,
+    };
   }
 
   /** Writes live counters to SQLite (called periodically and at shutdown). */

@@ -130,7 +130,15 @@ export class SqlitePersistence {
     this.stmts.pruneOffences.run(now - lookbackMs);
   }
 
-  audit(time: number, kind: AuditKind, subject: string, rule: string, reason: string, actor: string, evidence: object): void {
+  audit(
+    time: number,
+    kind: AuditKind,
+    subject: string,
+    rule: string,
+    reason: string,
+    actor: string,
+    evidence: object,
+  ): void {
     this.stmts.audit.run(time, kind, subject, rule, reason, actor, JSON.stringify(evidence));
   }
 
@@ -140,7 +148,11 @@ export class SqlitePersistence {
     const rows = this.db
       .prepare(`SELECT * FROM audit WHERE subject IN (${marks}) ORDER BY id DESC LIMIT ?`)
       .all(...subjects, limit) as AuditDbRow[];
-    return rows.map((r) => ({ ...r, kind: r.kind as AuditKind, evidence: JSON.parse(r.evidence) as Record<string, unknown> }));
+    return rows.map((r) => ({
+      ...r,
+      kind: r.kind as AuditKind,
+      evidence: JSON.parse(r.evidence) as Record<string, unknown>,
+    }));
   }
 
   /**
@@ -149,7 +161,9 @@ export class SqlitePersistence {
    * mid-snapshot leaves the previous snapshot whole.
    */
   async saveCounters(rows: Iterable<[string, number | null, string | null]>, chunk = 5000): Promise<void> {
-    this.db.exec('DROP TABLE IF EXISTS counters_next; CREATE TABLE counters_next (key TEXT PRIMARY KEY, tat REAL, members TEXT)');
+    this.db.exec(
+      'DROP TABLE IF EXISTS counters_next; CREATE TABLE counters_next (key TEXT PRIMARY KEY, tat REAL, members TEXT)',
+    );
     const put = this.db.prepare('INSERT OR REPLACE INTO counters_next (key, tat, members) VALUES (?, ?, ?)');
     const insert = this.db.transaction((batch: Array<[string, number | null, string | null]>) => {
       for (const r of batch) put.run(r[0], r[1], r[2]);
@@ -178,7 +192,11 @@ export class SqlitePersistence {
   /** Audit rows after `id`, oldest first. */
   auditAfter(id: number, limit: number): AuditRow[] {
     const rows = this.stmts.auditAfter.all(id, limit) as AuditDbRow[];
-    return rows.map((r) => ({ ...r, kind: r.kind as AuditKind, evidence: JSON.parse(r.evidence) as Record<string, unknown> }));
+    return rows.map((r) => ({
+      ...r,
+      kind: r.kind as AuditKind,
+      evidence: JSON.parse(r.evidence) as Record<string, unknown>,
+    }));
   }
 
   addPending(item: string): void {

@@ -45,7 +45,9 @@ export interface StoreStats {
   /** Shared store only: bans, suspensions and lifts made during an outage, not yet pushed to Redis. */
   pending?: number | undefined;
   /** Shared store only: connection details. */
-  redis?: { connected: boolean; lastError: string | null; clockSkewMs: number | null; keysSampledAt: number | null } | undefined;
+  redis?:
+    | { connected: boolean; lastError: string | null; clockSkewMs: number | null; keysSampledAt: number | null }
+    | undefined;
 }
 
 /** A backend that can answer at once (the embedded store) returns plain values: no promise on the hot path. */

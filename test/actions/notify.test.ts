@@ -22,12 +22,32 @@ const effect = (subject = 'alice@example.org'): NotifyEffect => ({
   user: subject,
   ip: '203.0.113.7',
   action: 'hold',
-  reason: 'Unusual sending: recipients from alice@example.org far above its usual rate (over 50 per 1h, rule compromise-burst)',
+  reason:
+    'Unusual sending: recipients from alice@example.org far above its usual rate (over 50 per 1h, rule compromise-burst)',
   evidence: { count: 51, limit: 50, window: '1h', ip: '203.0.113.7' },
 });
 const made = {
-  bans: [{ subject: '203.0.113.7', since: 0, until: Date.parse('2026-12-01T00:00:00Z'), rule: 'compromise-burst', reason: 'x', offence: 1, actor: 'mailwarden' }],
-  suspensions: [{ user: 'alice@example.org', since: 0, until: Date.parse('2026-11-29T00:00:00Z'), rule: 'compromise-burst', reason: 'x', actor: 'mailwarden' }],
+  bans: [
+    {
+      subject: '203.0.113.7',
+      since: 0,
+      until: Date.parse('2026-12-01T00:00:00Z'),
+      rule: 'compromise-burst',
+      reason: 'x',
+      offence: 1,
+      actor: 'mailwarden',
+    },
+  ],
+  suspensions: [
+    {
+      user: 'alice@example.org',
+      since: 0,
+      until: Date.parse('2026-11-29T00:00:00Z'),
+      rule: 'compromise-burst',
+      reason: 'x',
+      actor: 'mailwarden',
+    },
+  ],
 };
 
 interface Received {
@@ -74,7 +94,11 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
         let data = '';
         stream.on('data', (c: Buffer) => (data += c.toString()));
         stream.on('end', () => {
-          mails.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), data });
+          mails.push({
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((r) => r.address),
+            data,
+          });
           cb();
         });
       },
@@ -104,7 +128,12 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
     cooldownMs: 3_600_000,
     queueMax: 100,
     retries: 3,
-    email: { host: '127.0.0.1', port: smtpPort, from: 'mailwarden@mx.example.org', to: ['admin@example.org', 'oncall@example.org'] },
+    email: {
+      host: '127.0.0.1',
+      port: smtpPort,
+      from: 'mailwarden@mx.example.org',
+      to: ['admin@example.org', 'oncall@example.org'],
+    },
     webhook: { url: `http://127.0.0.1:${httpPort}/hook`, secret: SECRET, timeoutMs: 2000 },
     ...over,
   });
@@ -125,9 +154,22 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
 
     const hook = hooks[0] as Received;
     const want = `sha256=${createHmac('sha256', SECRET).update(hook.body).digest('hex')}`;
-    assert.ok(hook.signature && timingSafeEqual(Buffer.from(hook.signature), Buffer.from(want)), 'valid HMAC-SHA256 signature');
-    const json = JSON.parse(hook.body) as { type: string; rule: string; user: string; ip: string; node: string; suspension: { until: string } };
-    assert.deepEqual([json.type, json.rule, json.user, json.ip, json.node], ['mailwarden.alert', 'compromise-burst', 'alice@example.org', '203.0.113.7', 'mx1']);
+    assert.ok(
+      hook.signature && timingSafeEqual(Buffer.from(hook.signature), Buffer.from(want)),
+      'valid HMAC-SHA256 signature',
+    );
+    const json = JSON.parse(hook.body) as {
+      type: string;
+      rule: string;
+      user: string;
+      ip: string;
+      node: string;
+      suspension: { until: string };
+    };
+    assert.deepEqual(
+      [json.type, json.rule, json.user, json.ip, json.node],
+      ['mailwarden.alert', 'compromise-burst', 'alice@example.org', '203.0.113.7', 'mx1'],
+    );
     assert.equal(json.suspension.until, '2026-11-29T00:00:00.000Z');
     assert.deepEqual(n.stats.sent, { email: 1, webhook: 1 });
     n.close();
@@ -136,7 +178,11 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
   test('one alert per rule and subject per cooldown', async () => {
     mails.length = 0;
     hooks.length = 0;
-    const n = new Notifier(settings({ webhook: { url: undefined, secret: undefined, timeoutMs: 1000 } }), captureLogger([]), 'mx1');
+    const n = new Notifier(
+      settings({ webhook: { url: undefined, secret: undefined, timeoutMs: 1000 } }),
+      captureLogger([]),
+      'mx1',
+    );
     const t = Date.parse('2026-11-28T11:00:00Z');
     assert.ok(n.notify(effect('bob@example.org'), t, made));
     assert.equal(n.notify(effect('bob@example.org'), t + 60_000, made), undefined);
@@ -150,7 +196,11 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
   test('a receiver that fails first gets the alert on a retry', async () => {
     hooks.length = 0;
     failFirst = 1;
-    const n = new Notifier(settings({ email: { host: '127.0.0.1', port: 1, from: 'a@b', to: [] } }), captureLogger([]), 'mx1');
+    const n = new Notifier(
+      settings({ email: { host: '127.0.0.1', port: 1, from: 'a@b', to: [] } }),
+      captureLogger([]),
+      'mx1',
+    );
     n.notify(effect('dan@example.org'), Date.now(), made);
     await waitFor(() => hooks.length === 1, 8000);
     assert.equal(n.stats.retried, 1);
@@ -161,7 +211,15 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
   test('a dead relay never blocks the caller, is retried, then counted as failed', async () => {
     const dead = await freePort();
     const logs: Array<Record<string, unknown>> = [];
-    const n = new Notifier(settings({ retries: 1, email: { host: '127.0.0.1', port: dead, from: 'a@b.example', to: ['x@y.example'] }, webhook: { url: undefined, secret: undefined, timeoutMs: 500 } }), captureLogger(logs), 'mx1');
+    const n = new Notifier(
+      settings({
+        retries: 1,
+        email: { host: '127.0.0.1', port: dead, from: 'a@b.example', to: ['x@y.example'] },
+        webhook: { url: undefined, secret: undefined, timeoutMs: 500 },
+      }),
+      captureLogger(logs),
+      'mx1',
+    );
     const started = process.hrtime.bigint();
     n.notify(effect('erin@example.org'), Date.now(), made);
     const tookMs = Number(process.hrtime.bigint() - started) / 1e6;
@@ -173,7 +231,15 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
   });
 
   test('the queue is bounded: the oldest alerts are dropped and counted', () => {
-    const n = new Notifier(settings({ queueMax: 2, email: { host: '127.0.0.1', port: 1, from: 'a@b', to: [] }, webhook: { url: 'http://127.0.0.1:1/x', secret: undefined, timeoutMs: 200 } }), captureLogger([]), 'mx1');
+    const n = new Notifier(
+      settings({
+        queueMax: 2,
+        email: { host: '127.0.0.1', port: 1, from: 'a@b', to: [] },
+        webhook: { url: 'http://127.0.0.1:1/x', secret: undefined, timeoutMs: 200 },
+      }),
+      captureLogger([]),
+      'mx1',
+    );
     for (let i = 0; i < 10; i++) n.notify(effect(`u${i}@example.org`), Date.now(), made);
     // two are in flight at once, two wait; the rest were dropped
     assert.equal(n.stats.dropped, 6);

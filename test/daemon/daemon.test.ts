@@ -43,12 +43,19 @@ describe('daemon: durability and the CLI', () => {
   });
 
   test('a rule earns a ban; CLI bans and suspensions; all survive kill -9', async () => {
-    const connect = (ip: string, port: number): string => request({ protocol_state: 'CONNECT', client_address: ip, client_port: port, instance: '' });
+    const connect = (ip: string, port: number): string =>
+      request({ protocol_state: 'CONNECT', client_address: ip, client_port: port, instance: '' });
     assert.equal(await ask(d.postfixPort, connect('198.51.100.9', 1)), 'action=DUNNO');
     assert.equal(await ask(d.postfixPort, connect('198.51.100.9', 2)), 'action=DUNNO');
-    assert.match(await ask(d.postfixPort, connect('198.51.100.9', 3)), /^action=554 5\.7\.1 .*rule smtp-connections-per-ip/);
+    assert.match(
+      await ask(d.postfixPort, connect('198.51.100.9', 3)),
+      /^action=554 5\.7\.1 .*rule smtp-connections-per-ip/,
+    );
 
-    const add = await runCli(['bans', 'add', '203.0.113.0/24', '--duration', '2h', '--reason', 'seen in abuse report'], env);
+    const add = await runCli(
+      ['bans', 'add', '203.0.113.0/24', '--duration', '2h', '--reason', 'seen in abuse report'],
+      env,
+    );
     assert.equal(add.code, 0, add.stderr);
     assert.match(add.stdout, /banned 203\.0\.113\.0\/24 until /);
     const sus = await runCli(['users', 'suspend', 'Eve@Example.org', '--reason', 'phished'], env);
@@ -62,9 +69,21 @@ describe('daemon: durability and the CLI', () => {
     d = await startDaemonProcess(join(dir, 'data'), { MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml') });
     env = d.env;
 
-    assert.match(await ask(d.postfixPort, connect('198.51.100.9', 4)), /^action=554 5\.7\.1 Access denied: 198\.51\.100\.9 is blocked/);
-    assert.match(await ask(d.postfixPort, connect('203.0.113.77', 5)), /^action=554 5\.7\.1 Access denied: 203\.0\.113\.0\/24/);
-    const mail = request({ protocol_state: 'MAIL', client_address: '192.0.2.1', sasl_username: 'eve@example.org', sasl_method: 'PLAIN', instance: '' });
+    assert.match(
+      await ask(d.postfixPort, connect('198.51.100.9', 4)),
+      /^action=554 5\.7\.1 Access denied: 198\.51\.100\.9 is blocked/,
+    );
+    assert.match(
+      await ask(d.postfixPort, connect('203.0.113.77', 5)),
+      /^action=554 5\.7\.1 Access denied: 203\.0\.113\.0\/24/,
+    );
+    const mail = request({
+      protocol_state: 'MAIL',
+      client_address: '192.0.2.1',
+      sasl_username: 'eve@example.org',
+      sasl_method: 'PLAIN',
+      instance: '',
+    });
     assert.match(await ask(d.postfixPort, mail), /^action=554 5\.7\.1 Account eve@example\.org is suspended/);
     assert.match(d.output(), /"bans":2/);
   });
@@ -72,7 +91,10 @@ describe('daemon: durability and the CLI', () => {
   test('explain says why, from the audit trail', async () => {
     const e = await runCli(['explain', '198.51.100.9'], env);
     assert.equal(e.code, 0, e.stderr);
-    assert.match(e.stdout, /BANNED: 198\.51\.100\.9 until .* by mailwarden \(rule smtp-connections-per-ip, offence 1\)/);
+    assert.match(
+      e.stdout,
+      /BANNED: 198\.51\.100\.9 until .* by mailwarden \(rule smtp-connections-per-ip, offence 1\)/,
+    );
     assert.match(e.stdout, /audit trail/);
     assert.match(e.stdout, /ban +198\.51\.100\.9 rule smtp-connections-per-ip/);
     const u = await runCli(['explain', 'eve@example.org', '--json'], env);
@@ -83,7 +105,10 @@ describe('daemon: durability and the CLI', () => {
 
   test('unban and resume take effect at once and are audited', async () => {
     assert.equal((await runCli(['bans', 'remove', '198.51.100.9'], env)).code, 0);
-    assert.equal(await ask(d.postfixPort, request({ protocol_state: 'RCPT', client_address: '198.51.100.9', instance: 'u1' })), 'action=DUNNO');
+    assert.equal(
+      await ask(d.postfixPort, request({ protocol_state: 'RCPT', client_address: '198.51.100.9', instance: 'u1' })),
+      'action=DUNNO',
+    );
     assert.equal((await runCli(['users', 'resume', 'eve@example.org'], env)).code, 0);
     const again = await runCli(['users', 'resume', 'eve@example.org'], env);
     assert.equal(again.code, 1);
@@ -121,7 +146,11 @@ describe('daemon: durability and the CLI', () => {
     assert.equal(body.total, body.items.length);
 
     const post = (b: unknown): Promise<Response> =>
-      fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(b) });
+      fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(b),
+      });
     const bad = await post({ subject: 'not-an-ip' });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: string }).error, /not an IP address or CIDR/);

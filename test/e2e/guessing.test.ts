@@ -19,7 +19,6 @@ import { imapLogin, pop3Login, sendMail, smtpSession } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
 
-
 const { alice, bob, carol } = MAIL_USERS;
 
 describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 300_000 }, () => {
@@ -45,7 +44,8 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const imap = (localAddress: string, user: string, password: string) => imapLogin({ port: stack.ports.imap, localAddress, user, password });
+  const imap = (localAddress: string, user: string, password: string) =>
+    imapLogin({ port: stack.ports.imap, localAddress, user, password });
 
   test('1. IMAP guessing from one address: delayed, then refused, then banned on SMTP and POP3 too', async () => {
     const ip = '127.0.1.1';
@@ -71,9 +71,13 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     const ip = '127.0.2.1';
     const s = await smtpSession({ port: stack.ports.submission, localAddress: ip });
     const replies = [];
-    for (const pw of ['123456', 'password', 'letmein', 'qwerty', 'dragon']) replies.push(await s.authPlain(bob.user, pw));
+    for (const pw of ['123456', 'password', 'letmein', 'qwerty', 'dragon'])
+      replies.push(await s.authPlain(bob.user, pw));
     s.close();
-    assert.ok(replies.every((r) => r.code === 535), `${replies.map((r) => r.text).join(' | ')}\n${stack.dovecotLog().slice(-2000)}`);
+    assert.ok(
+      replies.every((r) => r.code === 535),
+      `${replies.map((r) => r.text).join(' | ')}\n${stack.dovecotLog().slice(-2000)}`,
+    );
     assert.match(replies[3]?.text ?? '', /535 5\.7\.8 .*Too many failed logins/);
     const login = await imap(ip, bob.user, bob.password);
     assert.equal(login.ok, false);
@@ -85,9 +89,17 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     const s = await smtpSession({ port: stack.ports.submission, localAddress: ip });
     for (let i = 0; i < 8; i++) {
       const r = await s.authPlain(carol.user, 'OldPassword2024');
-      assert.match(r.text, /^535 5\.7\.8 Error: authentication failed: \(reason unavailable\)/, `retry ${i}: ${r.text}`);
+      assert.match(
+        r.text,
+        /^535 5\.7\.8 Error: authentication failed: \(reason unavailable\)/,
+        `retry ${i}: ${r.text}`,
+      );
     }
-    assert.equal((await s.authPlain(carol.user, carol.password)).code, 235, 'after the password is fixed, it just works');
+    assert.equal(
+      (await s.authPlain(carol.user, carol.password)).code,
+      235,
+      'after the password is fixed, it just works',
+    );
     await s.quit();
     const bans = await runCli(['bans', 'list', '--json'], mw.env);
     assert.doesNotMatch(bans.stdout, /127\.0\.3\./);
@@ -118,7 +130,14 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     assert.equal(await mw.kill('SIGTERM'), 0);
     const login = await imap('127.0.5.1', alice.user, alice.password);
     assert.equal(login.ok, true, `fail open on IMAP: ${login.line}`);
-    const mail = await sendMail({ port: stack.ports.submission, localAddress: '127.0.5.1', auth: { user: bob.user, pass: bob.password }, from: bob.user, to: [alice.user], subject: 'while mailwarden is down' });
+    const mail = await sendMail({
+      port: stack.ports.submission,
+      localAddress: '127.0.5.1',
+      auth: { user: bob.user, pass: bob.password },
+      from: bob.user,
+      to: [alice.user],
+      subject: 'while mailwarden is down',
+    });
     assert.equal(mail.ok, true, `fail open on SMTP: ${mail.transcript.join('\n')}`);
     await stack.waitForMail('alice', 2);
 

@@ -16,7 +16,6 @@ import { imapLogin } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
 
-
 function hydra(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
     execFile('hydra', args, { timeout: 180_000 }, (err, stdout, stderr) => {
@@ -54,27 +53,77 @@ describe('e2e: hydra against IMAP and SMTP AUTH is stopped', { timeout: 420_000 
   });
 
   test('hydra on IMAP does not find the password; the source is banned on every protocol', async () => {
-    const r = await hydra(['-I', '-t', '1', '-W', '1', '-f', '-l', MAIL_USERS.alice.user, '-P', list, '-s', String(stack.ports.imap), 'imap://127.0.0.1/PLAIN']);
+    const r = await hydra([
+      '-I',
+      '-t',
+      '1',
+      '-W',
+      '1',
+      '-f',
+      '-l',
+      MAIL_USERS.alice.user,
+      '-P',
+      list,
+      '-s',
+      String(stack.ports.imap),
+      'imap://127.0.0.1/PLAIN',
+    ]);
     assert.match(r.out, /0 valid password(s)? found/, r.out);
     assert.doesNotMatch(r.out, new RegExp(MAIL_USERS.alice.password));
     const bans = await runCli(['bans', 'list'], mw.env);
     assert.match(bans.stdout, /127\.0\.0\.1 .*rule auth-guess-ban/);
     // the banned source cannot log in, even with the right password
-    const login = await imapLogin({ port: stack.ports.imap, localAddress: '127.0.0.1', user: MAIL_USERS.alice.user, password: MAIL_USERS.alice.password });
+    const login = await imapLogin({
+      port: stack.ports.imap,
+      localAddress: '127.0.0.1',
+      user: MAIL_USERS.alice.user,
+      password: MAIL_USERS.alice.password,
+    });
     assert.match(login.line, /Access denied: 127\.0\.0\.1 is blocked/);
   });
 
   test('hydra on SMTP AUTH, from the now banned source, is refused at the greeting', async () => {
-    const r = await hydra(['-I', '-t', '1', '-W', '1', '-f', '-l', MAIL_USERS.alice.user, '-P', list, '-s', String(stack.ports.submission), 'smtp://127.0.0.1/PLAIN']);
+    const r = await hydra([
+      '-I',
+      '-t',
+      '1',
+      '-W',
+      '1',
+      '-f',
+      '-l',
+      MAIL_USERS.alice.user,
+      '-P',
+      list,
+      '-s',
+      String(stack.ports.submission),
+      'smtp://127.0.0.1/PLAIN',
+    ]);
     assert.doesNotMatch(r.out, /1 valid password found/, r.out);
-    assert.match(stack.postfixLog(), /reject: CONNECT from localhost\[127\.0\.0\.1\]: 554 5\.7\.1 .*Access denied: 127\.0\.0\.1 is blocked/);
+    assert.match(
+      stack.postfixLog(),
+      /reject: CONNECT from localhost\[127\.0\.0\.1\]: 554 5\.7\.1 .*Access denied: 127\.0\.0\.1 is blocked/,
+    );
   });
 
   test('after an unban, SMTP AUTH from the address is still refused while its IMAP guessing run is fresh', async () => {
     assert.equal((await runCli(['bans', 'remove', '127.0.0.1'], mw.env)).code, 0);
     const short = join(dir, 'two.txt');
     writeFileSync(short, `hunter2\n${MAIL_USERS.bob.password}\n`);
-    const r = await hydra(['-I', '-t', '1', '-W', '1', '-f', '-l', MAIL_USERS.bob.user, '-P', short, '-s', String(stack.ports.submission), 'smtp://127.0.0.1/PLAIN']);
+    const r = await hydra([
+      '-I',
+      '-t',
+      '1',
+      '-W',
+      '1',
+      '-f',
+      '-l',
+      MAIL_USERS.bob.user,
+      '-P',
+      short,
+      '-s',
+      String(stack.ports.submission),
+      'smtp://127.0.0.1/PLAIN',
+    ]);
     assert.doesNotMatch(r.out, /1 valid password found/, r.out);
     // the counters are one memory across protocols: Postfix logs our refusal of the SASL attempts
     assert.match(stack.postfixLog(), /SASL PLAIN authentication failed: Too many failed logins from your address/);

@@ -50,7 +50,14 @@ alerts:
   });
 
   const aliceSends = (subject: string) =>
-    sendMail({ port: stack.ports.submission, localAddress: ALICE, auth: { user: alice.user, pass: alice.password }, from: alice.user, to: [bob.user, 'partner@example.com'], subject });
+    sendMail({
+      port: stack.ports.submission,
+      localAddress: ALICE,
+      auth: { user: alice.user, pass: alice.password },
+      from: alice.user,
+      to: [bob.user, 'partner@example.com'],
+      subject,
+    });
 
   test('the thief gets a few messages out, then is held and suspended; alice is not affected', async () => {
     assert.equal((await aliceSends('before')).ok, true);
@@ -58,17 +65,37 @@ alerts:
     // 50 messages of 10 recipients each; the thief gives up after being refused three times in a row
     for (let m = 0; m < 50 && results.slice(-3).filter((r) => !r.ok).length < 3; m++) {
       const to = Array.from({ length: 10 }, (_, i) => `victim${m * 10 + i}@example.net`);
-      results.push(await sendMail({ port: stack.ports.submission, localAddress: ATTACKER, auth: { user: bob.user, pass: bob.password }, from: bob.user, to, subject: `spam ${m}` }));
+      results.push(
+        await sendMail({
+          port: stack.ports.submission,
+          localAddress: ATTACKER,
+          auth: { user: bob.user, pass: bob.password },
+          from: bob.user,
+          to,
+          subject: `spam ${m}`,
+        }),
+      );
       if (m === 3) assert.equal((await aliceSends('during')).ok, true, 'alice sends normally during the attack');
     }
     const said = results.map((r) => r.data?.text ?? r.mail?.text ?? r.auth?.text).join('\n');
     // 5 messages (50 recipients) are within the floor; the 6th is accepted into the hold queue, not delivered
-    assert.deepEqual(results.map((r) => r.ok), [true, true, true, true, true, true, false, false, false], said);
+    assert.deepEqual(
+      results.map((r) => r.ok),
+      [true, true, true, true, true, true, false, false, false],
+      said,
+    );
     // suspended, and with suspensions.block_login even the password no longer works, on SMTP AUTH too
     for (const r of results.slice(6)) {
-      assert.match(r.auth?.text ?? '', /^535 5\.7\.8 .*Account bob@mailprobe\.test is suspended \(rule compromise-burst\); contact your mail administrator/, said);
+      assert.match(
+        r.auth?.text ?? '',
+        /^535 5\.7\.8 .*Account bob@mailprobe\.test is suspended \(rule compromise-burst\); contact your mail administrator/,
+        said,
+      );
     }
-    assert.match(stack.postfixLog(), /hold: END-OF-MESSAGE from unknown\[127\.0\.9\.1\]: .*Unusual sending: recipients from bob@mailprobe\.test/);
+    assert.match(
+      stack.postfixLog(),
+      /hold: END-OF-MESSAGE from unknown\[127\.0\.9\.1\]: .*Unusual sending: recipients from bob@mailprobe\.test/,
+    );
     assert.equal((await aliceSends('after')).ok, true, 'alice still sends after the attack');
   });
 
@@ -84,13 +111,26 @@ alerts:
   });
 
   test('bob is refused at IMAP login while suspended, and gets back in after an administrator resumes him', async () => {
-    const refused = await imapLogin({ port: stack.ports.imap, localAddress: '127.0.10.1', user: bob.user, password: bob.password });
+    const refused = await imapLogin({
+      port: stack.ports.imap,
+      localAddress: '127.0.10.1',
+      user: bob.user,
+      password: bob.password,
+    });
     assert.equal(refused.ok, false);
-    assert.match(refused.line, /NO \[ALERT\] Account bob@mailprobe\.test is suspended \(rule compromise-burst\); contact your mail administrator/);
+    assert.match(
+      refused.line,
+      /NO \[ALERT\] Account bob@mailprobe\.test is suspended \(rule compromise-burst\); contact your mail administrator/,
+    );
     const explain = await runCli(['explain', bob.user], mw.env);
     assert.match(explain.stdout, /SUSPENDED: bob@mailprobe\.test until .* by mailwarden \(rule compromise-burst\)/);
     assert.equal((await runCli(['users', 'resume', bob.user], mw.env)).code, 0);
-    const back = await imapLogin({ port: stack.ports.imap, localAddress: '127.0.10.1', user: bob.user, password: bob.password });
+    const back = await imapLogin({
+      port: stack.ports.imap,
+      localAddress: '127.0.10.1',
+      user: bob.user,
+      password: bob.password,
+    });
     assert.equal(back.ok, true, back.line);
   });
 });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { canonicalIp, isIPv6, NetworkSet, networkOf, parseSubject } from '../../src/engine/address.js';
+import { isIP } from 'node:net';
+import { canonicalIp, isDottedQuad, isIPv6, NetworkSet, networkOf, parseSubject } from '../../src/engine/address.js';
+import { prng } from '../helpers/prng.js';
 
 void describe('canonicalIp', () => {
   void test('keeps a valid IPv4 address as it is and trims whitespace', () => {
@@ -35,6 +37,34 @@ void describe('canonicalIp', () => {
     ]) {
       assert.equal(canonicalIp(bad), undefined, `should reject ${JSON.stringify(bad)}`);
     }
+  });
+
+  void test('the allocation-free IPv4 check accepts exactly what node:net isIP accepts as IPv4', () => {
+    const rnd = prng(7);
+    const alphabet = '0123456789.....12 x:';
+    let accepted = 0;
+    const samples = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '00.1.2.3',
+      '1.2.3.04',
+      '1.2.3.',
+      '.1.2.3',
+      '1..2.3',
+      '256.1.1.1',
+      '1.2.3.4 ',
+    ];
+    for (let i = 0; i < 200_000; i++) {
+      const len = 7 + Math.floor(rnd() * 9);
+      let s = '';
+      for (let k = 0; k < len; k++) s += alphabet[Math.floor(rnd() * alphabet.length)];
+      samples.push(s);
+    }
+    for (const s of samples) {
+      assert.equal(isDottedQuad(s), isIP(s) === 4, JSON.stringify(s));
+      if (isDottedQuad(s)) accepted++;
+    }
+    assert.ok(accepted > 100, `the sample must hold valid addresses too (${accepted})`);
   });
 
   void test('unmaps IPv4-mapped IPv6 addresses in every spelling', () => {

@@ -10,16 +10,39 @@ import { DAY, Harness, HOUR, MINUTE, policyFrom, rulesPolicy } from '../helpers/
 
 const defaults = loadSettings(undefined).policy;
 
-const fail = (ip: string, user: string, pwhash: string): Partial<MailEvent> => ({ kind: 'auth-result', protocol: 'imap', ip, user, pwhash, success: false });
-const ok = (ip: string, user: string, pwhash = '04a1'): Partial<MailEvent> => ({ kind: 'auth-result', protocol: 'imap', ip, user, pwhash, success: true });
-const sent = (user: string, recipients: number, ip = '192.0.2.200'): Partial<MailEvent> => ({ kind: 'message', user, ip, recipients, size: 2000 });
+const fail = (ip: string, user: string, pwhash: string): Partial<MailEvent> => ({
+  kind: 'auth-result',
+  protocol: 'imap',
+  ip,
+  user,
+  pwhash,
+  success: false,
+});
+const ok = (ip: string, user: string, pwhash = '04a1'): Partial<MailEvent> => ({
+  kind: 'auth-result',
+  protocol: 'imap',
+  ip,
+  user,
+  pwhash,
+  success: true,
+});
+const sent = (user: string, recipients: number, ip = '192.0.2.200'): Partial<MailEvent> => ({
+  kind: 'message',
+  user,
+  ip,
+  recipients,
+  size: 2000,
+});
 
 describe('cracked: a login that succeeds right after a guessing run', () => {
   test('5 different failed passwords then a success: address banned, user suspended, alert raised', async () => {
     const h = new Harness(defaults);
     for (let i = 0; i < 5; i++) await h.handle(fail('203.0.113.50', 'alice@example.org', `0a0${i}`));
     const out = await h.handle(ok('203.0.113.50', 'alice@example.org'));
-    assert.ok(out.decision.hits.some((x) => x.rule === 'compromise-cracked'), JSON.stringify(out.decision.hits));
+    assert.ok(
+      out.decision.hits.some((x) => x.rule === 'compromise-cracked'),
+      JSON.stringify(out.decision.hits),
+    );
     const kinds = out.decision.effects.map((e) => e.type).sort();
     assert.deepEqual(kinds, ['ban', 'notify', 'suspend']);
     assert.equal(out.committed.bans[0]?.subject, '203.0.113.50');
@@ -53,11 +76,17 @@ describe('spread: one user from more networks than a person could use', () => {
     const nets = ['192.0.2.1', '198.51.100.1', '203.0.113.1', '100.64.0.1'];
     const outs = [];
     for (const ip of nets) outs.push(await h.handle(ok(ip, 'dave@example.org')));
-    assert.deepEqual(outs.slice(0, 3).map((o) => o.decision.effects.length), [0, 0, 0]);
+    assert.deepEqual(
+      outs.slice(0, 3).map((o) => o.decision.effects.length),
+      [0, 0, 0],
+    );
     const last = outs[3]?.decision;
     assert.equal(last?.action, 'allow');
     assert.equal(last?.rule, 'compromise-spread');
-    assert.deepEqual(last?.effects.map((e) => e.type), ['notify']);
+    assert.deepEqual(
+      last?.effects.map((e) => e.type),
+      ['notify'],
+    );
     assert.match(last?.reason ?? '', /Unusual activity: different networks from dave@example\.org/);
     // the same networks again the next hour: nothing new
     h.advance(2 * HOUR);
@@ -65,9 +94,9 @@ describe('spread: one user from more networks than a person could use', () => {
   });
 });
 
-describe('burst: sending far above the user\'s own usual rate', () => {
+describe("burst: sending far above the user's own usual rate", () => {
   const policy = rulesPolicy(
-    "  - {name: burst, on: [message], when: {authenticated: true}, key: user, count: recipients, window: 1h, baseline: {factor: 10, floor: 50, half_life: 7d}, then: {action: hold, notify: true}}",
+    '  - {name: burst, on: [message], when: {authenticated: true}, key: user, count: recipients, window: 1h, baseline: {factor: 10, floor: 50, half_life: 7d}, then: {action: hold, notify: true}}',
   );
 
   test('a new or quiet user is held to the floor, not flagged for one normal mail', () => {
@@ -77,7 +106,10 @@ describe('burst: sending far above the user\'s own usual rate', () => {
     const d = h.run(sent('new@example.org', 20)).decision;
     assert.equal(d.action, 'hold');
     assert.equal(d.hits[0]?.limit, 50);
-    assert.match(d.reason, /Unusual sending: recipients from new@example\.org far above its usual rate \(over 50 per 1h/);
+    assert.match(
+      d.reason,
+      /Unusual sending: recipients from new@example\.org far above its usual rate \(over 50 per 1h/,
+    );
   });
 
   test('the recent rate spans the window: many small messages over half an hour add up', () => {
@@ -171,7 +203,8 @@ rules:
 
   test('recipients in too many different domains are held', () => {
     const h = new Harness(policy);
-    const rcpt = (to: string) => h.run({ kind: 'recipient', user: 'eve@example.org', recipient: to, recipients: 1 }).decision.action;
+    const rcpt = (to: string) =>
+      h.run({ kind: 'recipient', user: 'eve@example.org', recipient: to, recipients: 1 }).decision.action;
     assert.equal(rcpt('a@one.example'), 'allow');
     assert.equal(rcpt('b@one.example'), 'allow');
     assert.equal(rcpt('c@two.example'), 'allow');
@@ -183,8 +216,27 @@ describe('suspension and login', () => {
   test('with suspensions.block_login, a suspended user is refused at login too; without it, only sending', async () => {
     for (const block of [true, false]) {
       const h = new Harness(policyFrom(`suspensions: { block_login: ${block} }\n`));
-      await h.store.commit([{ type: 'suspend', user: 'frank@example.org', rule: 'manual', reason: 'phished', durationMs: DAY, evidence: {} }], h.now, 'cli');
-      const login = h.run({ kind: 'auth-attempt', protocol: 'imap', user: 'frank@example.org', pwhash: '0f00', ip: '192.0.2.9' }).decision;
+      await h.store.commit(
+        [
+          {
+            type: 'suspend',
+            user: 'frank@example.org',
+            rule: 'manual',
+            reason: 'phished',
+            durationMs: DAY,
+            evidence: {},
+          },
+        ],
+        h.now,
+        'cli',
+      );
+      const login = h.run({
+        kind: 'auth-attempt',
+        protocol: 'imap',
+        user: 'frank@example.org',
+        pwhash: '0f00',
+        ip: '192.0.2.9',
+      }).decision;
       assert.equal(login.rule === 'suspension', block, `block_login ${block}`);
       assert.equal(h.run({ kind: 'mail', user: 'frank@example.org', ip: '192.0.2.9' }).decision.rule, 'suspension');
       h.advance(MINUTE);

@@ -15,7 +15,15 @@ import {
   suspensionReason,
   type ApplyResult,
 } from '../../src/engine/decide.js';
-import { banSubjectsFor, counterKey, isAllowlisted, plan, ruleApplies, ruleId, type CounterOp } from '../../src/engine/plan.js';
+import {
+  banSubjectsFor,
+  counterKey,
+  isAllowlisted,
+  plan,
+  ruleApplies,
+  ruleId,
+  type CounterOp,
+} from '../../src/engine/plan.js';
 import type { Policy } from '../../src/engine/policy.js';
 import {
   ALLOW,
@@ -79,8 +87,24 @@ void describe('plan()', () => {
       ['conn', 'watch'],
     );
     assert.deepEqual(p.counters, [
-      { type: 'rate', rule: 'conn', key: counterKey('conn', '192.0.2.10'), cost: 1, limit: 3, windowMs: 60_000, charge: 'if-pass' },
-      { type: 'rate', rule: 'watch', key: counterKey('watch', '192.0.2.0/24'), cost: 1, limit: 5, windowMs: 60_000, charge: 'if-conform' },
+      {
+        type: 'rate',
+        rule: 'conn',
+        key: counterKey('conn', '192.0.2.10'),
+        cost: 1,
+        limit: 3,
+        windowMs: 60_000,
+        charge: 'if-pass',
+      },
+      {
+        type: 'rate',
+        rule: 'watch',
+        key: counterKey('watch', '192.0.2.0/24'),
+        cost: 1,
+        limit: 5,
+        windowMs: 60_000,
+        charge: 'if-conform',
+      },
     ]);
     assert.deepEqual(p.subjects, ['192.0.2.10', '192.0.2.0/24']);
     assert.equal(p.allowlisted, false);

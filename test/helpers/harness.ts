@@ -50,7 +50,12 @@ export async function startHarness(
   const now = (): number => clock.now;
   const logs: Array<Record<string, unknown>> = [];
   const logger = captureLogger(logs);
-  const store = new MemoryStore({ file: join(dir, 'mw.sqlite'), maxKeys: 100_000, lookbackMs: settings.policy.escalation.lookbackMs, now });
+  const store = new MemoryStore({
+    file: join(dir, 'mw.sqlite'),
+    maxKeys: 100_000,
+    lookbackMs: settings.policy.escalation.lookbackMs,
+    now,
+  });
   const decider = new Decider(settings.policy, store, logger);
   const server = new PostfixPolicyServer({
     evaluate: opts.evaluate ? opts.evaluate(decider) : decider.evaluate,

@@ -107,7 +107,9 @@ export class Harness {
     const p = plan(event, this.policy);
     const counts = await this.store.peek(p.counters, this.now);
     // Readable keys: the rule's name instead of its short counter id.
-    return Object.fromEntries(p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]));
+    return Object.fromEntries(
+      p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]),
+    );
   }
 }
 

@@ -37,7 +37,13 @@ export function capturedRequests(): CapturedRequest[] {
       const eq = line.indexOf('=');
       attrs[line.slice(0, eq)] = line.slice(eq + 1);
     }
-    out.push({ test, conn: Number(h[1]), text: `${lines.slice(i + 1, j).join('\n')}\n\n`, attrs, capturedReply: h[2] as string });
+    out.push({
+      test,
+      conn: Number(h[1]),
+      text: `${lines.slice(i + 1, j).join('\n')}\n\n`,
+      attrs,
+      capturedReply: h[2] as string,
+    });
     i = j;
   }
   return out;
@@ -83,7 +89,14 @@ export function request(over: Record<string, string | number>): string {
 
 /** A CONNECT request as Postfix sends it (no HELO, sender or recipient yet). */
 export function connectRequest(ip: string, port = 40000): string {
-  return request({ protocol_state: 'CONNECT', client_address: ip, client_port: port, instance: '', sender: '', recipient: '' });
+  return request({
+    protocol_state: 'CONNECT',
+    client_address: ip,
+    client_port: port,
+    instance: '',
+    sender: '',
+    recipient: '',
+  });
 }
 
 /** A persistent policy connection, as one Postfix smtpd process keeps it. */

@@ -65,16 +65,25 @@ export interface RedisServer {
 
 /** A throw-away redis-server on loopback: no persistence, its files in `dir` (tests and the bench). */
 export function redisServerArgs(port: number, dir: string): string[] {
-  return ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'no'];
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--protected-mode',
+    'no',
+  ];
 }
 
 function spawnServer(port: number, dir: string, extra: string[]): { proc: ChildProcess; out: { text: string } } {
   const out = { text: '' };
-  const proc = spawn(
-    REDIS_SERVER,
-    [...redisServerArgs(port, dir), ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const proc = spawn(REDIS_SERVER, [...redisServerArgs(port, dir), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stdout?.on('data', (c: Buffer) => (out.text += c.toString()));
   proc.stderr?.on('data', (c: Buffer) => (out.text += c.toString()));
   return { proc, out };
@@ -209,7 +218,10 @@ export async function startTwoNodes(config: string, name: string): Promise<TwoNo
     MAILWARDEN_STORE: redis.url,
     MAILWARDEN_NODE: node,
   });
-  const [a, b] = await Promise.all([startDaemonProcess(join(dir, 'a'), env('mx1')), startDaemonProcess(join(dir, 'b'), env('mx2'))]);
+  const [a, b] = await Promise.all([
+    startDaemonProcess(join(dir, 'a'), env('mx1')),
+    startDaemonProcess(join(dir, 'b'), env('mx2')),
+  ]);
   return {
     redis,
     dir,

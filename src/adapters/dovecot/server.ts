@@ -24,7 +24,14 @@ import type { ListenTarget } from '../../config/schema.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
-import { ALLOW_REPLY, toEvent, toReply, type DovecotCommand, type DovecotReply, type DovecotRequest } from './translate.js';
+import {
+  ALLOW_REPLY,
+  toEvent,
+  toReply,
+  type DovecotCommand,
+  type DovecotReply,
+  type DovecotRequest,
+} from './translate.js';
 
 export interface DovecotServerOptions {
   evaluate: Evaluate;
@@ -112,7 +119,9 @@ export class DovecotPolicyServer {
   }
 
   build(): Server {
-    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 10_000 }, (req, res) => this.handle(req, res));
+    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 10_000 }, (req, res) =>
+      this.handle(req, res),
+    );
     server.on('clientError', (_err, socket) => socket.destroy());
     return server;
   }
@@ -131,7 +140,10 @@ export class DovecotPolicyServer {
     const header = this.o.apiHeader;
     if (header && !sameSecret(req.headers[header.name], header.value)) {
       this.stats.unauthorized++;
-      this.warn({ peer }, `request without the right ${header.name} header refused (check auth_policy_server_api_header)`);
+      this.warn(
+        { peer },
+        `request without the right ${header.name} header refused (check auth_policy_server_api_header)`,
+      );
       send(res, 401, { error: 'unauthorized' });
       req.resume();
       return;
@@ -172,7 +184,8 @@ export class DovecotPolicyServer {
       this.warn({ peer }, `bad request: ${problem}`);
       return { status: 400, body: { error: problem } };
     };
-    if (command !== 'allow' && command !== 'report') return bad('command must be allow or report (Dovecot appends ?command=…)');
+    if (command !== 'allow' && command !== 'report')
+      return bad('command must be allow or report (Dovecot appends ?command=…)');
     let body: unknown;
     try {
       body = JSON.parse(raw.toString('utf8'));
@@ -200,7 +213,10 @@ export class DovecotPolicyServer {
       (late) => {
         if (late !== undefined) return this.reply(command, event, late);
         this.stats.budgetMisses++;
-        this.o.logger.warn({ adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs }, 'decision missed the budget; answered status 0');
+        this.o.logger.warn(
+          { adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs },
+          'decision missed the budget; answered status 0',
+        );
         return ALLOW_REPLY;
       },
       (err: unknown) => this.failed(err, event.ip),

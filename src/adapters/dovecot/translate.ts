@@ -39,12 +39,18 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : und
 
 export function toEvent(command: DovecotCommand, body: DovecotRequest, now: number): Translation {
   const remote = str(body.remote);
-  if (remote === undefined) return { ok: false, problem: 'missing "remote" (the client address); add remote=%{rip} to auth_policy_request_attributes' };
+  if (remote === undefined)
+    return {
+      ok: false,
+      problem: 'missing "remote" (the client address); add remote=%{rip} to auth_policy_request_attributes',
+    };
   const ip = canonicalIp(remote);
-  if (ip === undefined) return { ok: false, problem: `"remote" is not an IP address: ${JSON.stringify(remote.slice(0, 60))}` };
+  if (ip === undefined)
+    return { ok: false, problem: `"remote" is not an IP address: ${JSON.stringify(remote.slice(0, 60))}` };
   const login = str(body.login)?.trim().toLowerCase();
   const pwhash = str(body.pwhash);
-  if (pwhash !== undefined && !/^[0-9a-f]{0,128}$/i.test(pwhash)) return { ok: false, problem: '"pwhash" is not a hex string' };
+  if (pwhash !== undefined && !/^[0-9a-f]{0,128}$/i.test(pwhash))
+    return { ok: false, problem: '"pwhash" is not a hex string' };
   if (command === 'report' && typeof body.success !== 'boolean') {
     return { ok: false, problem: 'a report needs "success": true or false' };
   }
@@ -74,7 +80,11 @@ export interface DovecotReply {
 export const ALLOW_REPLY: DovecotReply = { status: 0, msg: '' };
 
 /** A Decision as Dovecot's `{status, msg}`; delays capped per protocol. */
-export function toReply(d: Decision, protocol: string, caps: { maxDelayMs: number; smtpMaxDelayMs: number }): DovecotReply {
+export function toReply(
+  d: Decision,
+  protocol: string,
+  caps: { maxDelayMs: number; smtpMaxDelayMs: number },
+): DovecotReply {
   switch (d.action) {
     case 'allow':
     case 'hold':

@@ -60,8 +60,7 @@ function emptyAttributes(): PolicyAttributes {
 }
 
 export type ParsedItem =
-  | { ok: true; attrs: PolicyAttributes }
-  | { ok: false; problem: string; attrs: PolicyAttributes };
+  { ok: true; attrs: PolicyAttributes } | { ok: false; problem: string; attrs: PolicyAttributes };
 
 export interface ParseLimits {
   maxLine: number;

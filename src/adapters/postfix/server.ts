@@ -21,8 +21,8 @@ import type { Decision } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
-import { RepeatCache } from './repeats.js';
-import { repeatKey, toAction, toEvent } from './translate.js';
+import { RepeatMemo } from './repeats.js';
+import { toAction, toEvent } from './translate.js';
 
 export interface PostfixServerOptions {
   evaluate: Evaluate;
@@ -53,7 +53,6 @@ export interface PostfixStats {
 const DUNNO = 'action=DUNNO\n\n';
 // Most answers are this one: written as bytes, it skips encoding a string per request.
 const DUNNO_BYTES = Buffer.from(DUNNO);
-const REPEAT_CACHE_MAX = 20_000;
 
 export class PostfixPolicyServer {
   readonly stats: PostfixStats = {
@@ -68,13 +67,11 @@ export class PostfixPolicyServer {
   };
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
-  private readonly repeats: RepeatCache;
   private readonly outbox = new Outbox();
   private readonly o: PostfixServerOptions;
 
   constructor(o: PostfixServerOptions) {
     this.o = o;
-    this.repeats = new RepeatCache(REPEAT_CACHE_MAX, o.repeatWindowMs);
   }
 
   /** Starts listening on every target; returns the bound addresses. */
@@ -110,6 +107,7 @@ export class PostfixPolicyServer {
     // Answers leave in request order even when a slow decision is followed by a fast one:
     // ready answers go to the outbox at once, pending ones queue behind a chain.
     const out: Outgoing = { socket, text: '' };
+    const repeats = new RepeatMemo(this.o.repeatWindowMs);
     let chain: Promise<void> = Promise.resolve();
     let pending = 0;
     socket.setEncoding('utf8');
@@ -134,7 +132,7 @@ export class PostfixPolicyServer {
       for (const item of items) {
         this.stats.requests++;
         let reply: string | Promise<string>;
-        if (item.ok) reply = this.answer(item.attrs, warnOnce);
+        if (item.ok) reply = this.answer(item.attrs, repeats, warnOnce);
         else {
           this.stats.badRequests++;
           warnOnce(`bad request answered DUNNO: ${item.problem}`);
@@ -159,10 +157,14 @@ export class PostfixPolicyServer {
   }
 
   /** One request → one `action=…` reply: at once when the decision is synchronous; never rejects. */
-  private answer(attrs: PolicyAttributes, warnOnce: (msg: string, extra?: object) => void): string | Promise<string> {
+  private answer(
+    attrs: PolicyAttributes,
+    repeats: RepeatMemo,
+    warnOnce: (msg: string, extra?: object) => void,
+  ): string | Promise<string> {
     const now = this.o.now();
-    const key = repeatKey(attrs);
-    const seen = key === undefined ? undefined : this.repeats.get(key, now);
+    const memo = RepeatMemo.applies(attrs) ? repeats : undefined;
+    const seen = memo?.get(attrs, now);
     if (seen !== undefined) {
       this.stats.repeats++;
       return seen;
@@ -179,11 +181,11 @@ export class PostfixPolicyServer {
     } catch (err) {
       return this.failed(err, t.event.ip);
     }
-    if (!(d instanceof Promise)) return this.reply(key, now, d);
+    if (!(d instanceof Promise)) return this.reply(memo, attrs, now, d);
     const ip = t.event.ip;
     return withinBudget(d, this.o.budgetMs).then(
       (late) => {
-        if (late !== undefined) return this.reply(key, now, late);
+        if (late !== undefined) return this.reply(memo, attrs, now, late);
         this.stats.budgetMisses++;
         this.o.logger.warn(
           { adapter: 'postfix', ip, budgetMs: this.o.budgetMs },
@@ -195,9 +197,9 @@ export class PostfixPolicyServer {
     );
   }
 
-  private reply(key: string | undefined, now: number, d: Decision): string {
+  private reply(memo: RepeatMemo | undefined, attrs: PolicyAttributes, now: number, d: Decision): string {
     const reply = d.action === 'allow' ? DUNNO : `action=${toAction(d)}\n\n`;
-    if (key !== undefined) this.repeats.set(key, now, reply);
+    memo?.set(attrs, now, reply);
     return reply;
   }
 

@@ -31,11 +31,14 @@ function int(v: string | undefined): number {
 }
 
 export function toEvent(a: PolicyAttributes, now: number): Translation {
-  if (a.request !== 'smtpd_access_policy') return { ok: false, problem: `unsupported request ${JSON.stringify(a.request ?? '')}` };
+  if (a.request !== 'smtpd_access_policy')
+    return { ok: false, problem: `unsupported request ${JSON.stringify(a.request ?? '')}` };
   const kind = STATES[a.protocol_state ?? ''];
-  if (kind === undefined) return { ok: false, problem: `unknown protocol_state ${JSON.stringify(a.protocol_state ?? '')}` };
+  if (kind === undefined)
+    return { ok: false, problem: `unknown protocol_state ${JSON.stringify(a.protocol_state ?? '')}` };
   const ip = canonicalIp(a.client_address ?? '');
-  if (ip === undefined) return { ok: false, problem: `invalid client_address ${JSON.stringify(a.client_address ?? '')}` };
+  if (ip === undefined)
+    return { ok: false, problem: `invalid client_address ${JSON.stringify(a.client_address ?? '')}` };
   const user = a.sasl_username ? a.sasl_username.trim().toLowerCase() : '';
   const count = int(a.recipient_count);
   return {
@@ -53,19 +56,6 @@ export function toEvent(a: PolicyAttributes, now: number): Translation {
       size: kind === 'message' ? int(a.size) : 0,
     },
   };
-}
-
-/**
- * Postfix repeats a request once per restriction list that calls the policy
- * service: with smtpd_delay_reject=yes every list runs at RCPT time, so each
- * recipient arrives up to 4 times, identical. This key is equal for such
- * repeats, so they get one answer and are counted once. Other stages are
- * never repeated (with smtpd_delay_reject=no each list runs at its own
- * stage): they get no key and cost no lookup.
- */
-export function repeatKey(a: PolicyAttributes): string | undefined {
-  if (a.protocol_state !== 'RCPT' || a.request !== 'smtpd_access_policy') return undefined;
-  return `${a.instance}\0${a.client_address}\0${a.client_port}\0${a.sender}\0${a.recipient}\0${a.sasl_username}\0${a.policy_context}`;
 }
 
 /** Text safe inside one SMTP reply line. */

@@ -18,9 +18,22 @@ function capturedDovecot(): Captured[] {
   let marker = '';
   for (const line of readFileSync(join(PROTOCOL_DIR, 'dovecot-policy-requests.jsonl'), 'utf8').split('\n')) {
     if (!line.trim()) continue;
-    const d = JSON.parse(line) as { marker?: string; url?: string; headers?: Record<string, string>; body?: string; json?: Record<string, unknown> | null };
+    const d = JSON.parse(line) as {
+      marker?: string;
+      url?: string;
+      headers?: Record<string, string>;
+      body?: string;
+      json?: Record<string, unknown> | null;
+    };
     if (d.marker !== undefined) marker = d.marker;
-    else out.push({ url: d.url as string, headers: d.headers ?? {}, body: d.body as string, json: d.json ?? null, marker });
+    else
+      out.push({
+        url: d.url as string,
+        headers: d.headers ?? {},
+        body: d.body as string,
+        json: d.json ?? null,
+        marker,
+      });
   }
   return out;
 }
@@ -88,7 +101,10 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
   test('the captured hydra runs, replayed from a non-allowlisted address, are tarpitted by their 4th guess', async () => {
     // hydra ran from 127.0.0.1 (allowlisted by default), so replay it from other addresses.
     // (different networks: the IMAP run ends with a successful login, which makes its network known-good for alice)
-    for (const [marker, ip] of [['hydra-imap-5-passwords', '192.0.2.44'], ['hydra-smtp-5-passwords', '198.51.100.45']] as const) {
+    for (const [marker, ip] of [
+      ['hydra-imap-5-passwords', '192.0.2.44'],
+      ['hydra-smtp-5-passwords', '198.51.100.45'],
+    ] as const) {
       const statuses: number[] = [];
       for (const r of capturedDovecot().filter((c) => c.marker === marker && c.json)) {
         const command = /command=(allow|report)/.exec(r.url)?.[1] as string;
@@ -101,17 +117,27 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
   });
 
   test('SMTP delays are capped below the 10 s after which Postfix drops SASL', async () => {
-    const slow = await startHarness({ yaml: 'rules:\n  - name: auth-guess-delay\n    then: { action: delay, delay: 8s }\n' });
+    const slow = await startHarness({
+      yaml: 'rules:\n  - name: auth-guess-delay\n    then: { action: delay, delay: 8s }\n',
+    });
     for (let i = 0; i < 3; i++) await failLogin(slow, '192.0.2.60', 'alice@mailprobe.test', `0b0${i}`, 'smtp');
-    assert.equal((await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'smtp'))).body.status, 5);
-    assert.equal((await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'imap'))).body.status, 8);
+    assert.equal(
+      (await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'smtp'))).body.status,
+      5,
+    );
+    assert.equal(
+      (await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'imap'))).body.status,
+      8,
+    );
     await slow.close();
   });
 
   test('pwhash is never logged', () => {
     assert.ok(h.logs.length > 0);
     const hashes = new Set(capturedDovecot().map((r) => r.json?.pwhash as string | undefined));
-    const leaks = h.logs.filter((l) => 'pwhash' in l || Object.values(l).some((v) => typeof v === 'string' && hashes.has(v)));
+    const leaks = h.logs.filter(
+      (l) => 'pwhash' in l || Object.values(l).some((v) => typeof v === 'string' && hashes.has(v)),
+    );
     assert.equal(leaks.length, 0, JSON.stringify(leaks.slice(0, 2)));
   });
 });
@@ -126,21 +152,34 @@ describe('Dovecot auth policy endpoint: the password-guessing policy', () => {
   test('distinct passwords from one source: delay, then refuse, then a ban on every protocol', async () => {
     const ip = '203.0.113.9';
     const replies: unknown[] = [];
-    for (let i = 0; i < 12; i++) replies.push((await failLogin(h, ip, 'alice@mailprobe.test', `0a${i.toString(16).padStart(2, '0')}`)).body);
+    for (let i = 0; i < 12; i++)
+      replies.push((await failLogin(h, ip, 'alice@mailprobe.test', `0a${i.toString(16).padStart(2, '0')}`)).body);
     const statuses = replies.map((r) => (r as { status: number }).status);
     assert.deepEqual(statuses.slice(0, 3), [0, 0, 0], 'the first guesses are just checked');
-    assert.ok(statuses.slice(3, 6).every((s) => s === 3), `then tarpitted 3 s: ${statuses.join(',')}`);
-    assert.ok(statuses.slice(6).every((s) => s === -1), `then refused: ${statuses.join(',')}`);
+    assert.ok(
+      statuses.slice(3, 6).every((s) => s === 3),
+      `then tarpitted 3 s: ${statuses.join(',')}`,
+    );
+    assert.ok(
+      statuses.slice(6).every((s) => s === -1),
+      `then refused: ${statuses.join(',')}`,
+    );
     assert.match(String((replies[6] as { msg: string }).msg), /Too many failed logins/);
     const bans = await h.store.listBans(h.clock.now);
-    assert.ok(bans.some((b) => b.subject === ip && b.rule === 'auth-guess-ban'), JSON.stringify(bans));
+    assert.ok(
+      bans.some((b) => b.subject === ip && b.rule === 'auth-guess-ban'),
+      JSON.stringify(bans),
+    );
     // the right password from the banned address is refused too, with the ban reply
     const good = await post(h, 'allow', attempt(ip, 'alice@mailprobe.test', '04a1'));
     assert.equal(good.body.status, -1);
     assert.match(String(good.body.msg), /Access denied: 203\.0\.113\.9 is blocked/);
     // cross-protocol: the Postfix side refuses the same address at CONNECT
     const c = await PolicyClient.open({ port: portOf(h.bound[0] as string) });
-    assert.match(await c.send(request({ protocol_state: 'CONNECT', client_address: ip, instance: '' })), /^action=554 5\.7\.1 Access denied/);
+    assert.match(
+      await c.send(request({ protocol_state: 'CONNECT', client_address: ip, instance: '' })),
+      /^action=554 5\.7\.1 Access denied/,
+    );
     c.close();
   });
 
@@ -190,7 +229,11 @@ describe('Dovecot auth policy endpoint: bad input and trust', () => {
       assert.equal(r.http, 400, JSON.stringify(body));
       assert.match(String(r.body.error), msg);
     }
-    assert.equal((await post(h, 'allow', { remote: '192.0.2.1', login: 'a', pwhash: '0001', extra: { nested: true } })).body.status, 0);
+    assert.equal(
+      (await post(h, 'allow', { remote: '192.0.2.1', login: 'a', pwhash: '0001', extra: { nested: true } })).body
+        .status,
+      0,
+    );
     assert.ok(h.dovecot.stats.badRequests >= 7);
     await h.close();
   });

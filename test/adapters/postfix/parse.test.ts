@@ -47,15 +47,34 @@ test('an over-long line is a framing error, even before its newline arrives', ()
 
 test('malformed lines and too many attributes spoil only their request', () => {
   const p = new PolicyParser({ maxLine: 600, maxAttributes: 8 });
-  const items = p.push(`garbage\n\n${Array.from({ length: 9 }, (_, i) => `k${i}=v`).join('\n')}\n\n=novalue\n\nok=1\n\n`);
-  assert.deepEqual(items.map((i) => i.ok), [false, false, false, true]);
+  const items = p.push(
+    `garbage\n\n${Array.from({ length: 9 }, (_, i) => `k${i}=v`).join('\n')}\n\n=novalue\n\nok=1\n\n`,
+  );
+  assert.deepEqual(
+    items.map((i) => i.ok),
+    [false, false, false, true],
+  );
   assert.match((items[0] as { problem: string }).problem, /malformed line "garbage"/);
   assert.match((items[1] as { problem: string }).problem, /more than 8 attributes/);
 });
 
 test('protocol states map to events; IPv4-mapped addresses are unmapped; users are case-folded', () => {
-  const base = { request: 'smtpd_access_policy', client_address: '::ffff:192.0.2.1', sasl_username: ' Alice@Example.COM ' };
-  const states: Record<string, string> = { CONNECT: 'connect', EHLO: 'helo', HELO: 'helo', MAIL: 'mail', RCPT: 'recipient', DATA: 'data', 'END-OF-MESSAGE': 'message', VRFY: 'vrfy', ETRN: 'etrn' };
+  const base = {
+    request: 'smtpd_access_policy',
+    client_address: '::ffff:192.0.2.1',
+    sasl_username: ' Alice@Example.COM ',
+  };
+  const states: Record<string, string> = {
+    CONNECT: 'connect',
+    EHLO: 'helo',
+    HELO: 'helo',
+    MAIL: 'mail',
+    RCPT: 'recipient',
+    DATA: 'data',
+    'END-OF-MESSAGE': 'message',
+    VRFY: 'vrfy',
+    ETRN: 'etrn',
+  };
   for (const [state, kind] of Object.entries(states)) {
     const t = toEvent({ ...base, protocol_state: state, recipient_count: '3', size: '1234' }, 5);
     assert.ok(t.ok);
@@ -67,7 +86,7 @@ test('protocol states map to events; IPv4-mapped addresses are unmapped; users a
   }
   const anon = toEvent({ ...base, sasl_username: '', protocol_state: 'RCPT' }, 5);
   assert.ok(anon.ok && anon.event.user === undefined);
-  assert.equal(toEvent({ ...base, client_address: '10.1' , protocol_state: 'RCPT' }, 5).ok, false);
+  assert.equal(toEvent({ ...base, client_address: '10.1', protocol_state: 'RCPT' }, 5).ok, false);
 });
 
 test('decisions become Postfix actions with SMTP and enhanced status codes, on one line', () => {

@@ -1,40 +1,67 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { RepeatCache } from '../../../src/adapters/postfix/repeats.js';
+import type { PolicyAttributes } from '../../../src/adapters/postfix/parse.js';
+import { RepeatMemo } from '../../../src/adapters/postfix/repeats.js';
 
-describe('RepeatCache (the answers to recent RCPT requests)', () => {
-  test('an answer is found within the window and not after it', () => {
-    const c = new RepeatCache(100, 10_000);
-    c.set('k', 1_000, 'action=DUNNO\n\n');
-    assert.equal(c.get('k', 1_000), 'action=DUNNO\n\n');
-    assert.equal(c.get('k', 10_999), 'action=DUNNO\n\n');
-    assert.equal(c.get('k', 11_000), undefined);
-    assert.equal(c.get('other', 1_000), undefined);
+const rcpt = (over: Partial<PolicyAttributes> = {}): PolicyAttributes => ({
+  request: 'smtpd_access_policy',
+  protocol_state: 'RCPT',
+  client_address: '192.0.2.7',
+  client_port: '40000',
+  instance: '1a2b.5f0c.1.0',
+  sender: 'alice@example.org',
+  recipient: 'bob@example.net',
+  recipient_count: '0',
+  size: '0',
+  sasl_username: '',
+  policy_context: '',
+  ...over,
+});
+
+describe('RepeatMemo (the last RCPT request of a connection)', () => {
+  test('the same request within the window gets the first answer; not at the end of the window', () => {
+    const m = new RepeatMemo(10_000);
+    m.set(rcpt(), 1_000, 'action=DUNNO\n\n');
+    assert.equal(m.get(rcpt(), 1_000), 'action=DUNNO\n\n');
+    assert.equal(m.get(rcpt(), 10_999), 'action=DUNNO\n\n');
+    assert.equal(m.get(rcpt(), 11_000), undefined);
   });
 
-  test('the bound holds under a stream of new keys, and the newest half is always kept', () => {
-    const c = new RepeatCache(1_000, 10_000);
-    for (let i = 0; i < 25_000; i++) {
-      c.set(`k${i}`, 0, `r${i}`);
-      assert.ok(c.size <= 1_000, `size ${c.size} after ${i + 1} keys`);
-      const back = i - Math.min(i, 499);
-      assert.equal(c.get(`k${back}`, 0), `r${back}`, `key ${back} lost after ${i + 1} keys`);
+  test('any field that tells requests apart makes it a new request', () => {
+    const m = new RepeatMemo(10_000);
+    m.set(rcpt(), 0, 'r');
+    for (const over of [
+      { recipient: 'carol@example.net' },
+      { instance: '1a2b.5f0c.2.0' },
+      { client_port: '40001' },
+      { client_address: '192.0.2.8' },
+      { sender: '' },
+      { sasl_username: 'alice' },
+      { policy_context: 'submission' },
+    ]) {
+      assert.equal(m.get(rcpt(over), 0), undefined, JSON.stringify(over));
     }
-    assert.equal(c.get('k0', 0), undefined, 'the oldest keys are gone');
+    // fields Postfix fills in later stages do not matter for a repeat
+    assert.equal(m.get(rcpt({ size: '10' }), 0), 'r');
   });
 
-  test('a window of 0 turns it off: not even a repeat in the same millisecond is answered from it', () => {
-    const c = new RepeatCache(100, 0);
-    c.set('k', 5, 'a');
-    assert.equal(c.get('k', 5), undefined);
-    assert.equal(c.size, 0);
+  test('only the last request is remembered', () => {
+    const m = new RepeatMemo(10_000);
+    m.set(rcpt(), 0, 'a');
+    m.set(rcpt({ recipient: 'carol@example.net' }), 1, 'b');
+    assert.equal(m.get(rcpt(), 2), undefined);
+    assert.equal(m.get(rcpt({ recipient: 'carol@example.net' }), 2), 'b');
   });
 
-  test('a newer answer for the same key replaces the older one', () => {
-    const c = new RepeatCache(4, 10_000);
-    c.set('k', 0, 'a');
-    c.set('x', 0, 'x');
-    c.set('k', 5, 'b');
-    assert.equal(c.get('k', 5), 'b');
+  test('a window of 0 turns it off: not even a repeat in the same millisecond', () => {
+    const m = new RepeatMemo(0);
+    m.set(rcpt(), 5, 'a');
+    assert.equal(m.get(rcpt(), 5), undefined);
+  });
+
+  test('only RCPT requests are repeats', () => {
+    assert.equal(RepeatMemo.applies(rcpt()), true);
+    assert.equal(RepeatMemo.applies(rcpt({ protocol_state: 'END-OF-MESSAGE' })), false);
+    assert.equal(RepeatMemo.applies(rcpt({ request: 'other' })), false);
   });
 });

@@ -8,7 +8,17 @@ const peekRate = async (h: Harness, rule: string, subject: string): Promise<numb
   const r = h.settings.policy.rules.find((x) => x.name === rule);
   assert.ok(r, `rule ${rule} exists`);
   const [n] = await h.store.peek(
-    [{ type: 'rate', rule, key: counterKey(rule, subject), cost: 0, limit: r.limit, windowMs: r.windowMs, charge: 'never' }],
+    [
+      {
+        type: 'rate',
+        rule,
+        key: counterKey(rule, subject),
+        cost: 0,
+        limit: r.limit,
+        windowMs: r.windowMs,
+        charge: 'never',
+      },
+    ],
     h.clock.now,
   );
   return n as number;
@@ -36,7 +46,9 @@ describe('Postfix policy server: captured Postfix 3.7 traffic', () => {
 
   test('pipelined requests are all answered in order (also on the unix socket)', async () => {
     const c = await PolicyClient.open({ path: h.bound[1] as string });
-    const texts = capturedRequests().slice(0, 40).map((r) => r.text);
+    const texts = capturedRequests()
+      .slice(0, 40)
+      .map((r) => r.text);
     const replies = await Promise.all(texts.map((t) => c.send(t)));
     assert.equal(replies.length, 40);
     assert.ok(replies.every((r) => r === 'action=DUNNO'));
@@ -45,7 +57,9 @@ describe('Postfix policy server: captured Postfix 3.7 traffic', () => {
 
   test('unknown attributes from a newer Postfix are tolerated', async () => {
     const c = await PolicyClient.open({ port: portOf(h.bound[0] as string) });
-    const reply = await c.send(request({ client_address: '198.51.100.3', server_hostname: 'mx.example', compatibility_level: '3.9' }));
+    const reply = await c.send(
+      request({ client_address: '198.51.100.3', server_hostname: 'mx.example', compatibility_level: '3.9' }),
+    );
     assert.equal(reply, 'action=DUNNO');
     c.close();
   });
@@ -76,7 +90,10 @@ rules:
   test('connections over the per-IP limit are tempfailed with 450 4.7.1 naming the rule', async () => {
     const ip = '203.0.113.5';
     for (let i = 0; i < 3; i++) {
-      assert.equal(await c.send(request({ protocol_state: 'CONNECT', client_address: ip, client_port: 1000 + i, instance: '' })), 'action=DUNNO');
+      assert.equal(
+        await c.send(request({ protocol_state: 'CONNECT', client_address: ip, client_port: 1000 + i, instance: '' })),
+        'action=DUNNO',
+      );
     }
     const r = await c.send(request({ protocol_state: 'CONNECT', client_address: ip, client_port: 1003, instance: '' }));
     assert.match(r, /^action=450 4\.7\.1 Too many requests from 203\.0\.113\.5 .*rule smtp-connections-per-ip/);
@@ -84,7 +101,16 @@ rules:
 
   test('a refused message is not counted as sent, by any rule', async () => {
     const eom = (n: number): string =>
-      request({ protocol_state: 'END-OF-MESSAGE', sasl_username: 'Carol@Example.ORG', sasl_method: 'PLAIN', recipient: '', recipient_count: 1, size: 900, instance: `msg.${n}`, client_port: 2000 + n });
+      request({
+        protocol_state: 'END-OF-MESSAGE',
+        sasl_username: 'Carol@Example.ORG',
+        sasl_method: 'PLAIN',
+        recipient: '',
+        recipient_count: 1,
+        size: 900,
+        instance: `msg.${n}`,
+        client_port: 2000 + n,
+      });
     assert.equal(await c.send(eom(1)), 'action=DUNNO');
     assert.equal(await c.send(eom(2)), 'action=DUNNO');
     assert.match(await c.send(eom(3)), /^action=450 4\.7\.1 .*rule user-messages-per-hour/);
@@ -107,25 +133,58 @@ rules:
 
   test('a banned network is refused at every stage with 554 5.7.1', async () => {
     await h.store.commit(
-      [{ type: 'ban', subject: '192.0.2.0/24', rule: 'manual', reason: 'test', evidence: {}, escalation: h.settings.policy.escalation, durationMs: 3_600_000 }],
+      [
+        {
+          type: 'ban',
+          subject: '192.0.2.0/24',
+          rule: 'manual',
+          reason: 'test',
+          evidence: {},
+          escalation: h.settings.policy.escalation,
+          durationMs: 3_600_000,
+        },
+      ],
       h.clock.now,
       'test',
     );
     for (const state of ['CONNECT', 'EHLO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']) {
-      const r = await c.send(request({ protocol_state: state, client_address: '192.0.2.44', instance: `ban.${state}` }));
+      const r = await c.send(
+        request({ protocol_state: state, client_address: '192.0.2.44', instance: `ban.${state}` }),
+      );
       assert.match(r, /^action=554 5\.7\.1 Access denied: 192\.0\.2\.0\/24 is blocked until /, state);
     }
     // IPv4-mapped IPv6 is the same client
-    assert.match(await c.send(request({ protocol_state: 'CONNECT', client_address: '::ffff:192.0.2.45', instance: '' })), /^action=554 5\.7\.1/);
-    assert.equal(await c.send(request({ protocol_state: 'CONNECT', client_address: '192.0.3.1', instance: '' })), 'action=DUNNO');
+    assert.match(
+      await c.send(request({ protocol_state: 'CONNECT', client_address: '::ffff:192.0.2.45', instance: '' })),
+      /^action=554 5\.7\.1/,
+    );
+    assert.equal(
+      await c.send(request({ protocol_state: 'CONNECT', client_address: '192.0.3.1', instance: '' })),
+      'action=DUNNO',
+    );
   });
 
   test('a suspended user is refused at MAIL with a 5.7.1 text that says to contact the administrator', async () => {
-    await h.store.commit([{ type: 'suspend', user: 'dave@example.org', rule: 'manual', reason: 'x', durationMs: 3_600_000, evidence: {} }], h.clock.now, 'test');
-    const r = await c.send(request({ protocol_state: 'MAIL', sasl_username: 'dave@example.org', sasl_method: 'PLAIN', client_address: '198.51.100.200', instance: '' }));
+    await h.store.commit(
+      [{ type: 'suspend', user: 'dave@example.org', rule: 'manual', reason: 'x', durationMs: 3_600_000, evidence: {} }],
+      h.clock.now,
+      'test',
+    );
+    const r = await c.send(
+      request({
+        protocol_state: 'MAIL',
+        sasl_username: 'dave@example.org',
+        sasl_method: 'PLAIN',
+        client_address: '198.51.100.200',
+        instance: '',
+      }),
+    );
     assert.match(r, /^action=554 5\.7\.1 Account dave@example\.org is suspended .*contact your mail administrator/);
     // the same address is fine for an unauthenticated session
-    assert.equal(await c.send(request({ protocol_state: 'MAIL', client_address: '198.51.100.200', instance: 'x2' })), 'action=DUNNO');
+    assert.equal(
+      await c.send(request({ protocol_state: 'MAIL', client_address: '198.51.100.200', instance: 'x2' })),
+      'action=DUNNO',
+    );
   });
 });
 
@@ -162,7 +221,9 @@ describe('Postfix policy server: bad input', () => {
     assert.equal(c.closed, false);
     assert.ok(h.server.stats.badRequests >= 7, JSON.stringify(h.server.stats));
     // logged once per connection, not once per bad request
-    const perConn = h.logs.filter((l) => l.level === 40 && String(l.msg).includes('DUNNO') && l.peer === `127.0.0.1:${c.socket.localPort}`);
+    const perConn = h.logs.filter(
+      (l) => l.level === 40 && String(l.msg).includes('DUNNO') && l.peer === `127.0.0.1:${c.socket.localPort}`,
+    );
     assert.equal(perConn.length, 1);
     c.close();
   });
