@@ -10,7 +10,7 @@
  * 10-minute slice of the top lists.
  */
 import { clientNetwork } from '../engine/address.js';
-import type { Decision, MailEvent } from '../engine/types.js';
+import type { Action, Decision, MailEvent } from '../engine/types.js';
 
 export const STEP_S = 10;
 const POINTS = 360;
@@ -48,6 +48,14 @@ export interface FeedItem {
 type Slice = { start: number; ips: Map<string, number>; networks: Map<string, number>; users: Map<string, number> };
 
 const SENDING = new Set(['mail', 'recipient', 'data', 'message']);
+// Constant names: a name built per decision would be hashed anew on every lookup.
+const DECISION_SERIES: Record<Action, SeriesName> = {
+  allow: 'decisions.allow',
+  delay: 'decisions.delay',
+  tempfail: 'decisions.tempfail',
+  reject: 'decisions.reject',
+  hold: 'decisions.hold',
+};
 
 export class Activity {
   private readonly series = new Map<SeriesName, Float64Array>(SERIES.map((s) => [s, new Float64Array(POINTS)]));
@@ -84,7 +92,7 @@ export class Activity {
 
   record(event: MailEvent, d: Decision): void {
     const at = this.advance(event.time);
-    this.bump(`decisions.${d.action}`, at);
+    this.bump(DECISION_SERIES[d.action], at);
     const failed = event.kind === 'auth-result' && event.success === false;
     if (failed) {
       const p =

@@ -95,10 +95,14 @@ interface PolicyIndex {
 }
 
 const indexes = new WeakMap<Policy, PolicyIndex>();
+// The policy in force, without a WeakMap lookup per event.
+let lastPolicy: Policy | undefined;
+let lastIndex: PolicyIndex | undefined;
 
 function indexOf(policy: Policy): PolicyIndex {
+  if (policy === lastPolicy && lastIndex !== undefined) return lastIndex;
   let ix = indexes.get(policy);
-  if (ix) return ix;
+  if (ix) return remember(policy, ix);
   const lengths = (base: number[], extra: number[]): number[] =>
     [...new Set([...base, ...extra])].sort((a, b) => b - a);
   const byKind = new Map<string, Rule[]>();
@@ -116,6 +120,12 @@ function indexOf(policy: Policy): PolicyIndex {
     networks: new Memo(MEMO_ADDRESSES),
   };
   indexes.set(policy, ix);
+  return remember(policy, ix);
+}
+
+function remember(policy: Policy, ix: PolicyIndex): PolicyIndex {
+  lastPolicy = policy;
+  lastIndex = ix;
   return ix;
 }
 
@@ -137,10 +147,6 @@ function networkFor(ip: string, policy: Policy): string {
   let net = memo.get(ip);
   if (net === undefined) memo.set(ip, (net = clientNetwork(ip, policy)));
   return net;
-}
-
-export function isAllowlisted(event: MailEvent, policy: Policy): boolean {
-  return (event.user !== undefined && policy.allowUsers.has(event.user)) || policy.allowNetworks.has(event.ip);
 }
 
 /** How a rule meets an event: counts it, only checks its counter, or not at all. */
@@ -253,11 +259,11 @@ export function ruleId(name: string): string {
 }
 
 export function plan(event: MailEvent, policy: Policy): Plan {
-  const allowlisted = isAllowlisted(event, policy);
   // A trusted network is never banned. A trusted user is never limited, but a ban on the
   // source still holds (a stolen allowlisted password must not unlock a banned address),
   // and so does a suspension an administrator set by hand.
   const trustedSource = policy.allowNetworks.has(event.ip);
+  const allowlisted = trustedSource || (event.user !== undefined && policy.allowUsers.has(event.user));
   const checkSuspension =
     SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
   const out: Plan = {
@@ -277,6 +283,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     const subject = subjectOf(rule, event, policy);
     if (subject === undefined) continue;
     const limit = limitFor(rule, subject);
+    // Every op of a type is built as one literal, so the store's reads of them stay monomorphic.
     if (rule.uses) {
       const u = rule.uses;
       const of = u.count.startsWith('distinct:') ? 'distinct' : 'rate';
@@ -300,22 +307,42 @@ export function plan(event: MailEvent, policy: Policy): Plan {
               ? 'if-pass'
               : 'if-conform';
       const key = counterKey(rule.name, subject);
-      const base = { rule: rule.name, key, limit, windowMs: rule.windowMs, charge };
+      const windowMs = rule.windowMs;
       if (rule.count.startsWith('distinct:')) {
         const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
         if (member === undefined) continue;
-        out.counters.push({ type: 'distinct', member, ...base });
+        out.counters.push({ type: 'distinct', rule: rule.name, key, member, limit, windowMs, charge });
       } else {
         // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
         const cost = role === 'check' ? 1 : costOf(rule, event);
         if (cost <= 0) continue;
         if (rule.baseline) {
           // Recent rate (time constant = the window) against the subject's own usual rate (long time constant).
-          const ewma = { type: 'ewma' as const, rule: rule.name, cost, windowMs: rule.windowMs, charge };
-          out.counters.push({ ...ewma, key, tauMs: rule.windowMs, withSelf: true });
-          ewmas.push([out.rules.length, { ...ewma, key: `${key}|usual`, tauMs: rule.baseline.tauMs, withSelf: false }]);
+          out.counters.push({
+            type: 'ewma',
+            rule: rule.name,
+            key,
+            cost,
+            tauMs: windowMs,
+            windowMs,
+            withSelf: true,
+            charge,
+          });
+          ewmas.push([
+            out.rules.length,
+            {
+              type: 'ewma',
+              rule: rule.name,
+              key: `${key}|usual`,
+              cost,
+              tauMs: rule.baseline.tauMs,
+              windowMs,
+              withSelf: false,
+              charge,
+            },
+          ]);
         } else {
-          out.counters.push({ type: 'rate', cost, ...base });
+          out.counters.push({ type: 'rate', rule: rule.name, key, cost, limit, windowMs, charge });
         }
       }
     }
