@@ -63,56 +63,55 @@ export class Decider {
 
   private settle(event: MailEvent, d: Decision, started: number): Decision | Promise<Decision> {
     this.onDecision?.(event, d, (performance.now() - started) / 1000);
-    if (d.effects.length > 0 || d.hits.length > 0) return this.record(event, d);
-    if (d.action !== 'allow') this.logRefusal(event, d);
-    return d;
+    if (d.effects.length > 0) return this.record(event, d);
+    if (d.hits.length > 0) {
+      // A refusal that repeats (a flood being refused) stays synchronous on the embedded store.
+      const audited = this.store.recordHits(event, d.hits, event.time);
+      if (audited instanceof Promise) return audited.then(() => this.report(event, d));
+    }
+    return this.report(event, d);
   }
 
-  /** The rare path: a rule fired. Commit effects, audit hits, log, alert. */
+  /** The rare path: a rule banned, suspended or alerted. Commit the effects, audit the hits, log, alert. */
   private async record(event: MailEvent, d: Decision): Promise<Decision> {
-    if (d.effects.length > 0) {
-      const done = await this.store.commit(d.effects, event.time, 'mailwarden');
-      for (const b of done.bans) {
-        this.logger.warn(
-          {
-            subject: b.subject,
-            rule: b.rule,
-            until: new Date(b.until).toISOString(),
-            offence: b.offence,
-            ip: event.ip,
-          },
-          `banned ${b.subject}: ${b.reason}`,
-        );
-      }
-      for (const s of done.suspensions) {
-        this.logger.warn(
-          { user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip },
-          `suspended ${s.user}: ${s.reason}`,
-        );
-      }
-      for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
-      this.onCommitted?.(done, event.time);
+    const done = await this.store.commit(d.effects, event.time, 'mailwarden');
+    for (const b of done.bans) {
+      this.logger.warn(
+        { subject: b.subject, rule: b.rule, until: new Date(b.until).toISOString(), offence: b.offence, ip: event.ip },
+        `banned ${b.subject}: ${b.reason}`,
+      );
     }
-    if (d.hits.length > 0) {
-      await this.store.recordHits(event, d.hits, event.time);
-      for (const h of d.hits) {
-        if (!h.observe) continue;
-        const suppressed = this.throttle(`observe|${h.rule}|${h.subject}`, event.time);
-        if (suppressed < 0) continue;
-        this.logger.info(
-          {
-            rule: h.rule,
-            subject: h.subject,
-            count: h.count,
-            limit: h.limit,
-            would: h.action,
-            ip: event.ip,
-            user: event.user,
-            suppressed,
-          },
-          `observe: ${h.rule} would ${h.action}`,
-        );
-      }
+    for (const s of done.suspensions) {
+      this.logger.warn(
+        { user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip },
+        `suspended ${s.user}: ${s.reason}`,
+      );
+    }
+    for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
+    this.onCommitted?.(done, event.time);
+    if (d.hits.length > 0) await this.store.recordHits(event, d.hits, event.time);
+    return this.report(event, d);
+  }
+
+  /** Logs what observe-mode rules would have done, and the refusal (both throttled). */
+  private report(event: MailEvent, d: Decision): Decision {
+    for (const h of d.hits) {
+      if (!h.observe) continue;
+      const suppressed = this.throttle(`observe|${h.rule}|${h.subject}`, event.time);
+      if (suppressed < 0) continue;
+      this.logger.info(
+        {
+          rule: h.rule,
+          subject: h.subject,
+          count: h.count,
+          limit: h.limit,
+          would: h.action,
+          ip: event.ip,
+          user: event.user,
+          suppressed,
+        },
+        `observe: ${h.rule} would ${h.action}`,
+      );
     }
     if (d.action !== 'allow') this.logRefusal(event, d);
     return d;

@@ -374,7 +374,8 @@ export class MemoryStore implements Store {
     );
   }
 
-  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void> {
+  /** Synchronous: a refusal that repeats (a flood being refused) stays on the decision's fast path. */
+  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): void {
     for (const h of hits) {
       const k = `${h.rule}|${h.subject}`;
       const last = this.lastAudit.get(k);
@@ -392,7 +393,6 @@ export class MemoryStore implements Store {
       };
       this.db.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, 'mailwarden', evidence);
     }
-    return Promise.resolve();
   }
 
   auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {

@@ -401,7 +401,7 @@ export class ResilientStore implements Store {
         this.failed(err, 'audit', true);
       }
     }
-    await this.local.recordHits(event, hits, now);
+    this.local.recordHits(event, hits, now);
   }
 
   async auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {

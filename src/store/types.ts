@@ -64,7 +64,7 @@ export interface Store {
   listBans(now: number): Promise<BanRecord[]>;
   listSuspensions(now: number): Promise<SuspensionRecord[]>;
   /** Audit rules that fired (throttled: one row per rule and subject per minute). */
-  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void>;
+  recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): MaybePromise<void>;
   /** Newest first. */
   auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]>;
   /** Current counts of these counters, without charging them. */
