@@ -109,19 +109,18 @@ export class MemoryStore implements Store {
       if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
     }
     // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never.
+    // A check or a read (charge `never`) leaves the LRU order alone: the failures it reads were charged
+    // when they happened, and moving a key costs two Map writes (six per login attempt).
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
-      if (op.type === 'read') {
-        this.refresh(op.key);
-        continue;
-      }
+      if (op.charge === 'never') continue;
       const exceeded = (counters[i] as CounterResult).exceeded;
       const charge =
         op.charge === 'always' ||
         (op.charge === 'if-pass' && pass && !exceeded) ||
         (op.charge === 'if-conform' && !exceeded);
       if (!charge) {
-        // A refused or checked subject is hot, not cold: keep its key from eviction, or a flood
+        // A refused subject is hot, not cold: keep its key from eviction, or a flood
         // from one address during a scan of many would win a fresh burst each time.
         this.refresh(op.key);
         continue;
