@@ -74,6 +74,7 @@ export async function startDaemon(
     budgetMs: settings.dovecot.budgetMs,
     maxDelayMs: settings.dovecot.maxDelayMs,
     smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
+    repeatWindowMs: settings.dovecot.repeatWindowMs,
     apiHeader: settings.dovecot.apiHeader,
   });
   let current = settings;

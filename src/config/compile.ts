@@ -44,6 +44,7 @@ export interface Settings {
     budgetMs: number;
     maxDelayMs: number;
     smtpMaxDelayMs: number;
+    repeatWindowMs: number;
   };
   alerts: AlertSettings;
   policy: Policy;
@@ -117,6 +118,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       budgetMs: cfg.dovecot?.budget ?? ms(d.dovecot.budget),
       maxDelayMs: cfg.dovecot?.max_delay ?? ms(d.dovecot.max_delay),
       smtpMaxDelayMs: cfg.dovecot?.smtp_max_delay ?? ms(d.dovecot.smtp_max_delay),
+      repeatWindowMs: cfg.dovecot?.repeat_window ?? ms(d.dovecot.repeat_window),
     },
     alerts: compileAlerts(cfg),
     store: {
@@ -349,6 +351,7 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       budget: formatDuration(s.dovecot.budgetMs),
       max_delay: formatDuration(s.dovecot.maxDelayMs),
       smtp_max_delay: formatDuration(s.dovecot.smtpMaxDelayMs),
+      repeat_window: formatDuration(s.dovecot.repeatWindowMs),
     },
     postfix: {
       budget: formatDuration(s.postfix.budgetMs),

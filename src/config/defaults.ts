@@ -29,7 +29,7 @@ export const DEFAULTS = {
   known_good: { window: '30d' },
   // Dovecot gives up on its policy server after 2 s (auth_policy_server_timeout_msecs) and
   // Postfix drops its SASL conversation after 10 s, so SMTP delays stay well below that.
-  dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s' },
+  dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s', repeat_window: '1s' },
   postfix: { budget: '100ms', idle_timeout: '330s', max_line: 16384, max_attributes: 256, repeat_window: '10s' },
   store: {
     max_keys: 2_000_000,

@@ -205,6 +205,7 @@ export const configSchema = z.strictObject({
       budget: positiveDuration.optional(),
       max_delay: positiveDuration.optional(),
       smtp_max_delay: positiveDuration.optional(),
+      repeat_window: duration.optional(),
     })
     .optional(),
   postfix: z

@@ -113,7 +113,13 @@ void describe('built-in defaults', () => {
     assert.equal(p.suspensionBlocksLogin, false);
     assert.deepEqual(p.knownGood, { windowMs: 30 * DAY });
     assert.equal(p.allowUsers.size, 0);
-    assert.deepEqual(s.dovecot, { apiHeader: undefined, budgetMs: 500, maxDelayMs: 15_000, smtpMaxDelayMs: 5000 });
+    assert.deepEqual(s.dovecot, {
+      apiHeader: undefined,
+      budgetMs: 500,
+      maxDelayMs: 15_000,
+      smtpMaxDelayMs: 5000,
+      repeatWindowMs: 1000,
+    });
     assert.deepEqual(s.alerts, {
       cooldownMs: HOUR,
       queueMax: 1000,
@@ -394,6 +400,7 @@ void describe('a full valid config', () => {
     '  budget: 300ms',
     '  max_delay: 10s',
     '  smtp_max_delay: 4s',
+    '  repeat_window: 0',
     'postfix:',
     '  budget: 250ms',
     '  idle_timeout: 5m',
@@ -504,6 +511,7 @@ void describe('a full valid config', () => {
       budgetMs: 300,
       maxDelayMs: 10_000,
       smtpMaxDelayMs: 4000,
+      repeatWindowMs: 0,
     });
     assert.deepEqual(s.alerts, {
       cooldownMs: 30 * 60_000,
@@ -1522,7 +1530,13 @@ void describe('describeSettings', () => {
     });
     assert.deepEqual(d.suspensions, { duration: '1d', block_login: false });
     assert.deepEqual(d.known_good, { window: '30d' });
-    assert.deepEqual(d.dovecot, { api_header: '(none)', budget: '500ms', max_delay: '15s', smtp_max_delay: '5s' });
+    assert.deepEqual(d.dovecot, {
+      api_header: '(none)',
+      budget: '500ms',
+      max_delay: '15s',
+      smtp_max_delay: '5s',
+      repeat_window: '1s',
+    });
     assert.deepEqual(d.alerts, {
       cooldown: '1h',
       queue_max: 1000,

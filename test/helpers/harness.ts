@@ -78,6 +78,7 @@ export async function startHarness(
     maxDelayMs: settings.dovecot.maxDelayMs,
     smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
     apiHeader: settings.dovecot.apiHeader,
+    repeatWindowMs: settings.dovecot.repeatWindowMs,
   });
   const [dovecotAddr] = await dovecot.start([{ kind: 'tcp', host: '127.0.0.1', port: 0 }]);
   return {

@@ -90,7 +90,7 @@ export class Harness {
   async handle(over: Partial<MailEvent> = {}): Promise<Outcome & { committed: CommitResult }> {
     const out = this.run(over);
     const committed = await this.store.commit(out.decision.effects, this.now, 'mailwarden');
-    await this.store.recordHits(out.event, out.decision.hits, this.now);
+    this.store.recordHits(out.event, out.decision.hits, this.now);
     return { ...out, committed };
   }
 

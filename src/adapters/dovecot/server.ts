@@ -21,6 +21,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
+import { Memo } from '../../engine/memo.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
@@ -41,11 +42,15 @@ export interface DovecotServerOptions {
   maxDelayMs: number;
   smtpMaxDelayMs: number;
   apiHeader: { name: string; value: string } | undefined;
+  /** An allow identical to one answered within this window gets that answer (Dovecot's after-auth check). */
+  repeatWindowMs: number;
 }
 
 export interface DovecotStats {
   requests: number;
   allows: number;
+  /** Allows answered from an identical one within the repeat window (after-auth checks). */
+  repeats: number;
   reports: number;
   refused: number;
   delayed: number;
@@ -63,6 +68,8 @@ interface Answer {
 }
 const WARN_EVERY_MS = 10_000;
 const BODY_LIMIT = 64 * 1024;
+/** Recent allow bodies remembered; an after-auth check follows its before-auth one by one password check. */
+const REPEAT_MEMO = 4096;
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 // Most answers (every report, and most allows) are this one: serialized once.
@@ -94,6 +101,7 @@ export class DovecotPolicyServer {
   readonly stats: DovecotStats = {
     requests: 0,
     allows: 0,
+    repeats: 0,
     reports: 0,
     refused: 0,
     delayed: 0,
@@ -105,6 +113,7 @@ export class DovecotPolicyServer {
   private readonly servers: Server[] = [];
   private readonly o: DovecotServerOptions;
   private lastWarn = 0;
+  private readonly recentAllows = new Memo<string, { at: number; reply: DovecotReply }>(REPEAT_MEMO);
 
   constructor(o: DovecotServerOptions) {
     this.o = o;
@@ -186,20 +195,29 @@ export class DovecotPolicyServer {
     };
     if (command !== 'allow' && command !== 'report')
       return bad('command must be allow or report (Dovecot appends ?command=…)');
+    const now = this.o.now();
+    const text = raw.toString('utf8');
+    const repeat = command === 'allow' ? this.recentAllows.get(text) : undefined;
+    if (repeat !== undefined && now - repeat.at < this.o.repeatWindowMs) {
+      // Dovecot's after-auth check: the same question, and checks changed no counter since.
+      this.stats.allows++;
+      this.stats.repeats++;
+      return { status: 200, body: repeat.reply };
+    }
     let body: unknown;
     try {
-      body = JSON.parse(raw.toString('utf8'));
+      body = JSON.parse(text);
     } catch (err) {
       return bad(`the body is not valid JSON: ${(err as Error).message}`);
     }
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return bad('the body must be a JSON object');
-    const t = toEvent(command, body as DovecotRequest, this.o.now());
+    const t = toEvent(command, body as DovecotRequest, now);
     if (!t.ok) return bad(t.problem);
-    const r = this.answer(command, t.event);
+    const r = this.answer(command, t.event, text);
     return r instanceof Promise ? r.then((x) => ({ status: 200, body: x })) : { status: 200, body: r };
   }
 
-  private answer(command: DovecotCommand, event: MailEvent): DovecotReply | Promise<DovecotReply> {
+  private answer(command: DovecotCommand, event: MailEvent, text: string): DovecotReply | Promise<DovecotReply> {
     if (command === 'allow') this.stats.allows++;
     else this.stats.reports++;
     let d: Decision | Promise<Decision>;
@@ -208,10 +226,10 @@ export class DovecotPolicyServer {
     } catch (err) {
       return this.failed(err, event.ip);
     }
-    if (!(d instanceof Promise)) return this.reply(command, event, d);
+    if (!(d instanceof Promise)) return this.reply(command, event, d, text);
     return withinBudget(d, this.o.budgetMs).then(
       (late) => {
-        if (late !== undefined) return this.reply(command, event, late);
+        if (late !== undefined) return this.reply(command, event, late, text);
         this.stats.budgetMisses++;
         this.o.logger.warn(
           { adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs },
@@ -223,10 +241,11 @@ export class DovecotPolicyServer {
     );
   }
 
-  private reply(command: DovecotCommand, event: MailEvent, d: Decision): DovecotReply {
+  private reply(command: DovecotCommand, event: MailEvent, d: Decision, text: string): DovecotReply {
     // Dovecot does not read the answer to a report; its effects (bans) are what matter.
     if (command === 'report') return ALLOW_REPLY;
     const r = toReply(d, event.protocol, this.o);
+    if (this.o.repeatWindowMs > 0) this.recentAllows.set(text, { at: event.time, reply: r });
     if (r.status < 0) this.stats.refused++;
     else if (r.status > 0) this.stats.delayed++;
     return r;

@@ -212,6 +212,49 @@ describe('Dovecot auth policy endpoint: the password-guessing policy', () => {
   });
 });
 
+describe('Dovecot auth policy endpoint: the after-auth check (an identical allow)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness();
+  });
+  after(() => h.close());
+
+  test('an identical allow within dovecot.repeat_window gets the same answer without deciding again', async () => {
+    const body = attempt('192.0.2.140', 'erin@mailprobe.test', '0c1a');
+    const decided = (): number => h.dovecot.stats.allows - h.dovecot.stats.repeats;
+    const first = await post(h, 'allow', body);
+    assert.deepEqual(first.body, { status: 0, msg: '' });
+    assert.equal(decided(), 1);
+    const again = await post(h, 'allow', body);
+    assert.deepEqual(again.body, first.body);
+    assert.equal(h.dovecot.stats.repeats, 1);
+    assert.equal(decided(), 1, 'answered from the first one');
+    // another password, another session, a report: not repeats
+    await post(h, 'allow', { ...body, pwhash: '0c1b' });
+    await post(h, 'allow', { ...body, session_id: 'BBBBBBBBBBBBBBBB' });
+    await post(h, 'report', { ...body, success: true, policy_reject: false });
+    await post(h, 'report', { ...body, success: true, policy_reject: false });
+    assert.equal(h.dovecot.stats.repeats, 1);
+    assert.equal(decided(), 3);
+    // once the window has passed the same allow is decided again
+    h.clock.now += h.settings.dovecot.repeatWindowMs;
+    await post(h, 'allow', body);
+    assert.equal(h.dovecot.stats.repeats, 1);
+    assert.equal(decided(), 4);
+  });
+
+  test('a refusal is repeated as a refusal', async () => {
+    const ip = '203.0.113.140';
+    for (let i = 0; i < 7; i++) await failLogin(h, ip, 'frank@mailprobe.test', (0x0d00 + i).toString(16));
+    const body = attempt(ip, 'frank@mailprobe.test', '0e00');
+    const refused = await post(h, 'allow', body);
+    assert.equal(refused.body.status, -1);
+    const repeats = h.dovecot.stats.repeats;
+    assert.deepEqual((await post(h, 'allow', body)).body, refused.body);
+    assert.equal(h.dovecot.stats.repeats, repeats + 1);
+  });
+});
+
 describe('Dovecot auth policy endpoint: bad input and trust', () => {
   test('broken requests get a 400 with a clear message, never a crash', async () => {
     const h = await startHarness();
