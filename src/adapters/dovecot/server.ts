@@ -75,9 +75,17 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 // Most answers (every report, and most allows) are this one: serialized once.
 const ALLOW_BYTES = Buffer.from(JSON.stringify(ALLOW_REPLY));
 
+// Header lists as flat arrays (name, value, …): no object to walk per answer.
+const ALLOW_HEADERS = ['content-type', JSON_TYPE, 'content-length', String(ALLOW_BYTES.length)];
+
 function send(res: ServerResponse, status: number, body: object): void {
-  const bytes = body === ALLOW_REPLY ? ALLOW_BYTES : Buffer.from(JSON.stringify(body));
-  res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': bytes.length });
+  if (body === ALLOW_REPLY) {
+    res.writeHead(status, ALLOW_HEADERS);
+    res.end(ALLOW_BYTES);
+    return;
+  }
+  const bytes = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, ['content-type', JSON_TYPE, 'content-length', String(bytes.length)]);
   res.end(bytes);
 }
 
