@@ -19,6 +19,11 @@ export class Memo<K, V> {
     return this.young.get(key) ?? this.old.get(key);
   }
 
+  delete(key: K): void {
+    this.young.delete(key);
+    this.old.delete(key);
+  }
+
   set(key: K, value: V): void {
     if (this.young.size >= this.half) {
       this.old = this.young;

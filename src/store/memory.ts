@@ -29,7 +29,14 @@ import {
   type Usual,
 } from './counting.js';
 import { SqlitePersistence } from './sqlite.js';
-import type { AuditRow, CommitResult, Store, StoreStats } from './types.js';
+import {
+  AUDIT_THROTTLE_MS,
+  hitEvidence,
+  type AuditRow,
+  type CommitResult,
+  type Store,
+  type StoreStats,
+} from './types.js';
 
 export interface MemoryStoreOptions {
   /** SQLite file; ':memory:' for tests that need no durability. */
@@ -39,8 +46,6 @@ export interface MemoryStoreOptions {
   lookbackMs: number;
   now: () => number;
 }
-
-const AUDIT_THROTTLE_MS = 60_000;
 
 type CounterValue = number | Map<string, number> | Usual;
 
@@ -381,16 +386,15 @@ export class MemoryStore implements Store {
       if (last !== undefined && now - last < AUDIT_THROTTLE_MS) continue;
       if (this.lastAudit.size > 100_000) this.lastAudit.clear();
       this.lastAudit.set(k, now);
-      const evidence = {
-        event: event.kind,
-        protocol: event.protocol,
-        ip: event.ip,
-        user: event.user,
-        count: h.count,
-        limit: h.limit,
-        action: h.action,
-      };
-      this.db.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, 'mailwarden', evidence);
+      this.db.audit(
+        now,
+        h.observe ? 'observe' : 'limit',
+        h.subject,
+        h.rule,
+        h.reason,
+        'mailwarden',
+        hitEvidence(event, h),
+      );
     }
   }
 

@@ -44,7 +44,15 @@ import {
   RESTORE_LUA,
   STATS_LUA,
 } from './redis-lua.js';
-import type { AuditKind, AuditRow, CommitResult, Store, StoreStats } from './types.js';
+import {
+  AUDIT_THROTTLE_MS,
+  hitEvidence,
+  type AuditKind,
+  type AuditRow,
+  type CommitResult,
+  type Store,
+  type StoreStats,
+} from './types.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -63,7 +71,6 @@ export interface RedisSettings {
 
 /** Usual-rate keys live this many time constants past their last update (the value is then < 0.005 % of itself). */
 export const EWMA_TTL_TAUS = 10;
-const AUDIT_THROTTLE_MS = 60_000;
 /** Audit rows kept per subject (approximately: streams are trimmed with MAXLEN ~). */
 export const AUDIT_MAX_PER_SUBJECT = 1000;
 
@@ -446,16 +453,7 @@ export class RedisStore implements Store {
     if (hits.length === 0) return;
     const args: string[] = [this.t(now), ...this.recordArgs(''), String(AUDIT_THROTTLE_MS)];
     for (const h of hits) {
-      const evidence = {
-        event: event.kind,
-        protocol: event.protocol,
-        ip: event.ip,
-        user: event.user,
-        count: h.count,
-        limit: h.limit,
-        action: h.action,
-      };
-      args.push(h.rule, h.subject, h.reason, h.observe ? 'observe' : 'limit', JSON.stringify(evidence));
+      args.push(h.rule, h.subject, h.reason, h.observe ? 'observe' : 'limit', JSON.stringify(hitEvidence(event, h)));
     }
     await this.scripts.mwHits(1, this.bansKey, ...args);
   }

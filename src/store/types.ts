@@ -2,13 +2,30 @@
  * store/types — the one interface every backend implements: memory + SQLite
  * (store/memory.ts) and Redis (store/redis.ts, wrapped by store/resilient.ts). A backend knows counting and persistence, nothing about
  * mail: it executes a Plan atomically and records effects, and the engine
- * decides what they mean.
+ * decides what they mean. Also what every backend writes alike: the audit
+ * throttle and the evidence of a rule hit.
  */
 import type { ApplyResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 
 export type AuditKind = 'ban' | 'unban' | 'suspend' | 'resume' | 'limit' | 'observe';
+
+/** A rule hit is audited once per rule and subject in this long (every backend, so every node agrees). */
+export const AUDIT_THROTTLE_MS = 60_000;
+
+/** What the audit row of a rule hit keeps as evidence (never a password hash). */
+export function hitEvidence(event: MailEvent, h: RuleHit): Record<string, unknown> {
+  return {
+    event: event.kind,
+    protocol: event.protocol,
+    ip: event.ip,
+    user: event.user,
+    count: h.count,
+    limit: h.limit,
+    action: h.action,
+  };
+}
 
 export interface AuditRow {
   id: number;

@@ -42,14 +42,14 @@ export interface DovecotServerOptions {
   maxDelayMs: number;
   smtpMaxDelayMs: number;
   apiHeader: { name: string; value: string } | undefined;
-  /** An allow identical to one answered within this window gets that answer (Dovecot's after-auth check). */
+  /** An allow identical to the one before it in the same session, within this window, gets its answer (the after-auth check). */
   repeatWindowMs: number;
 }
 
 export interface DovecotStats {
   requests: number;
   allows: number;
-  /** Allows answered from an identical one within the repeat window (after-auth checks). */
+  /** Allows answered from the identical one before them in the same session (after-auth checks). */
   repeats: number;
   reports: number;
   refused: number;
@@ -68,7 +68,7 @@ interface Answer {
 }
 const WARN_EVERY_MS = 10_000;
 const BODY_LIMIT = 64 * 1024;
-/** Recent allow bodies remembered; an after-auth check follows its before-auth one by one password check. */
+/** Sessions whose last allow is remembered; an after-auth check follows its before-auth one by one password check. */
 const REPEAT_MEMO = 4096;
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -121,7 +121,8 @@ export class DovecotPolicyServer {
   private readonly servers: Server[] = [];
   private readonly o: DovecotServerOptions;
   private lastWarn = 0;
-  private readonly recentAllows = new Memo<string, { at: number; reply: DovecotReply }>(REPEAT_MEMO);
+  /** Session id → its last allow (the exact body) and the answer, until the session's report. */
+  private readonly lastAllow = new Memo<string, { text: string; at: number; reply: DovecotReply }>(REPEAT_MEMO);
 
   constructor(o: DovecotServerOptions) {
     this.o = o;
@@ -205,13 +206,6 @@ export class DovecotPolicyServer {
       return bad('command must be allow or report (Dovecot appends ?command=…)');
     const now = this.o.now();
     const text = raw.toString('utf8');
-    const repeat = command === 'allow' ? this.recentAllows.get(text) : undefined;
-    if (repeat !== undefined && now - repeat.at < this.o.repeatWindowMs) {
-      // Dovecot's after-auth check: the same question, and checks changed no counter since.
-      this.stats.allows++;
-      this.stats.repeats++;
-      return { status: 200, body: repeat.reply };
-    }
     let body: unknown;
     try {
       body = JSON.parse(text);
@@ -221,11 +215,31 @@ export class DovecotPolicyServer {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return bad('the body must be a JSON object');
     const t = toEvent(command, body as DovecotRequest, now);
     if (!t.ok) return bad(t.problem);
-    const r = this.answer(command, t.event, text);
+    // Dovecot's after-auth check repeats the allow of the same attempt byte for byte: the same question, and
+    // checks charge nothing, so it gets the same answer. Only within one session (IMAP/POP3: Postfix's SASL
+    // requests carry no session id, and two logins must never share an answer) and until the report ends
+    // the attempt, so a ban or suspension made since always holds for the next attempt.
+    const sid = (body as DovecotRequest).session_id;
+    const session = typeof sid === 'string' && this.o.repeatWindowMs > 0 ? sid : '';
+    if (session !== '' && command === 'report') this.lastAllow.delete(session);
+    if (session !== '' && command === 'allow') {
+      const last = this.lastAllow.get(session);
+      if (last !== undefined && last.text === text && now - last.at < this.o.repeatWindowMs) {
+        this.stats.allows++;
+        this.stats.repeats++;
+        return { status: 200, body: last.reply };
+      }
+    }
+    const r = this.answer(command, t.event, session, text);
     return r instanceof Promise ? r.then((x) => ({ status: 200, body: x })) : { status: 200, body: r };
   }
 
-  private answer(command: DovecotCommand, event: MailEvent, text: string): DovecotReply | Promise<DovecotReply> {
+  private answer(
+    command: DovecotCommand,
+    event: MailEvent,
+    session: string,
+    text: string,
+  ): DovecotReply | Promise<DovecotReply> {
     if (command === 'allow') this.stats.allows++;
     else this.stats.reports++;
     let d: Decision | Promise<Decision>;
@@ -234,10 +248,10 @@ export class DovecotPolicyServer {
     } catch (err) {
       return this.failed(err, event.ip);
     }
-    if (!(d instanceof Promise)) return this.reply(command, event, d, text);
+    if (!(d instanceof Promise)) return this.reply(command, event, d, session, text);
     return withinBudget(d, this.o.budgetMs).then(
       (late) => {
-        if (late !== undefined) return this.reply(command, event, late, text);
+        if (late !== undefined) return this.reply(command, event, late, session, text);
         this.stats.budgetMisses++;
         this.o.logger.warn(
           { adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs },
@@ -249,11 +263,11 @@ export class DovecotPolicyServer {
     );
   }
 
-  private reply(command: DovecotCommand, event: MailEvent, d: Decision, text: string): DovecotReply {
+  private reply(command: DovecotCommand, event: MailEvent, d: Decision, session: string, text: string): DovecotReply {
     // Dovecot does not read the answer to a report; its effects (bans) are what matter.
     if (command === 'report') return ALLOW_REPLY;
     const r = toReply(d, event.protocol, this.o);
-    if (this.o.repeatWindowMs > 0) this.recentAllows.set(text, { at: event.time, reply: r });
+    if (session !== '') this.lastAllow.set(session, { text, at: event.time, reply: r });
     if (r.status < 0) this.stats.refused++;
     else if (r.status > 0) this.stats.delayed++;
     return r;

@@ -219,7 +219,7 @@ describe('Dovecot auth policy endpoint: the after-auth check (an identical allow
   });
   after(() => h.close());
 
-  test('an identical allow within dovecot.repeat_window gets the same answer without deciding again', async () => {
+  test('the allow repeated in the same session gets the same answer without deciding again', async () => {
     const body = attempt('192.0.2.140', 'erin@mailprobe.test', '0c1a');
     const decided = (): number => h.dovecot.stats.allows - h.dovecot.stats.repeats;
     const first = await post(h, 'allow', body);
@@ -229,18 +229,49 @@ describe('Dovecot auth policy endpoint: the after-auth check (an identical allow
     assert.deepEqual(again.body, first.body);
     assert.equal(h.dovecot.stats.repeats, 1);
     assert.equal(decided(), 1, 'answered from the first one');
-    // another password, another session, a report: not repeats
+    // the session's report ends the attempt: the next identical allow (a new attempt) is decided again
+    await post(h, 'report', { ...body, success: true, policy_reject: false });
+    await post(h, 'allow', body);
+    assert.equal(decided(), 2);
+    // another password in the session, another session: not repeats
     await post(h, 'allow', { ...body, pwhash: '0c1b' });
     await post(h, 'allow', { ...body, session_id: 'BBBBBBBBBBBBBBBB' });
-    await post(h, 'report', { ...body, success: true, policy_reject: false });
-    await post(h, 'report', { ...body, success: true, policy_reject: false });
-    assert.equal(h.dovecot.stats.repeats, 1);
-    assert.equal(decided(), 3);
+    assert.equal(decided(), 4);
+    // Postfix's SASL requests carry no session id: two SMTP logins never share an answer
+    const smtp = { ...body, protocol: 'smtp', session_id: '' };
+    await post(h, 'allow', smtp);
+    await post(h, 'allow', smtp);
+    assert.equal(decided(), 6);
     // once the window has passed the same allow is decided again
+    await post(h, 'allow', body);
+    assert.equal(h.dovecot.stats.repeats, 1);
     h.clock.now += h.settings.dovecot.repeatWindowMs;
     await post(h, 'allow', body);
     assert.equal(h.dovecot.stats.repeats, 1);
-    assert.equal(decided(), 4);
+    assert.equal(decided(), 8);
+  });
+
+  test('a ban made between two logins holds for the second one, whatever was answered before', async () => {
+    const body = attempt('192.0.2.141', 'gina@mailprobe.test', '0c2a');
+    assert.equal((await post(h, 'allow', body)).body.status, 0);
+    await post(h, 'report', { ...body, success: true, policy_reject: false });
+    await h.store.commit(
+      [
+        {
+          type: 'ban',
+          subject: '192.0.2.141',
+          rule: 'manual',
+          reason: 'test',
+          evidence: {},
+          escalation: h.settings.policy.escalation,
+          durationMs: 3_600_000,
+        },
+      ],
+      h.clock.now,
+      'admin',
+    );
+    const next = await post(h, 'allow', body);
+    assert.equal(next.body.status, -1, JSON.stringify(next.body));
   });
 
   test('a refusal is repeated as a refusal', async () => {
