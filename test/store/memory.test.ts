@@ -15,6 +15,7 @@ import type { BanEffect, SuspendEffect } from '../../src/engine/types.js';
 import { DISTINCT_CAP } from '../../src/store/counting.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { allowed, DAY, Harness, HOUR, makeEvent, MINUTE, rulesPolicy, T0 } from '../helpers/policy.js';
+import { prng } from '../helpers/prng.js';
 
 const dirs: string[] = [];
 function tempFile(name = 'mailwarden.sqlite'): string {
@@ -46,6 +47,29 @@ void describe('eviction (bounded memory)', () => {
       assert.deepEqual(Object.values(await h.peek({ ip: nthIp(i) })), [1], `key ${i} kept`);
     for (const i of [0, 1, 2500, 3999])
       assert.deepEqual(Object.values(await h.peek({ ip: nthIp(i) })), [0], `key ${i} evicted`);
+  });
+
+  void test('eviction keeps exactly the most recently used keys, against a model, through reuses and a clear', async () => {
+    const policy = rulesPolicy('  - {name: c, on: [connect], key: ip, count: events, limit: 1000000, window: 1h}');
+    const h = new Harness(policy, { maxKeys: 100 });
+    const rnd = prng(11);
+    let order: string[] = []; // the model: least recently used first
+    for (let i = 0; i < 3000; i++) {
+      if (i === 1500) {
+        h.store.clearCounters();
+        order = [];
+      }
+      const ip = order.length > 0 && rnd() < 0.4 ? (order[Math.floor(rnd() * order.length)] as string) : nthIp(i);
+      h.run({ ip });
+      order = [...order.filter((x) => x !== ip), ip].slice(-100);
+    }
+    assert.equal(h.store.stats(h.now).counterKeys, 100);
+    const kept = new Set(order);
+    for (let i = 1400; i < 3000; i++) {
+      const ip = nthIp(i);
+      const n = Object.values(await h.peek({ ip }))[0] ?? 0;
+      assert.equal(n > 0, kept.has(ip), `${ip}: counted ${n}, in the model ${kept.has(ip)}`);
+    }
   });
 
   void test('a key used again moves to the back and outlives colder ones', async () => {
