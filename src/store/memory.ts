@@ -53,8 +53,6 @@ export class MemoryStore implements Store {
   readonly backend = 'memory';
   /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate, in LRU order. */
   private readonly counters = new Map<string, CounterValue>();
-  /** Where eviction goes on from (touch). */
-  private coldest: Iterator<string> = this.counters.keys();
   private readonly bans = new Map<string, BanRecord>();
   private readonly suspensions = new Map<string, SuspensionRecord>();
   /** aggregate prefix → member network → ban time, for IPv6 escalation. */
@@ -183,15 +181,9 @@ export class MemoryStore implements Store {
     this.counters.delete(key);
     this.counters.set(key, value);
     while (this.counters.size > this.opts.maxKeys) {
-      // One iterator kept from eviction to eviction: everything before it was evicted or moved to the back,
-      // so it stands on the coldest key. A fresh keys() per eviction would walk the holes that deletes
-      // leave at the front of V8's table: ~8 µs an event at the bound (a scan of new addresses), 0.4 µs so.
-      let next = this.coldest.next();
-      if (next.done === true) {
-        this.coldest = this.counters.keys();
-        next = this.coldest.next();
-      }
-      this.counters.delete(next.value as string);
+      // A fresh iterator each time: one kept across evictions would hold every table V8 has since outgrown
+      // (obsolete tables stay linked for their iterators), tens of MB at a million keys.
+      this.counters.delete(this.counters.keys().next().value as string);
       this.evictions++;
     }
   }
