@@ -199,6 +199,26 @@ void describe('distinct sets', () => {
     assert.equal(set.size, 0);
   });
 
+  void test('pruning stops at the first live member: a big live set costs one step, not its size', () => {
+    /** A Map that counts the members its iterator hands out. */
+    class CountingMap extends Map<string, number> {
+      steps = 0;
+      override *[Symbol.iterator](): MapIterator<[string, number]> {
+        for (const e of super.entries()) {
+          this.steps++;
+          yield e;
+        }
+      }
+    }
+    const counting = new CountingMap();
+    for (let i = 0; i < 1000; i++) counting.set(`m${i}`, 10_000 + i);
+    assert.equal(pruneDistinct(counting, 10_500, 3_600_000), 1000);
+    assert.equal(counting.steps, 1);
+    // members seen before the horizon are at the front (a member seen again moves to the back)
+    assert.equal(pruneDistinct(counting, 10_000 + 3_600_000 + 9, 3_600_000), 990);
+    assert.equal(counting.steps, 12);
+  });
+
   void test('distinctCountWith counts a new member once and a known member not at all', () => {
     assert.equal(distinctCountWith(undefined, 'x'), 1);
     const set = new Map([
