@@ -31,8 +31,4 @@ export class Memo<K, V> {
     }
     this.young.set(key, value);
   }
-
-  get size(): number {
-    return this.young.size + this.old.size;
-  }
 }
