@@ -15,6 +15,7 @@ import { loadSettings, loadSettingsFromText } from '../../src/config/load.js';
 import { Decider } from '../../src/decider.js';
 import type { Settings } from '../../src/config/compile.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import type { CommitResult } from '../../src/store/types.js';
 
 export interface Harness {
   settings: Settings;
@@ -99,4 +100,23 @@ export async function startHarness(
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** An administrator's one-hour ban of `subject` (an address or a network), made durable in the harness's store. */
+export function banForAnHour(h: Harness, subject: string): Promise<CommitResult> {
+  return h.store.commit(
+    [
+      {
+        type: 'ban',
+        subject,
+        rule: 'manual',
+        reason: 'test',
+        evidence: {},
+        escalation: h.settings.policy.escalation,
+        durationMs: 3_600_000,
+      },
+    ],
+    h.clock.now,
+    'test',
+  );
 }

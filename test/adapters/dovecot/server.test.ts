@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startHarness, type Harness } from '../../helpers/harness.js';
+import { banForAnHour, startHarness, type Harness } from '../../helpers/harness.js';
 import { PolicyClient, portOf, PROTOCOL_DIR, request } from '../../helpers/postfix.js';
 
 interface Captured {
@@ -255,21 +255,7 @@ describe('Dovecot auth policy endpoint: the after-auth check (an identical allow
     const body = attempt('192.0.2.141', 'gina@mailprobe.test', '0c2a');
     assert.equal((await post(h, 'allow', body)).body.status, 0);
     await post(h, 'report', { ...body, success: true, policy_reject: false });
-    await h.store.commit(
-      [
-        {
-          type: 'ban',
-          subject: '192.0.2.141',
-          rule: 'manual',
-          reason: 'test',
-          evidence: {},
-          escalation: h.settings.policy.escalation,
-          durationMs: 3_600_000,
-        },
-      ],
-      h.clock.now,
-      'admin',
-    );
+    await banForAnHour(h, '192.0.2.141');
     const next = await post(h, 'allow', body);
     assert.equal(next.body.status, -1, JSON.stringify(next.body));
   });

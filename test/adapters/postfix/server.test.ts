@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { counterKey } from '../../../src/engine/plan.js';
-import { startHarness, type Harness } from '../../helpers/harness.js';
+import { banForAnHour, startHarness, type Harness } from '../../helpers/harness.js';
 import { capturedRequests, PolicyClient, portOf, request } from '../../helpers/postfix.js';
 
 const peekRate = async (h: Harness, rule: string, subject: string): Promise<number> => {
@@ -132,21 +132,7 @@ rules:
   });
 
   test('a banned network is refused at every stage with 554 5.7.1', async () => {
-    await h.store.commit(
-      [
-        {
-          type: 'ban',
-          subject: '192.0.2.0/24',
-          rule: 'manual',
-          reason: 'test',
-          evidence: {},
-          escalation: h.settings.policy.escalation,
-          durationMs: 3_600_000,
-        },
-      ],
-      h.clock.now,
-      'test',
-    );
+    await banForAnHour(h, '192.0.2.0/24');
     for (const state of ['CONNECT', 'EHLO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']) {
       const r = await c.send(
         request({ protocol_state: state, client_address: '192.0.2.44', instance: `ban.${state}` }),
