@@ -213,15 +213,12 @@ export class DovecotPolicyServer {
       return bad(`the body is not valid JSON: ${(err as Error).message}`);
     }
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return bad('the body must be a JSON object');
-    const t = toEvent(command, body as DovecotRequest, now);
-    if (!t.ok) return bad(t.problem);
     // Dovecot's after-auth check repeats the allow of the same attempt byte for byte: the same question, and
-    // checks charge nothing, so it gets the same answer. Only within one session (IMAP/POP3: Postfix's SASL
-    // requests carry no session id, and two logins must never share an answer) and until the report ends
-    // the attempt, so a ban or suspension made since always holds for the next attempt.
+    // checks charge nothing, so it gets the same answer (before translating: the body was valid the first time).
+    // Only within one session (IMAP/POP3: Postfix's SASL requests carry no session id, and two logins must
+    // never share an answer) and until the report ends the attempt, so a ban or suspension made since holds.
     const sid = (body as DovecotRequest).session_id;
     const session = typeof sid === 'string' && this.o.repeatWindowMs > 0 ? sid : '';
-    if (session !== '' && command === 'report') this.lastAllow.delete(session);
     if (session !== '' && command === 'allow') {
       const last = this.lastAllow.get(session);
       if (last !== undefined && last.text === text && now - last.at < this.o.repeatWindowMs) {
@@ -230,6 +227,9 @@ export class DovecotPolicyServer {
         return { status: 200, body: last.reply };
       }
     }
+    const t = toEvent(command, body as DovecotRequest, now);
+    if (!t.ok) return bad(t.problem);
+    if (session !== '' && command === 'report') this.lastAllow.delete(session);
     const r = this.answer(command, t.event, session, text);
     return r instanceof Promise ? r.then((x) => ({ status: 200, body: x })) : { status: 200, body: r };
   }
