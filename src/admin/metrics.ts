@@ -111,7 +111,7 @@ export class Metrics {
 
   decision(event: MailEvent, d: Decision, seconds: number): void {
     const adapter = event.kind.startsWith('auth-') ? 'dovecot' : 'postfix';
-    this.decisions.inc(`${adapter}|${d.action}|${d.rule}`, () => ({ adapter, action: d.action, rule: d.rule }));
+    this.decisions.inc([adapter, d.action, d.rule]);
     this.latency.observe(adapter, seconds);
   }
 }

@@ -8,31 +8,61 @@
  */
 import { Counter, type Histogram, type Registry } from 'prom-client';
 
+interface Row {
+  n: number;
+  exported: number;
+}
+
+/** Label value → the next label's level, or the row at the last label. */
+type Level = Map<string, Level | Row>;
+
 /** A counter over a fixed set of labels; its deltas go into a prom-client Counter at scrape time. */
 export class TalliedCounter<L extends string> {
-  private readonly rows = new Map<string, { labels: Record<L, string>; n: number; exported: number }>();
+  private readonly tree: Level = new Map();
+  private readonly rows: Array<{ labels: Record<L, string>; row: Row }> = [];
+  private readonly labelNames: readonly L[];
 
   constructor(o: { name: string; help: string; labelNames: readonly L[]; registry: Registry }) {
     const rows = this.rows;
+    this.labelNames = o.labelNames;
     new Counter<L>({
       name: o.name,
       help: o.help,
       labelNames: o.labelNames,
       registers: [o.registry],
       collect(this: Counter<L>) {
-        for (const r of rows.values()) {
-          if (r.n > r.exported) this.inc(r.labels, r.n - r.exported);
-          r.exported = r.n;
+        for (const { labels, row } of rows) {
+          if (row.n > row.exported) this.inc(labels, row.n - row.exported);
+          row.exported = row.n;
         }
       },
     });
   }
 
-  /** Counts one; `key` names the label set, `labels` makes it the first time. */
-  inc(key: string, labels: () => Record<L, string>): void {
-    const r = this.rows.get(key);
-    if (r) r.n++;
-    else this.rows.set(key, { labels: labels(), n: 1, exported: 0 });
+  /**
+   * Counts one for the label values, in `labelNames` order. Each value is looked up on
+   * its own: values are the same few strings every time, so their hashes are cached,
+   * where a key joined from them would be a new string to hash on every call.
+   */
+  inc(values: readonly string[]): void {
+    let level = this.tree;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      const v = values[i] as string;
+      let next = level.get(v) as Level | undefined;
+      if (next === undefined) level.set(v, (next = new Map()));
+      level = next;
+    }
+    const row = level.get(values[last] as string) as Row | undefined;
+    if (row !== undefined) {
+      row.n++;
+      return;
+    }
+    const made: Row = { n: 1, exported: 0 };
+    level.set(values[last] as string, made);
+    const labels = {} as Record<L, string>;
+    this.labelNames.forEach((name, i) => (labels[name] = values[i] as string));
+    this.rows.push({ labels, row: made });
   }
 }
 

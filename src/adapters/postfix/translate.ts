@@ -11,17 +11,18 @@ import { canonicalIp } from '../../engine/address.js';
 import type { Decision, EventKind, MailEvent } from '../../engine/types.js';
 import type { PolicyAttributes } from './parse.js';
 
-const STATES: Record<string, EventKind> = {
-  CONNECT: 'connect',
-  EHLO: 'helo',
-  HELO: 'helo',
-  MAIL: 'mail',
-  RCPT: 'recipient',
-  DATA: 'data',
-  'END-OF-MESSAGE': 'message',
-  VRFY: 'vrfy',
-  ETRN: 'etrn',
-};
+// A Map: indexing an object with a received string would look the string up in V8's string table first.
+const STATES = new Map<string, EventKind>([
+  ['CONNECT', 'connect'],
+  ['EHLO', 'helo'],
+  ['HELO', 'helo'],
+  ['MAIL', 'mail'],
+  ['RCPT', 'recipient'],
+  ['DATA', 'data'],
+  ['END-OF-MESSAGE', 'message'],
+  ['VRFY', 'vrfy'],
+  ['ETRN', 'etrn'],
+]);
 
 export type Translation = { ok: true; event: MailEvent } | { ok: false; problem: string };
 
@@ -33,7 +34,7 @@ function int(v: string | undefined): number {
 export function toEvent(a: PolicyAttributes, now: number): Translation {
   if (a.request !== 'smtpd_access_policy')
     return { ok: false, problem: `unsupported request ${JSON.stringify(a.request ?? '')}` };
-  const kind = STATES[a.protocol_state ?? ''];
+  const kind = STATES.get(a.protocol_state ?? '');
   if (kind === undefined)
     return { ok: false, problem: `unknown protocol_state ${JSON.stringify(a.protocol_state ?? '')}` };
   const ip = canonicalIp(a.client_address ?? '');
