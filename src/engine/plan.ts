@@ -51,9 +51,20 @@ export type CounterOp =
       charge: Charge;
     };
 
+/**
+ * The bans that would cover a client: on its address, or on an enclosing network of
+ * one of these sizes (longest first). A store builds the subject of a size only when
+ * it holds a ban of that size (`banSubject`): most hold none of most sizes.
+ */
+export interface BanCover {
+  ip: string;
+  v6: boolean;
+  lengths: readonly number[];
+}
+
 export interface Plan {
-  /** Ban subjects that would cover this client: its address and enclosing networks. */
-  banSubjects: readonly string[];
+  /** Bans to check; undefined for a trusted source, which is never banned. */
+  banCover: BanCover | undefined;
   /** Check this user's suspension (only for events that send mail). */
   suspendedUser?: string | undefined;
   counters: CounterOp[];
@@ -121,13 +132,21 @@ function remember(policy: Policy, ix: PolicyIndex): PolicyIndex {
   return ix;
 }
 
-export function banSubjectsFor(ip: string, policy: Policy): readonly string[] {
+export function banCoverFor(ip: string, policy: Policy): BanCover {
   const v6 = isIPv6(ip);
   const ix = indexOf(policy);
-  const full = v6 ? 128 : 32;
-  // Computed per event: remembering them per address measured no faster, and under a scan of new
-  // addresses the remembered ones outlived the young generation and bloated the heap (+130 MB RSS).
-  return (v6 ? ix.v6Lengths : ix.v4Lengths).map((len) => (len === full ? ip : networkOf(ip, len)));
+  return { ip, v6, lengths: v6 ? ix.v6Lengths : ix.v4Lengths };
+}
+
+/** The ban subject of one size in a cover: the address itself, or its network. */
+export function banSubject(cover: BanCover, length: number): string {
+  return length === (cover.v6 ? 128 : 32) ? cover.ip : networkOf(cover.ip, length);
+}
+
+/** Every ban subject that would cover an address. */
+export function banSubjectsFor(ip: string, policy: Policy): string[] {
+  const cover = banCoverFor(ip, policy);
+  return cover.lengths.map((len) => banSubject(cover, len));
 }
 
 /** How a rule meets an event: counts it, only checks its counter, or not at all. */
@@ -248,7 +267,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   const checkSuspension =
     SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
   const out: Plan = {
-    banSubjects: trustedSource ? [] : banSubjectsFor(event.ip, policy),
+    banCover: trustedSource ? undefined : banCoverFor(event.ip, policy),
     suspendedUser: event.user !== undefined && checkSuspension ? event.user : undefined,
     counters: [],
     allowlisted,

@@ -28,6 +28,7 @@ import {
   usualRate,
   type Usual,
 } from './counting.js';
+import { BanTable } from './ban-table.js';
 import { SqlitePersistence } from './sqlite.js';
 import {
   AUDIT_THROTTLE_MS,
@@ -53,7 +54,7 @@ export class MemoryStore implements Store {
   readonly backend = 'memory';
   /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate, in LRU order. */
   private readonly counters = new Map<string, CounterValue>();
-  private readonly bans = new Map<string, BanRecord>();
+  private readonly bans = new BanTable();
   private readonly suspensions = new Map<string, SuspensionRecord>();
   /** aggregate prefix → member network → ban time, for IPv6 escalation. */
   private readonly aggregates = new Map<string, Map<string, number>>();
@@ -67,7 +68,7 @@ export class MemoryStore implements Store {
     this.db = new SqlitePersistence(opts.file);
     const now = opts.now();
     this.db.prune(now, opts.lookbackMs);
-    for (const b of this.db.loadBans(now)) this.bans.set(b.subject, b);
+    for (const b of this.db.loadBans(now)) this.bans.set(b);
     for (const s of this.db.loadSuspensions(now)) this.suspensions.set(s.user, s);
     for (const row of this.db.loadCounters()) {
       if (row.tat !== null) this.counters.set(row.key, row.tat);
@@ -84,7 +85,7 @@ export class MemoryStore implements Store {
 
   /** The synchronous core of apply(), exposed for the benchmark and tests. */
   applySync(plan: Plan, now: number): ApplyResult {
-    const ban = this.activeBan(plan.banSubjects, now);
+    const ban = plan.banCover === undefined ? undefined : this.bans.covering(plan.banCover, now);
     const suspension = plan.suspendedUser === undefined ? undefined : this.activeSuspension(plan.suspendedUser, now);
     const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);
     const tats: number[] = new Array<number>(plan.counters.length);
@@ -188,20 +189,6 @@ export class MemoryStore implements Store {
     }
   }
 
-  private activeBan(subjects: readonly string[], now: number): BanRecord | undefined {
-    let best: BanRecord | undefined;
-    for (const s of subjects) {
-      const b = this.bans.get(s);
-      if (b === undefined) continue;
-      if (b.until <= now) {
-        this.bans.delete(s);
-        continue;
-      }
-      if (!best || b.until > best.until) best = b;
-    }
-    return best;
-  }
-
   private activeSuspension(user: string, now: number): SuspensionRecord | undefined {
     const s = this.suspensions.get(user);
     if (s === undefined) return undefined;
@@ -251,7 +238,7 @@ export class MemoryStore implements Store {
       offence,
       actor,
     };
-    this.bans.set(e.subject, rec);
+    this.bans.set(rec);
     this.db.saveBan(rec, true);
     this.db.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
     const out = [rec];
@@ -261,7 +248,8 @@ export class MemoryStore implements Store {
       if (!members) this.aggregates.set(e.aggregate.prefix, (members = new Map<string, number>()));
       members.set(e.aggregate.member, Math.max(members.get(e.aggregate.member) ?? 0, rec.until));
       for (const [m, until] of members) if (until <= now) members.delete(m);
-      if (members.size >= e.aggregate.threshold && !this.activeBan([e.aggregate.prefix], now)) {
+      const held = this.bans.get(e.aggregate.prefix);
+      if (members.size >= e.aggregate.threshold && !(held && held.until > now)) {
         const reason = `${members.size} banned networks inside ${e.aggregate.prefix} (threshold ${e.aggregate.threshold})`;
         const evidence = { networks: [...members.keys()], trigger: e.subject };
         out.push(
@@ -289,7 +277,7 @@ export class MemoryStore implements Store {
       offence: rec.offence,
       actor: rec.actor,
     };
-    this.bans.set(b.subject, b);
+    this.bans.set(b);
     this.db.saveBan(b, known?.since !== b.since);
   }
 
@@ -323,7 +311,7 @@ export class MemoryStore implements Store {
     this.bans.clear();
     this.suspensions.clear();
     for (const b of bans)
-      this.bans.set(b.subject, {
+      this.bans.set({
         subject: b.subject,
         since: b.since,
         until: b.until,

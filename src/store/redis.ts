@@ -30,7 +30,7 @@
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { ApplyResult, CounterResult } from '../engine/decide.js';
-import type { CounterOp, Plan } from '../engine/plan.js';
+import { banSubject, type CounterOp, type Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import { DISTINCT_CAP } from './counting.js';
 import {
@@ -295,10 +295,12 @@ export class RedisStore implements Store {
   apply(plan: Plan, now: number): Promise<ApplyResult> {
     const P = this.P;
     const keys: string[] = [];
-    for (const s of plan.banSubjects) keys.push(`${P}ban:${s}`);
+    const cover = plan.banCover;
+    const bans = cover === undefined ? [] : cover.lengths.map((len) => banSubject(cover, len));
+    for (const s of bans) keys.push(`${P}ban:${s}`);
     const ns = plan.suspendedUser === undefined ? 0 : 1;
     if (ns === 1) keys.push(`${P}susp:${plan.suspendedUser as string}`);
-    const args: string[] = [this.t(now), String(plan.banSubjects.length), String(ns), CAP, TAUS];
+    const args: string[] = [this.t(now), String(bans.length), String(ns), CAP, TAUS];
     for (const op of plan.counters) {
       keys.push(`${P}c:${op.key}`);
       pushOp(args, op);

@@ -15,7 +15,15 @@ import {
   suspensionReason,
   type ApplyResult,
 } from '../../src/engine/decide.js';
-import { banSubjectsFor, counterKey, plan, ruleApplies, ruleId, type CounterOp } from '../../src/engine/plan.js';
+import {
+  banSubject,
+  banSubjectsFor,
+  counterKey,
+  plan,
+  ruleApplies,
+  ruleId,
+  type CounterOp,
+} from '../../src/engine/plan.js';
 import type { Policy } from '../../src/engine/policy.js';
 import {
   ALLOW,
@@ -115,7 +123,13 @@ void describe('plan()', () => {
   });
 
   void test('ban subjects: the address and every enclosing network checked, longest prefix first', () => {
-    assert.deepEqual(plan(makeEvent(), policy).banSubjects, [
+    const cover = plan(makeEvent(), policy).banCover;
+    assert.ok(cover);
+    assert.deepEqual(
+      cover.lengths.map((len) => banSubject(cover, len)),
+      banSubjectsFor(cover.ip, policy),
+    );
+    assert.deepEqual(banSubjectsFor('192.0.2.10', policy), [
       '192.0.2.10',
       '192.0.2.0/24',
       '192.0.0.0/16',
@@ -265,7 +279,7 @@ void describe('plan()', () => {
     for (const e of [makeEvent({ ip: '198.51.100.77' }), makeEvent({ ip: '2001:db8:aa:1::1' })]) {
       const p = plan(e, a);
       assert.equal(p.allowlisted, true, e.ip);
-      assert.deepEqual(p.banSubjects, []);
+      assert.equal(p.banCover, undefined);
       assert.ok(p.counters.length > 0);
       assert.ok(p.counters.every((c) => c.charge === 'if-conform'));
     }
@@ -273,7 +287,7 @@ void describe('plan()', () => {
     const boss = makeEvent({ kind: 'message', user: 'boss@example.org', recipients: 1 });
     const pb = plan(boss, a);
     assert.equal(pb.allowlisted, true);
-    assert.ok(pb.banSubjects.includes(boss.ip));
+    assert.equal(pb.banCover?.ip, boss.ip);
     assert.equal(pb.suspendedUser, 'boss@example.org');
     assert.ok(pb.counters.length > 0 && pb.counters.every((c) => c.charge === 'if-conform'));
     const notListed = makeEvent({ kind: 'message', user: 'other@example.org', ip: '198.51.101.1' });
