@@ -81,8 +81,11 @@ export class Metrics {
       [],
       (g) => g.set(src.store().localDecisions ?? 0),
     );
-    gauge('mailwarden_store_evicted_keys', 'Counter keys evicted (least recently used) since start.', [], (g) =>
-      g.set(src.store().evictions),
+    gauge(
+      'mailwarden_store_evicted_keys',
+      'Counter keys evicted (unused for a whole generation of store.max_keys / 2) since start.',
+      [],
+      (g) => g.set(src.store().evictions),
     );
     gauge('mailwarden_adapter_requests', 'Requests received since start, by adapter.', ['adapter'], (g) => {
       for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.requests);

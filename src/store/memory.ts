@@ -2,11 +2,11 @@
  * store/memory — the embedded store: hot counters in bounded Maps, durable
  * state (bans, suspensions, offences, audit) in SQLite via store/sqlite.ts.
  *
- * Bounded memory: rate counters and distinct sets share one Map holding at most
- * `maxKeys` keys; a key touched moves to the back of the Map, and the coldest
- * key of either kind is evicted first (one LRU order, so neither kind can
- * crowd the other out). An evicted key simply starts again from zero, so
- * eviction can only ever under-count a cold subject, never block a warm one.
+ * Bounded memory: rate counters and distinct sets share one table holding at
+ * most `maxKeys` keys (store/counter-table.ts), and the coldest key of either
+ * kind is evicted first (one order, so neither kind can crowd the other out).
+ * An evicted key simply starts again from zero, so eviction can only ever
+ * under-count a cold subject, never block a warm one.
  *
  * Atomicity is free here: apply() runs to completion on the event loop.
  *
@@ -29,6 +29,7 @@ import {
   type Usual,
 } from './counting.js';
 import { BanTable } from './ban-table.js';
+import { CounterTable } from './counter-table.js';
 import { SqlitePersistence } from './sqlite.js';
 import {
   AUDIT_THROTTLE_MS,
@@ -52,19 +53,19 @@ type CounterValue = number | Map<string, number> | Usual;
 
 export class MemoryStore implements Store {
   readonly backend = 'memory';
-  /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate, in LRU order. */
-  private readonly counters = new Map<string, CounterValue>();
+  /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate; coldest evicted first. */
+  private readonly counters: CounterTable<CounterValue>;
   private readonly bans = new BanTable();
   private readonly suspensions = new Map<string, SuspensionRecord>();
   /** aggregate prefix → member network → ban time, for IPv6 escalation. */
   private readonly aggregates = new Map<string, Map<string, number>>();
   private readonly lastAudit = new Map<string, number>();
-  private evictions = 0;
   readonly db: SqlitePersistence;
   private readonly opts: MemoryStoreOptions;
 
   constructor(opts: MemoryStoreOptions) {
     this.opts = opts;
+    this.counters = new CounterTable(opts.maxKeys);
     this.db = new SqlitePersistence(opts.file);
     const now = opts.now();
     this.db.prune(now, opts.lookbackMs);
@@ -115,8 +116,8 @@ export class MemoryStore implements Store {
       if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
     }
     // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never.
-    // A check or a read (charge `never`) leaves the LRU order alone: the failures it reads were charged
-    // when they happened, and moving a key costs two Map writes (six per login attempt).
+    // A check or a read (charge `never`) does not mark its key used: the failures it reads were
+    // charged when they happened.
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
       if (op.charge === 'never') continue;
@@ -128,19 +129,19 @@ export class MemoryStore implements Store {
       if (!charge) {
         // A refused subject is hot, not cold: keep its key from eviction, or a flood
         // from one address during a scan of many would win a fresh burst each time.
-        this.refresh(op.key);
+        this.counters.refresh(op.key);
         continue;
       }
       if (op.type === 'rate') {
-        this.touch(op.key, tats[i] as number);
+        this.counters.set(op.key, tats[i] as number);
       } else if (op.type === 'distinct') {
         let set = this.setOf(op.key);
         if (!set) set = new Map();
         set.delete(op.member);
         if (set.size < DISTINCT_CAP) set.set(op.member, now);
-        this.touch(op.key, set);
+        this.counters.set(op.key, set);
       } else {
-        this.touch(op.key, usualAdd(this.usualOf(op.key), now, op.tauMs, op.cost));
+        this.counters.set(op.key, usualAdd(this.usualOf(op.key), now, op.tauMs, op.cost));
       }
     }
     return { ban, suspension, counters };
@@ -167,26 +168,6 @@ export class MemoryStore implements Store {
     if (op.of === 'rate') return gcraCount(this.rateOf(op.key), now, op.rateLimit, op.windowMs);
     const set = this.setOf(op.key);
     return set ? pruneDistinct(set, now, op.windowMs) : 0;
-  }
-
-  /** Marks an existing key as most recently used, without changing it. */
-  private refresh(key: string): void {
-    const v = this.counters.get(key);
-    if (v === undefined) return;
-    this.counters.delete(key);
-    this.counters.set(key, v);
-  }
-
-  /** Sets a key as most recently used and evicts the coldest keys over the bound. */
-  private touch(key: string, value: CounterValue): void {
-    this.counters.delete(key);
-    this.counters.set(key, value);
-    while (this.counters.size > this.opts.maxKeys) {
-      // A fresh iterator each time: one kept across evictions would hold every table V8 has since outgrown
-      // (obsolete tables stay linked for their iterators), tens of MB at a million keys.
-      this.counters.delete(this.counters.keys().next().value as string);
-      this.evictions++;
-    }
   }
 
   private activeSuspension(user: string, now: number): SuspensionRecord | undefined {
@@ -411,7 +392,7 @@ export class MemoryStore implements Store {
     return {
       backend: this.backend,
       counterKeys: this.counters.size,
-      evictions: this.evictions,
+      evictions: this.counters.evictions,
       activeBans,
       activeSuspensions,
     };
@@ -420,7 +401,7 @@ export class MemoryStore implements Store {
   /** Writes live counters to SQLite (called periodically and at shutdown). */
   async snapshot(now: number): Promise<number> {
     const rows: Array<[string, number | null, string | null]> = [];
-    for (const [k, v] of this.counters) {
+    for (const [k, v] of this.counters.entries()) {
       if (typeof v === 'number') {
         if (v > now) rows.push([k, v, null]);
       } else if (v instanceof Map) {
