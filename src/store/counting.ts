@@ -72,12 +72,6 @@ export function pruneDistinct(set: Map<string, number>, now: number, windowMs: n
   return set.size;
 }
 
-/** Count if `member` were added now (members past the cap are not stored). */
-export function distinctCountWith(set: Map<string, number> | undefined, member: string): number {
-  if (!set) return 1;
-  return set.has(member) ? set.size : set.size + 1;
-}
-
 /** An exponentially weighted rate: `r` events per ms as of time `t`. */
 export interface Usual {
   r: number;

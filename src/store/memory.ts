@@ -18,16 +18,7 @@
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
-import {
-  DISTINCT_CAP,
-  distinctCountWith,
-  gcra,
-  gcraCount,
-  pruneDistinct,
-  usualAdd,
-  usualRate,
-  type Usual,
-} from './counting.js';
+import { DISTINCT_CAP, gcra, gcraCount, pruneDistinct, usualAdd, usualRate, type Usual } from './counting.js';
 import { BanTable } from './ban-table.js';
 import { CounterTable } from './counter-table.js';
 import { SqlitePersistence } from './sqlite.js';
@@ -89,7 +80,8 @@ export class MemoryStore implements Store {
     const ban = plan.banCover === undefined ? undefined : this.bans.covering(plan.banCover, now);
     const suspension = plan.suspendedUser === undefined ? undefined : this.activeSuspension(plan.suspendedUser, now);
     const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);
-    const tats: number[] = new Array<number>(plan.counters.length);
+    // What each op read, kept for its charge: a rate's new TAT, a distinct set, a usual rate.
+    const held: Array<CounterValue | undefined> = new Array<CounterValue | undefined>(plan.counters.length);
     let pass = ban === undefined && suspension === undefined;
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
@@ -97,20 +89,28 @@ export class MemoryStore implements Store {
       if (op.type === 'rate') {
         const out = gcra(this.rateOf(op.key), now, op.cost, op.limit, op.windowMs);
         r = { count: out.count, exceeded: out.exceeded };
-        tats[i] = out.tat;
+        held[i] = out.tat;
       } else if (op.type === 'distinct') {
         const set = this.setOf(op.key);
-        if (set) pruneDistinct(set, now, op.windowMs);
-        const count = distinctCountWith(set, op.member);
-        r = { count, exceeded: count > op.limit, seen: set?.has(op.member) ?? false };
+        let seen = false;
+        let count = 1; // with this member
+        if (set) {
+          pruneDistinct(set, now, op.windowMs);
+          seen = set.has(op.member);
+          count = seen ? set.size : set.size + 1;
+        }
+        r = { count, exceeded: count > op.limit, seen };
+        held[i] = set;
       } else if (op.type === 'read') {
         const count = this.readCount(op, now);
         r = { count, exceeded: count >= op.limit };
       } else {
+        const usual = this.usualOf(op.key);
         r = {
-          count: usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs + (op.withSelf ? op.cost : 0),
+          count: usualRate(usual, now, op.tauMs) * op.windowMs + (op.withSelf ? op.cost : 0),
           exceeded: false,
         };
+        held[i] = usual;
       }
       counters[i] = r;
       if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
@@ -121,11 +121,11 @@ export class MemoryStore implements Store {
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
       if (op.charge === 'never') continue;
-      const exceeded = (counters[i] as CounterResult).exceeded;
+      const r = counters[i] as CounterResult;
       const charge =
         op.charge === 'always' ||
-        (op.charge === 'if-pass' && pass && !exceeded) ||
-        (op.charge === 'if-conform' && !exceeded);
+        (op.charge === 'if-pass' && pass && !r.exceeded) ||
+        (op.charge === 'if-conform' && !r.exceeded);
       if (!charge) {
         // A refused subject is hot, not cold: keep its key from eviction, or a flood
         // from one address during a scan of many would win a fresh burst each time.
@@ -133,15 +133,18 @@ export class MemoryStore implements Store {
         continue;
       }
       if (op.type === 'rate') {
-        this.counters.set(op.key, tats[i] as number);
+        this.counters.set(op.key, held[i] as number);
       } else if (op.type === 'distinct') {
-        let set = this.setOf(op.key);
-        if (!set) set = new Map();
-        set.delete(op.member);
-        if (set.size < DISTINCT_CAP) set.set(op.member, now);
-        this.counters.set(op.key, set);
+        const set = held[i] as Map<string, number> | undefined;
+        // A member seen again moves to the back: sets are kept in last-seen order (pruneDistinct).
+        if (set === undefined) this.counters.set(op.key, new Map([[op.member, now]]));
+        else {
+          if (r.seen === true) set.delete(op.member);
+          if (set.size < DISTINCT_CAP) set.set(op.member, now);
+          this.counters.refresh(op.key); // changed in place
+        }
       } else {
-        this.counters.set(op.key, usualAdd(this.usualOf(op.key), now, op.tauMs, op.cost));
+        this.counters.set(op.key, usualAdd(held[i] as Usual | undefined, now, op.tauMs, op.cost));
       }
     }
     return { ban, suspension, counters };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DISTINCT_CAP, distinctCountWith, gcra, gcraCount, pruneDistinct } from '../../src/store/counting.js';
+import { DISTINCT_CAP, gcra, gcraCount, pruneDistinct } from '../../src/store/counting.js';
 import { prng } from '../helpers/prng.js';
 
 /** Feeds events through gcra like a store does: charge only when not exceeded. */
@@ -217,17 +217,6 @@ void describe('distinct sets', () => {
     // members seen before the horizon are at the front (a member seen again moves to the back)
     assert.equal(pruneDistinct(counting, 10_000 + 3_600_000 + 9, 3_600_000), 990);
     assert.equal(counting.steps, 12);
-  });
-
-  void test('distinctCountWith counts a new member once and a known member not at all', () => {
-    assert.equal(distinctCountWith(undefined, 'x'), 1);
-    const set = new Map([
-      ['x', 1],
-      ['y', 2],
-    ]);
-    assert.equal(distinctCountWith(set, 'x'), 2);
-    assert.equal(distinctCountWith(set, 'z'), 3);
-    assert.equal(distinctCountWith(new Map(), 'z'), 1);
   });
 
   void test('the cap is a sane bound', () => {
