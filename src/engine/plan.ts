@@ -87,16 +87,26 @@ const V4_BAN_PREFIXES = [32, 24, 16, 8];
 const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
 
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
-const NO_RULES: readonly Rule[] = [];
+const NO_STEPS: readonly Step[] = [];
 const NO_BASELINES: ReadonlyMap<number, number> = new Map();
 const AUTH_EVENTS = new Set(['auth-attempt', 'auth-result']);
+
+/** One rule as it meets one kind of event, worked out once per policy rather than once per event. */
+interface Step {
+  rule: Rule;
+  role: 'count' | 'check';
+  /** Counter key prefix: the rule's own, or, for a detector, the prefix of the rule it reads. */
+  prefix: string;
+  /** What a distinct rule's members are; undefined for the other counts. */
+  distinct: DistinctField | undefined;
+}
 
 /** What plan() needs of a policy, worked out once per policy rather than once per event. */
 interface PolicyIndex {
   v4Lengths: number[];
   v6Lengths: number[];
-  /** Rules that count or check each kind of event, in policy order. */
-  byKind: Map<string, Rule[]>;
+  /** The rules that count or check each kind of event, in policy order. */
+  byKind: Map<string, Step[]>;
 }
 
 const indexes = new WeakMap<Policy, PolicyIndex>();
@@ -110,9 +120,17 @@ function indexOf(policy: Policy): PolicyIndex {
   if (ix) return remember(policy, ix);
   const lengths = (base: number[], extra: number[]): number[] =>
     [...new Set([...base, ...extra])].sort((a, b) => b - a);
-  const byKind = new Map<string, Rule[]>();
+  const byKind = new Map<string, Step[]>();
   for (const rule of policy.rules) {
-    for (const kind of new Set([...rule.on, ...rule.checkOn])) byKind.set(kind, [...(byKind.get(kind) ?? []), rule]);
+    const counted = rule.uses ?? rule;
+    const step = (role: Step['role']): Step => ({
+      rule,
+      role,
+      prefix: keyPrefix(rule.uses ? rule.uses.rule : rule.name),
+      distinct: counted.count.startsWith('distinct:') ? (counted.count.slice(9) as DistinctField) : undefined,
+    });
+    for (const kind of new Set([...rule.on, ...rule.checkOn]))
+      byKind.set(kind, [...(byKind.get(kind) ?? []), step(rule.on.includes(kind) ? 'count' : 'check')]);
   }
   ix = {
     v4Lengths: lengths(V4_BAN_PREFIXES, [policy.ipv4Prefix]),
@@ -152,27 +170,42 @@ export function banSubjectsFor(ip: string, policy: Policy): string[] {
 /** How a rule meets an event: counts it, only checks its counter, or not at all. */
 export function ruleRole(rule: Rule, event: MailEvent): 'count' | 'check' | undefined {
   const role = rule.on.includes(event.kind) ? 'count' : rule.checkOn.includes(event.kind) ? 'check' : undefined;
-  if (role === undefined) return undefined;
+  return role !== undefined && whenHolds(rule, event, role) ? role : undefined;
+}
+
+/** The rule's `when` conditions, for an event it counts or checks. */
+function whenHolds(rule: Rule, event: MailEvent, role: 'count' | 'check'): boolean {
   const w = rule.when;
-  if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return undefined;
-  if (w.context !== undefined && !w.context.includes(event.context)) return undefined;
-  if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return undefined;
+  if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return false;
+  if (w.context !== undefined && !w.context.includes(event.context)) return false;
+  if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
   // `success` describes the counted result; a check happens before there is one.
-  if (role === 'count' && w.success !== undefined && w.success !== event.success) return undefined;
-  return role;
+  return !(role === 'count' && w.success !== undefined && w.success !== event.success);
 }
 
 export function ruleApplies(rule: Rule, event: MailEvent): boolean {
   return ruleRole(rule, event) !== undefined;
 }
 
+/** An event and what plan() works out of it at most once (several rules key on the client's network). */
+interface Seen {
+  event: MailEvent;
+  policy: Policy;
+  network: string | undefined;
+}
+
+function networkIn(s: Seen): string {
+  return (s.network ??= clientNetwork(s.event.ip, s.policy));
+}
+
 /** The value a rule counts against, or undefined when the event lacks it (no user, null sender). */
-export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string | undefined {
+function subjectOf(rule: Rule, s: Seen): string | undefined {
+  const event = s.event;
   switch (rule.key) {
     case 'ip':
       return event.ip;
     case 'network':
-      return clientNetwork(event.ip, policy);
+      return networkIn(s);
     case 'user':
       return event.user;
     case 'sender':
@@ -182,7 +215,7 @@ export function subjectOf(rule: Rule, event: MailEvent, policy: Policy): string 
     case 'user_ip':
       return event.user === undefined ? undefined : `${event.user}|${event.ip}`;
     case 'user_network':
-      return event.user === undefined ? undefined : `${event.user}|${clientNetwork(event.ip, policy)}`;
+      return event.user === undefined ? undefined : `${event.user}|${networkIn(s)}`;
   }
 }
 
@@ -192,14 +225,15 @@ function domainOf(address: string | undefined): string | undefined {
   return at < 0 ? undefined : address.slice(at + 1);
 }
 
-function distinctMember(field: DistinctField, event: MailEvent, policy: Policy): string | undefined {
+function distinctMember(field: DistinctField, s: Seen): string | undefined {
+  const event = s.event;
   switch (field) {
     case 'pwhash':
       return event.pwhash || undefined;
     case 'ip':
       return event.ip;
     case 'network':
-      return clientNetwork(event.ip, policy);
+      return networkIn(s);
     case 'user':
       return event.user;
     case 'recipient_domain':
@@ -241,11 +275,19 @@ const keyPrefixes = new Map<string, string>();
  * a policy change; short, because a million of them are kept in memory.
  */
 export function counterKey(rule: string, subject: string): string {
+  return keyWith(keyPrefix(rule), subject);
+}
+
+function keyPrefix(rule: string): string {
   let prefix = keyPrefixes.get(rule);
   if (prefix === undefined) {
     prefix = `${ruleId(rule)}|`;
     keyPrefixes.set(rule, prefix);
   }
+  return prefix;
+}
+
+function keyWith(prefix: string, subject: string): string {
   // join() hands back a flat string: a concatenation would be kept as a cons-string wrapper
   // plus its flattened copy, ~50 bytes more for each of a million keys (and normalize() costs more).
   return [prefix, subject].join('');
@@ -276,22 +318,22 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     baselines: NO_BASELINES,
   };
   const fact = event.kind === 'auth-result';
-  const ewmas: Array<[number, CounterOp]> = [];
-  for (const rule of indexOf(policy).byKind.get(event.kind) ?? NO_RULES) {
-    const role = ruleRole(rule, event);
-    if (role === undefined) continue;
-    const subject = subjectOf(rule, event, policy);
+  const seen: Seen = { event, policy, network: undefined };
+  let ewmas: Array<[number, CounterOp]> | undefined;
+  for (const { rule, role, prefix, distinct } of indexOf(policy).byKind.get(event.kind) ?? NO_STEPS) {
+    if (!whenHolds(rule, event, role)) continue;
+    const subject = subjectOf(rule, seen);
     if (subject === undefined) continue;
     const limit = limitFor(rule, subject);
+    const key = keyWith(prefix, subject);
     // Every op of a type is built as one literal, so the store's reads of them stay monomorphic.
     if (rule.uses) {
       const u = rule.uses;
-      const of = u.count.startsWith('distinct:') ? 'distinct' : 'rate';
       out.counters.push({
         type: 'read',
-        of,
+        of: distinct === undefined ? 'rate' : 'distinct',
         rule: rule.name,
-        key: counterKey(u.rule, subject),
+        key,
         limit,
         rateLimit: u.limit,
         windowMs: u.windowMs,
@@ -306,10 +348,9 @@ export function plan(event: MailEvent, policy: Policy): Plan {
             : !allowlisted && rule.mode === 'enforce'
               ? 'if-pass'
               : 'if-conform';
-      const key = counterKey(rule.name, subject);
       const windowMs = rule.windowMs;
-      if (rule.count.startsWith('distinct:')) {
-        const member = distinctMember(rule.count.slice(9) as DistinctField, event, policy);
+      if (distinct !== undefined) {
+        const member = distinctMember(distinct, seen);
         if (member === undefined) continue;
         out.counters.push({ type: 'distinct', rule: rule.name, key, member, limit, windowMs, charge });
       } else {
@@ -328,7 +369,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
             withSelf: true,
             charge,
           });
-          ewmas.push([
+          (ewmas ??= []).push([
             out.rules.length,
             {
               type: 'ewma',
@@ -349,7 +390,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     out.subjects.push(subject);
     out.rules.push(rule);
   }
-  if (ewmas.length > 0) {
+  if (ewmas !== undefined) {
     const baselines = new Map<number, number>();
     for (const [ruleIndex, op] of ewmas) {
       baselines.set(ruleIndex, out.counters.length);
@@ -359,7 +400,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   }
   if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
     // Known-good sources: networks this user logged in from successfully (recorded on success only).
-    const member = clientNetwork(event.ip, policy);
+    const member = networkIn(seen);
     out.knownGood = out.counters.length;
     out.counters.push({
       type: 'distinct',
