@@ -167,12 +167,6 @@ export function banSubjectsFor(ip: string, policy: Policy): string[] {
   return cover.lengths.map((len) => banSubject(cover, len));
 }
 
-/** How a rule meets an event: counts it, only checks its counter, or not at all. */
-export function ruleRole(rule: Rule, event: MailEvent): 'count' | 'check' | undefined {
-  const role = rule.on.includes(event.kind) ? 'count' : rule.checkOn.includes(event.kind) ? 'check' : undefined;
-  return role !== undefined && whenHolds(rule, event, role) ? role : undefined;
-}
-
 /** The rule's `when` conditions, for an event it counts or checks. */
 function whenHolds(rule: Rule, event: MailEvent, role: 'count' | 'check'): boolean {
   const w = rule.when;
@@ -181,10 +175,6 @@ function whenHolds(rule: Rule, event: MailEvent, role: 'count' | 'check'): boole
   if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
   // `success` describes the counted result; a check happens before there is one.
   return !(role === 'count' && w.success !== undefined && w.success !== event.success);
-}
-
-export function ruleApplies(rule: Rule, event: MailEvent): boolean {
-  return ruleRole(rule, event) !== undefined;
 }
 
 /** An event and what plan() works out of it at most once (several rules key on the client's network). */
