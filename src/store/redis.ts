@@ -399,54 +399,54 @@ export class RedisStore implements Store {
     return out;
   }
 
-  async unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
-    const r = (await this.scripts.mwLift(
-      1,
-      this.bansKey,
-      this.t(now),
-      ...this.recordArgs(actor),
-      'ban',
-      subject,
-      reason,
-    )) as [string, string[]];
+  unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
+    return this.lift(this.bansKey, 'ban', subject, actor, now, reason, banOf);
+  }
+
+  resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
+    return this.lift(this.suspsKey, 'susp', user, actor, now, reason, suspensionOf);
+  }
+
+  /** Lifts one ban or suspension; returns it if it was still in force. */
+  private async lift<T extends { until: number }>(
+    index: string,
+    kind: 'ban' | 'susp',
+    id: string,
+    actor: string,
+    now: number,
+    reason: string,
+    parse: (flat: unknown) => T | undefined,
+  ): Promise<T | undefined> {
+    const r = (await this.scripts.mwLift(1, index, this.t(now), ...this.recordArgs(actor), kind, id, reason)) as [
+      string,
+      string[],
+    ];
     const at = this.sawTime(r[0]);
-    const b = banOf(r[1]);
-    return b && b.until > at ? b : undefined;
+    const rec = parse(r[1]);
+    return rec && rec.until > at ? rec : undefined;
   }
 
-  async resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
-    const r = (await this.scripts.mwLift(
-      1,
-      this.suspsKey,
-      this.t(now),
-      ...this.recordArgs(actor),
-      'susp',
-      user,
-      reason,
-    )) as [string, string[]];
-    const at = this.sawTime(r[0]);
-    const s = suspensionOf(r[1]);
-    return s && s.until > at ? s : undefined;
+  listBans(now: number): Promise<BanRecord[]> {
+    return this.list(this.bansKey, 'ban', now, banOf);
   }
 
-  async listBans(now: number): Promise<BanRecord[]> {
-    const r = (await this.scripts.mwList(1, this.bansKey, this.t(now), this.P, 'ban')) as unknown[];
+  listSuspensions(now: number): Promise<SuspensionRecord[]> {
+    return this.list(this.suspsKey, 'susp', now, suspensionOf);
+  }
+
+  /** The bans or suspensions in force, newest first. */
+  private async list<T extends { since: number; until: number }>(
+    index: string,
+    kind: 'ban' | 'susp',
+    now: number,
+    parse: (flat: unknown) => T | undefined,
+  ): Promise<T[]> {
+    const r = (await this.scripts.mwList(1, index, this.t(now), this.P, kind)) as unknown[];
     const at = this.sawTime(r[0] as string);
-    const out: BanRecord[] = [];
+    const out: T[] = [];
     for (let i = 1; i < r.length; i++) {
-      const b = banOf(r[i]);
-      if (b && b.until > at) out.push(b);
-    }
-    return out.sort((a, b) => b.since - a.since);
-  }
-
-  async listSuspensions(now: number): Promise<SuspensionRecord[]> {
-    const r = (await this.scripts.mwList(1, this.suspsKey, this.t(now), this.P, 'susp')) as unknown[];
-    const at = this.sawTime(r[0] as string);
-    const out: SuspensionRecord[] = [];
-    for (let i = 1; i < r.length; i++) {
-      const s = suspensionOf(r[i]);
-      if (s && s.until > at) out.push(s);
+      const rec = parse(r[i]);
+      if (rec && rec.until > at) out.push(rec);
     }
     return out.sort((a, b) => b.since - a.since);
   }

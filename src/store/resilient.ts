@@ -339,56 +339,63 @@ export class ResilientStore implements Store {
     return out;
   }
 
-  async unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
+  unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
+    return this.lift(
+      'unban',
+      (store) => store.unban(subject, actor, now, reason),
+      () => this.local.mirrorUnban(subject),
+      { t: 'unban', subject, time: now },
+    );
+  }
+
+  resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
+    return this.lift(
+      'resume',
+      (store) => store.resume(user, actor, now, reason),
+      () => this.local.mirrorResume(user),
+      { t: 'resume', user, time: now },
+    );
+  }
+
+  /** An administrator's lift: in Redis, mirrored locally; during an outage locally, pushed back later. */
+  private async lift<T>(
+    what: string,
+    run: (store: Store) => Promise<T>,
+    mirror: () => void,
+    pushBack: RestoreItem,
+  ): Promise<T> {
     if (this.useRedis()) {
       try {
-        const gone = await withTimeout(this.redis.unban(subject, actor, now, reason), this.slowOpMs);
-        this.local.mirrorUnban(subject);
+        const gone = await withTimeout(run(this.redis), this.slowOpMs);
+        mirror();
         return gone;
       } catch (err) {
-        this.failed(err, 'unban', true);
+        this.failed(err, what, true);
       }
     }
-    const gone = await this.local.unban(subject, actor, now, reason);
-    this.queue({ t: 'unban', subject, time: now });
+    const gone = await run(this.local);
+    this.queue(pushBack);
     return gone;
   }
 
-  async resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
+  /** A read: from Redis while it answers within the slow-op timeout, else from local memory. */
+  private async read<T>(what: string, run: (store: Store) => Promise<T>): Promise<T> {
     if (this.useRedis()) {
       try {
-        const gone = await withTimeout(this.redis.resume(user, actor, now, reason), this.slowOpMs);
-        this.local.mirrorResume(user);
-        return gone;
+        return await withTimeout(run(this.redis), this.slowOpMs);
       } catch (err) {
-        this.failed(err, 'resume', true);
+        this.failed(err, what, false);
       }
     }
-    const gone = await this.local.resume(user, actor, now, reason);
-    this.queue({ t: 'resume', user, time: now });
-    return gone;
+    return run(this.local);
   }
 
-  async listBans(now: number): Promise<BanRecord[]> {
-    if (this.useRedis()) {
-      try {
-        return await withTimeout(this.redis.listBans(now), this.slowOpMs);
-      } catch (err) {
-        this.failed(err, 'list bans', false);
-      }
-    }
-    return this.local.listBans(now);
+  listBans(now: number): Promise<BanRecord[]> {
+    return this.read('list bans', (store) => store.listBans(now));
   }
 
-  async listSuspensions(now: number): Promise<SuspensionRecord[]> {
-    if (this.useRedis()) {
-      try {
-        return await withTimeout(this.redis.listSuspensions(now), this.slowOpMs);
-      } catch (err) {
-        this.failed(err, 'list suspensions', false);
-      }
-    }
-    return this.local.listSuspensions(now);
+  listSuspensions(now: number): Promise<SuspensionRecord[]> {
+    return this.read('list suspensions', (store) => store.listSuspensions(now));
   }
 
   async recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): Promise<void> {
@@ -404,26 +411,12 @@ export class ResilientStore implements Store {
     this.local.recordHits(event, hits, now);
   }
 
-  async auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {
-    if (this.useRedis()) {
-      try {
-        return await withTimeout(this.redis.auditFor(subjects, limit), this.slowOpMs);
-      } catch (err) {
-        this.failed(err, 'audit trail', false);
-      }
-    }
-    return this.local.auditFor(subjects, limit);
+  auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {
+    return this.read('audit trail', (store) => store.auditFor(subjects, limit));
   }
 
-  async peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
-    if (this.useRedis()) {
-      try {
-        return await withTimeout(this.redis.peek(ops, now), this.slowOpMs);
-      } catch (err) {
-        this.failed(err, 'peek', false);
-      }
-    }
-    return this.local.peek(ops, now);
+  peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
+    return this.read('peek', (store) => store.peek(ops, now));
   }
 
   stats(now: number): StoreStats {
