@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, type DaemonProcess } from '../helpers/daemon.js';
-import { connectRequest, PolicyClient, request } from '../helpers/postfix.js';
+import { ask, connectRequest, request } from '../helpers/postfix.js';
 import { startTwoNodes, type TwoNodes } from '../helpers/redis.js';
 
 const CONFIG = `
@@ -16,15 +16,6 @@ rules:
   - name: user-messages-per-hour
     limit: 4
 `;
-
-async function ask(port: number, text: string): Promise<string> {
-  const c = await PolicyClient.open({ port });
-  try {
-    return await c.send(text);
-  } finally {
-    c.close();
-  }
-}
 
 type Reply = { status?: number; msg?: string };
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemonProcess, runCli, type DaemonProcess } from '../helpers/daemon.js';
-import { PolicyClient, request } from '../helpers/postfix.js';
+import { ask, request } from '../helpers/postfix.js';
 
 const CONFIG = `
 rules:
@@ -12,15 +12,6 @@ rules:
     limit: 2
     then: { action: reject, ban: ip }
 `;
-
-async function ask(port: number, text: string): Promise<string> {
-  const c = await PolicyClient.open({ port });
-  try {
-    return await c.send(text);
-  } finally {
-    c.close();
-  }
-}
 
 describe('daemon: durability and the CLI', () => {
   let dir: string;

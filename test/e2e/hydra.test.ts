@@ -16,7 +16,17 @@ import { imapLogin } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
 
-function hydra(args: string[]): Promise<{ code: number | null; out: string }> {
+/**
+ * One hydra run: one user, passwords from a file, one task at a time with a 1 s wait,
+ * stopping at the first password found.
+ */
+function hydra(
+  user: string,
+  passwords: string,
+  port: number,
+  url: string,
+): Promise<{ code: number | null; out: string }> {
+  const args = ['-I', '-t', '1', '-W', '1', '-f', '-l', user, '-P', passwords, '-s', String(port), url];
   return new Promise((resolve, reject) => {
     execFile('hydra', args, { timeout: 180_000 }, (err, stdout, stderr) => {
       if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -53,21 +63,7 @@ describe('e2e: hydra against IMAP and SMTP AUTH is stopped', { timeout: 420_000 
   });
 
   test('hydra on IMAP does not find the password; the source is banned on every protocol', async () => {
-    const r = await hydra([
-      '-I',
-      '-t',
-      '1',
-      '-W',
-      '1',
-      '-f',
-      '-l',
-      MAIL_USERS.alice.user,
-      '-P',
-      list,
-      '-s',
-      String(stack.ports.imap),
-      'imap://127.0.0.1/PLAIN',
-    ]);
+    const r = await hydra(MAIL_USERS.alice.user, list, stack.ports.imap, 'imap://127.0.0.1/PLAIN');
     assert.match(r.out, /0 valid password(s)? found/, r.out);
     assert.doesNotMatch(r.out, new RegExp(MAIL_USERS.alice.password));
     const bans = await runCli(['bans', 'list'], mw.env);
@@ -83,21 +79,7 @@ describe('e2e: hydra against IMAP and SMTP AUTH is stopped', { timeout: 420_000 
   });
 
   test('hydra on SMTP AUTH, from the now banned source, is refused at the greeting', async () => {
-    const r = await hydra([
-      '-I',
-      '-t',
-      '1',
-      '-W',
-      '1',
-      '-f',
-      '-l',
-      MAIL_USERS.alice.user,
-      '-P',
-      list,
-      '-s',
-      String(stack.ports.submission),
-      'smtp://127.0.0.1/PLAIN',
-    ]);
+    const r = await hydra(MAIL_USERS.alice.user, list, stack.ports.submission, 'smtp://127.0.0.1/PLAIN');
     assert.doesNotMatch(r.out, /1 valid password found/, r.out);
     assert.match(
       stack.postfixLog(),
@@ -109,21 +91,7 @@ describe('e2e: hydra against IMAP and SMTP AUTH is stopped', { timeout: 420_000 
     assert.equal((await runCli(['bans', 'remove', '127.0.0.1'], mw.env)).code, 0);
     const short = join(dir, 'two.txt');
     writeFileSync(short, `hunter2\n${MAIL_USERS.bob.password}\n`);
-    const r = await hydra([
-      '-I',
-      '-t',
-      '1',
-      '-W',
-      '1',
-      '-f',
-      '-l',
-      MAIL_USERS.bob.user,
-      '-P',
-      short,
-      '-s',
-      String(stack.ports.submission),
-      'smtp://127.0.0.1/PLAIN',
-    ]);
+    const r = await hydra(MAIL_USERS.bob.user, short, stack.ports.submission, 'smtp://127.0.0.1/PLAIN');
     assert.doesNotMatch(r.out, /1 valid password found/, r.out);
     // the counters are one memory across protocols: Postfix logs our refusal of the SASL attempts
     assert.match(stack.postfixLog(), /SASL PLAIN authentication failed: Too many failed logins from your address/);

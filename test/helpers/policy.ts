@@ -10,7 +10,7 @@ import { plan, type CounterOp, type Plan } from '../../src/engine/plan.js';
 import type { Policy } from '../../src/engine/policy.js';
 import type { Decision, MailEvent } from '../../src/engine/types.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import type { CommitResult } from '../../src/store/types.js';
+import type { CommitResult, Store } from '../../src/store/types.js';
 
 /** A fixed, realistic start time (2025-01-01T00:00:00Z); tests move the clock from here. */
 export const T0 = Date.UTC(2025, 0, 1);
@@ -102,15 +102,25 @@ export class Harness {
   }
 
   /** The current counts of the counters an event would touch, without charging them. */
-  async peek(over: Partial<MailEvent> = {}): Promise<Record<string, number>> {
-    const event = makeEvent({ time: this.now, ...over });
-    const p = plan(event, this.policy);
-    const counts = await this.store.peek(p.counters, this.now);
-    // Readable keys: the rule's name instead of its short counter id.
-    return Object.fromEntries(
-      p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]),
-    );
+  peek(over: Partial<MailEvent> = {}): Promise<Record<string, number>> {
+    return peekCounts(this.store, this.policy, this.now, over);
   }
+}
+
+/** The counts, on any store, of the counters an event at `now` would touch, without charging them. */
+export async function peekCounts(
+  store: Store,
+  policy: Policy,
+  now: number,
+  over: Partial<MailEvent> = {},
+): Promise<Record<string, number>> {
+  const event = makeEvent({ time: now, ...over });
+  const p = plan(event, policy);
+  const counts = await store.peek(p.counters, now);
+  // Readable keys: the rule's name instead of its short counter id.
+  return Object.fromEntries(
+    p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]),
+  );
 }
 
 /** How many decisions let the event through. */

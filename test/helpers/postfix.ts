@@ -165,3 +165,13 @@ export class PolicyClient {
 export function portOf(bound: string): number {
   return Number(bound.slice(bound.lastIndexOf(':') + 1));
 }
+
+/** One request on a fresh connection to a policy server on loopback; the reply's text. */
+export async function ask(port: number, text: string): Promise<string> {
+  const c = await PolicyClient.open({ port });
+  try {
+    return await c.send(text);
+  } finally {
+    c.close();
+  }
+}

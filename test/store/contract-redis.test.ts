@@ -10,11 +10,12 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { decide } from '../../src/engine/decide.js';
 import { plan } from '../../src/engine/plan.js';
+import type { BanRecord } from '../../src/engine/types.js';
 import { RedisStore, type StoreEvent } from '../../src/store/redis.js';
 import { loadSettings } from '../../src/config/load.js';
 import { makeEvent, rulesPolicy, SECOND } from '../helpers/policy.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { storeContract } from './contract.js';
+import { banEffect, storeContract } from './contract.js';
 
 let server: RedisServer;
 const clients: Redis[] = [];
@@ -128,15 +129,11 @@ void describe('redis store: what only the shared store does', () => {
     }
     await s.commit(
       [
-        {
-          type: 'ban',
-          subject: '2001:db8:9:1::/64',
+        banEffect(policy, '2001:db8:9:1::/64', {
           rule: 'm',
           reason: 'r',
-          evidence: {},
-          escalation: policy.escalation,
           aggregate: { prefix: '2001:db8:9::/48', member: '2001:db8:9:1::/64', threshold: 3 },
-        },
+        }),
         { type: 'suspend', user: 'u@example.org', rule: 'm', reason: 'r', durationMs: 60_000, evidence: {} },
       ],
       0,
@@ -163,22 +160,8 @@ void describe('redis store: what only the shared store does', () => {
       (e) => seen.push(e),
       () => ready++,
     );
-    const esc = loadSettings(undefined).policy.escalation;
-    await s.commit(
-      [
-        {
-          type: 'ban',
-          subject: '198.51.100.9',
-          rule: 'm',
-          reason: 'r',
-          evidence: {},
-          escalation: esc,
-          durationMs: 60_000,
-        },
-      ],
-      0,
-      'cli',
-    );
+    const policy = loadSettings(undefined).policy;
+    await s.commit([banEffect(policy, '198.51.100.9', { rule: 'm', reason: 'r', durationMs: 60_000 })], 0, 'cli');
     await s.commit(
       [{ type: 'suspend', user: 'p@example.org', rule: 'm', reason: 'r', durationMs: 60_000, evidence: {} }],
       0,
@@ -204,49 +187,14 @@ void describe('redis store: what only the shared store does', () => {
     const p = prefix();
     const s = new RedisStore({ client: client(), prefix: p, node: 'a', lookbackMs: 86_400_000 });
     const now = Date.now();
-    const esc = loadSettings(undefined).policy.escalation;
+    const policy = loadSettings(undefined).policy;
     await s.commit(
-      [
-        {
-          type: 'ban',
-          subject: '198.51.100.20',
-          rule: 'm',
-          reason: 'long',
-          evidence: {},
-          escalation: esc,
-          durationMs: 3_600_000,
-        },
-      ],
+      [banEffect(policy, '198.51.100.20', { rule: 'm', reason: 'long', durationMs: 3_600_000 })],
       0,
       'cli',
     );
-    await s.commit(
-      [
-        {
-          type: 'ban',
-          subject: '198.51.100.21',
-          rule: 'm',
-          reason: 'x',
-          evidence: {},
-          escalation: esc,
-          durationMs: 3_600_000,
-        },
-      ],
-      0,
-      'cli',
-    );
-    const rec = (
-      subject: string,
-      ms: number,
-    ): {
-      subject: string;
-      since: number;
-      until: number;
-      rule: string;
-      reason: string;
-      offence: number;
-      actor: string;
-    } => ({
+    await s.commit([banEffect(policy, '198.51.100.21', { rule: 'm', reason: 'x', durationMs: 3_600_000 })], 0, 'cli');
+    const rec = (subject: string, ms: number): BanRecord => ({
       subject,
       since: now,
       until: now + ms,

@@ -11,12 +11,23 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { decide } from '../../src/engine/decide.js';
-import { plan, type CounterOp } from '../../src/engine/plan.js';
+import { plan } from '../../src/engine/plan.js';
 import type { Policy } from '../../src/engine/policy.js';
 import type { BanEffect, Decision, Effect, MailEvent, SuspendEffect } from '../../src/engine/types.js';
 import { DISTINCT_CAP, usualAdd, usualRate, type Usual } from '../../src/store/counting.js';
 import type { CommitResult, Store } from '../../src/store/types.js';
-import { allowed, DAY, HOUR, makeEvent, MINUTE, rulesPolicy, SECOND, T0, type Outcome } from '../helpers/policy.js';
+import {
+  allowed,
+  DAY,
+  HOUR,
+  makeEvent,
+  MINUTE,
+  peekCounts,
+  rulesPolicy,
+  SECOND,
+  T0,
+  type Outcome,
+} from '../helpers/policy.js';
 
 export interface MakeOptions {
   lookbackMs: number;
@@ -61,17 +72,12 @@ export class AsyncHarness {
     return out;
   }
 
-  async peek(over: Partial<MailEvent> = {}): Promise<Record<string, number>> {
-    const event = makeEvent({ time: this.now, ...over });
-    const p = plan(event, this.policy);
-    const counts = await this.store.peek(p.counters, this.now);
-    return Object.fromEntries(
-      p.counters.map((op: CounterOp, i) => [`${op.rule}${op.key.slice(op.key.indexOf('|'))}`, counts[i] as number]),
-    );
+  peek(over: Partial<MailEvent> = {}): Promise<Record<string, number>> {
+    return peekCounts(this.store, this.policy, this.now, over);
   }
 }
 
-const banEffect = (policy: Policy, subject: string, over: Partial<BanEffect> = {}): BanEffect => ({
+export const banEffect = (policy: Policy, subject: string, over: Partial<BanEffect> = {}): BanEffect => ({
   type: 'ban',
   subject,
   rule: 'manual',

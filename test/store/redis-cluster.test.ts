@@ -102,27 +102,10 @@ describe('shared store on a three-node Redis Cluster', () => {
       );
     }
     // A guessing run from one address, split over both nodes, then a success: cracked (ban + suspension).
-    for (let i = 0; i < 6; i++)
-      events.push(
-        makeEvent({
-          kind: 'auth-result',
-          ip: '203.0.113.7',
-          user: 'v0@example.org',
-          protocol: 'imap',
-          pwhash: `bb${i}`,
-          success: false,
-        }),
-      );
-    events.push(
-      makeEvent({
-        kind: 'auth-result',
-        ip: '203.0.113.7',
-        user: 'v0@example.org',
-        protocol: 'imap',
-        pwhash: 'cc',
-        success: true,
-      }),
-    );
+    const login = (pwhash: string, success: boolean) =>
+      makeEvent({ kind: 'auth-result', ip: '203.0.113.7', user: 'v0@example.org', protocol: 'imap', pwhash, success });
+    for (let i = 0; i < 6; i++) events.push(login(`bb${i}`, false));
+    events.push(login('cc', true));
     let bans = 0;
     let suspensions = 0;
     let refused = 0;
