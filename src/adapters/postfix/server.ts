@@ -15,11 +15,13 @@
  * connection. Nothing a client sends can throw out of this module.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
 import type { Decision } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { withinBudget, type Evaluate } from '../budget.js';
+import { ACCEPT_PAUSED, adopt } from '../read-buffer.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
 import { RepeatMemo } from './repeats.js';
 import { toAction, toEvent } from './translate.js';
@@ -78,7 +80,7 @@ export class PostfixPolicyServer {
   async start(targets: readonly ListenTarget[]): Promise<string[]> {
     const bound: string[] = [];
     for (const t of targets) {
-      const server = createServer((s) => this.serve(s));
+      const server = createServer(ACCEPT_PAUSED, (raw) => this.serve(raw));
       server.on('error', (err) => this.o.logger.error({ err }, 'postfix policy listener error'));
       bound.push(await listenOn(server, t));
       this.servers.push(server);
@@ -92,10 +94,9 @@ export class PostfixPolicyServer {
     this.servers.length = 0;
   }
 
-  private serve(socket: Socket): void {
+  private serve(raw: Socket): void {
     this.stats.connections++;
-    this.sockets.add(socket);
-    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    const peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
     const log = this.o.logger.child({ adapter: 'postfix', peer });
     const parser = new PolicyParser({ maxLine: this.o.maxLine, maxAttributes: this.o.maxAttributes });
     let warned = false;
@@ -106,19 +107,21 @@ export class PostfixPolicyServer {
     };
     // Answers leave in request order even when a slow decision is followed by a fast one:
     // ready answers go to the outbox at once, pending ones queue behind a chain.
-    const out: Outgoing = { socket, text: '' };
     const repeats = new RepeatMemo(this.o.repeatWindowMs);
     let chain: Promise<void> = Promise.resolve();
     let pending = 0;
-    socket.setEncoding('utf8');
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 60_000);
-    socket.setTimeout(this.o.idleTimeoutMs, () => {
-      this.stats.idleClosed++;
-      if (parser.buffered > 0) warnOnce('closing idle connection with an incomplete request');
-      socket.destroy();
-    });
-    socket.on('data', (chunk: string) => {
+    // A read that ends with a line ends with a whole character: it is decoded as it is. Only
+    // one cut inside a line goes through the decoder, which keeps a split character's bytes.
+    // (Reads start on a later turn of the event loop, after the socket is set up below.)
+    const decoder = new StringDecoder('utf8');
+    let cut = false;
+    const socket = adopt(raw, (n, buf) => {
+      let chunk: string;
+      if (!cut && buf[n - 1] === 10) chunk = buf.toString('utf8', 0, n);
+      else {
+        chunk = decoder.write(buf.subarray(0, n));
+        cut = buf[n - 1] !== 10;
+      }
       let items;
       try {
         items = parser.push(chunk);
@@ -151,6 +154,15 @@ export class PostfixPolicyServer {
             this.outbox.send(out, r);
           });
       }
+    });
+    const out: Outgoing = { socket, text: '' };
+    this.sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.setTimeout(this.o.idleTimeoutMs, () => {
+      this.stats.idleClosed++;
+      if (parser.buffered > 0) warnOnce('closing idle connection with an incomplete request');
+      socket.destroy();
     });
     socket.on('error', (err) => log.debug({ err }, 'postfix connection error'));
     socket.on('close', () => this.sockets.delete(socket));

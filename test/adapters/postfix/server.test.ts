@@ -121,6 +121,27 @@ rules:
     assert.equal(await peekRate(h, 'user-recipients-per-day', 'carol@example.org'), 2);
   });
 
+  test('a UTF-8 name cut inside a character between two reads is decoded whole', async () => {
+    const bytes = Buffer.from(
+      request({
+        protocol_state: 'END-OF-MESSAGE',
+        sasl_username: 'Jörg@Example.ORG',
+        sasl_method: 'PLAIN',
+        recipient: '',
+        recipient_count: 1,
+        instance: 'utf8.1',
+        client_port: 2100,
+      }),
+    );
+    const cut = bytes.indexOf(Buffer.from('ö')) + 1; // between the two bytes of ö
+    const reply = new Promise<string>((resolve) => c.socket.once('data', (d) => resolve(String(d))));
+    c.socket.write(bytes.subarray(0, cut));
+    await new Promise((r) => setTimeout(r, 50)); // the server reads the first part on its own
+    c.socket.write(bytes.subarray(cut));
+    assert.equal((await reply).trim(), 'action=DUNNO');
+    assert.equal(await peekRate(h, 'user-messages-per-hour', 'jörg@example.org'), 1);
+  });
+
   test('the 4 identical RCPT requests of smtpd_delay_reject=yes are counted once', async () => {
     const rcpt = request({ client_address: '198.51.100.77', recipient: 'bob@mailprobe.test', instance: 'dup.1' });
     for (let i = 0; i < 4; i++) assert.equal(await c.send(rcpt), 'action=DUNNO');
