@@ -43,6 +43,16 @@ function collect(c: Socket, bytes: number): Promise<Buffer> {
   });
 }
 
+/** A client connection to an echo server, and the server's side of it, after one echoed byte. */
+async function echoing(own: boolean, target: 'tcp' | 'unix'): Promise<{ server: Server; c: Socket; s: Socket }> {
+  const { server, sockets, connectArgs } = await echoServer(own, target);
+  const c = connect(...(connectArgs as [string]));
+  await once(c, 'connect');
+  c.write('x');
+  await once(c, 'data');
+  return { server, c, s: sockets[0] as Socket };
+}
+
 const closed = (server: Server): Promise<void> => new Promise((resolve) => server.close(() => resolve()));
 
 for (const own of [true, false]) {
@@ -69,12 +79,7 @@ for (const own of [true, false]) {
       });
 
       test("a peer's end closes the connection and the server's count of connections", { timeout: 5000 }, async () => {
-        const { server, sockets, connectArgs } = await echoServer(own, target);
-        const c = connect(...(connectArgs as [string]));
-        await once(c, 'connect');
-        c.write('ping');
-        await once(c, 'data');
-        const s = sockets[0] as Socket;
+        const { server, c, s } = await echoing(own, target);
         const serverClosed = once(s, 'close');
         c.end();
         await serverClosed;
@@ -83,12 +88,7 @@ for (const own of [true, false]) {
       });
 
       test('idle timeouts and destroy() work on the adopted socket', async () => {
-        const { server, sockets, connectArgs } = await echoServer(own, target);
-        const c = connect(...(connectArgs as [string]));
-        await once(c, 'connect');
-        c.write('x');
-        await once(c, 'data');
-        const s = sockets[0] as Socket;
+        const { server, c, s } = await echoing(own, target);
         s.setTimeout(30, () => s.destroy());
         await once(c, 'close');
         assert.ok(s.destroyed);
