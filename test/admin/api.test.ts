@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
+import { attempt } from '../helpers/dovecot.js';
 import { PolicyClient, request } from '../helpers/postfix.js';
 
 describe('admin API and metrics', () => {
@@ -86,14 +87,7 @@ describe('admin API and metrics', () => {
 
     const ip = '203.0.113.66';
     for (let i = 0; i < 12; i++) {
-      const body = {
-        login: 'alice@example.org',
-        remote: ip,
-        protocol: 'imap',
-        pwhash: `0c${i.toString(16).padStart(2, '0')}`,
-        session_id: 'x',
-        tls: false,
-      };
+      const body = attempt(ip, 'alice@example.org', `0c${i.toString(16).padStart(2, '0')}`);
       await dovecot('allow', body);
       await dovecot('report', { ...body, success: false, policy_reject: false });
     }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
+import { attempt } from '../helpers/dovecot.js';
 import { PolicyClient, REPO, request } from '../helpers/postfix.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -73,14 +74,7 @@ describe('web dashboard in chromium', () => {
     // A brute force from one address: distinct wrong passwords until rule auth-guess-ban bans it.
     let banned = false;
     for (let i = 0; i < 30 && !banned; i++) {
-      const body = {
-        login: 'alice@example.org',
-        remote: IP,
-        protocol: 'imap',
-        pwhash: `5e${i.toString(16).padStart(2, '0')}`,
-        session_id: 'x',
-        tls: false,
-      };
+      const body = attempt(IP, 'alice@example.org', `5e${i.toString(16).padStart(2, '0')}`);
       const allow = (await (await dovecot('allow', body)).json()) as { status: number };
       await dovecot('report', { ...body, success: false, policy_reject: allow.status < 0 });
       if (i >= 8) banned = (await api<BanList>(`/v1/bans?q=${IP}`)).items.some((b) => b.subject === IP);

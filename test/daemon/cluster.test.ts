@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, type DaemonProcess } from '../helpers/daemon.js';
+import { attempt } from '../helpers/dovecot.js';
 import { ask, connectRequest, request } from '../helpers/postfix.js';
 import { startTwoNodes, type TwoNodes } from '../helpers/redis.js';
 
@@ -29,16 +30,6 @@ async function dovecot(d: DaemonProcess, command: 'allow' | 'report', body: Reco
   assert.equal(r.status, 200, JSON.stringify(reply));
   return reply;
 }
-
-const attempt = (ip: string, login: string, pwhash: string): Record<string, unknown> => ({
-  device_id: '',
-  login,
-  protocol: 'imap',
-  pwhash,
-  remote: ip,
-  session_id: 'AAAAAAAAAAAAAAAA',
-  tls: false,
-});
 
 /** One failed login as Dovecot reports it: allow, then report success:false. */
 async function failLogin(d: DaemonProcess, ip: string, login: string, pwhash: string): Promise<Reply> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { attempt } from '../../helpers/dovecot.js';
 import { banForAnHour, startHarness, type Harness } from '../../helpers/harness.js';
 import { PolicyClient, portOf, PROTOCOL_DIR, request } from '../../helpers/postfix.js';
 
@@ -48,16 +49,6 @@ async function post(h: Harness, command: string, body: unknown, headers: Record<
   });
   return { http: r.status, body: (await r.json()) as Reply['body'] };
 }
-
-const attempt = (ip: string, login: string, pwhash: string, protocol = 'imap') => ({
-  device_id: '',
-  login,
-  protocol,
-  pwhash,
-  remote: ip,
-  session_id: 'AAAAAAAAAAAAAAAA',
-  tls: false,
-});
 
 /** One whole failed login as Dovecot reports it: allow, then report success:false. */
 async function failLogin(h: Harness, ip: string, login: string, pwhash: string, protocol = 'imap'): Promise<Reply> {
