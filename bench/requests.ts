@@ -1,6 +1,6 @@
 /*
  * bench/requests — the benchmark's Postfix policy requests, built from the
- * real Postfix 3.7 captures in ../shared/protocol/policy-requests.txt.
+ * real Postfix 3.7 captures in test/fixtures/protocol/policy-requests.txt.
  *
  * One captured request per (protocol_state, authenticated?) is the template;
  * a workload only overrides the per-session values (client address and port,
@@ -25,7 +25,7 @@ import { prng } from '../test/helpers/prng.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const CAPTURES =
-  process.env.MAILWARDEN_BENCH_CAPTURES ?? join(REPO, '..', 'shared', 'protocol', 'policy-requests.txt');
+  process.env.MAILWARDEN_BENCH_CAPTURES ?? join(REPO, 'test', 'fixtures', 'protocol', 'policy-requests.txt');
 
 /** One captured request: its attributes in wire order. */
 export type Template = Array<[string, string]>;

@@ -190,7 +190,7 @@ describe('e2e harness: real Postfix + Dovecot on loopback', { timeout: 90_000 },
       assert.ok(q.url.startsWith('/dovecot/policy?command='), q.url);
     }
     assert.equal(seen[2]!.json.success, true);
-    // pwhash with the default nonce, as computed in shared/protocol/FINDINGS.md
+    // pwhash with the default nonce, as computed in docs/PROTOCOL.md
     assert.equal(seen[0]!.json.pwhash, '04a1');
   });
 

@@ -57,7 +57,7 @@ export const MAIL_USERS = {
   admin: { user: 'admin@mailprobe.test', password: 'AdminPass4' },
 } as const;
 
-/** Same nonce as the captures in shared/protocol, so pwhash values match FINDINGS.md. */
+/** Same nonce as the captures in test/fixtures/protocol, so pwhash values match docs/PROTOCOL.md. */
 export const DEFAULT_NONCE = 'mailprobe-nonce-0123456789';
 
 export interface MailStackOptions {
@@ -400,7 +400,7 @@ function tail(text: string, lines = 40): string {
 
 let vmailPromise: Promise<{ uid: number; gid: number }> | undefined;
 
-/** The vmail user (created like shared/protocol/setup.sh does, idempotently and race-tolerant). */
+/** The vmail user (created as for the captures in test/fixtures/protocol, idempotently and race-tolerant). */
 function ensureVmail(): Promise<{ uid: number; gid: number }> {
   vmailPromise ??= (async () => {
     const lookup = async () => {
@@ -906,7 +906,7 @@ async function startOnce(
       await sleep(25);
     }
     // Postfix's smtpd keeps its SASL connection to the old auth process, which
-    // keeps the old settings (FINDINGS.md pitfall 3): reload Postfix as well.
+    // keeps the old settings (docs/PROTOCOL.md, pitfall 3): reload Postfix as well.
     await reloadPostfix();
   };
 

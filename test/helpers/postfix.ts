@@ -1,6 +1,6 @@
 /*
  * Test helpers for the Postfix policy protocol: the captured Postfix 3.7
- * requests from ../shared/protocol, a real TCP/unix policy client, and a
+ * requests in test/fixtures/protocol, a real TCP/unix policy client, and a
  * request builder. The captures must exist: a missing fixture fails the suite.
  */
 import { readFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const PROTOCOL_DIR = join(REPO, '..', 'shared', 'protocol');
+export const PROTOCOL_DIR = join(REPO, 'test', 'fixtures', 'protocol');
 
 export interface CapturedRequest {
   test: string;

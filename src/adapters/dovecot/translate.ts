@@ -1,7 +1,7 @@
 /*
  * adapters/dovecot/translate — Dovecot auth policy request ⇄ engine vocabulary.
  *
- * Facts from Dovecot 2.3.19 (../shared/protocol/FINDINGS.md, section 2):
+ * Facts from Dovecot 2.3.19 (docs/PROTOCOL.md, section 2):
  * - `command=allow` comes before the password is checked, and once more,
  *   byte-identical, after a successful check; only `report` says how the login
  *   ended. So an allow is a check (`auth-attempt`), never counted as an attempt;

@@ -3,7 +3,7 @@
  * Holds no policy: it only says what a request means (which event, which
  * client, which user) and how a Decision is spoken back as a Postfix action.
  *
- * Facts from Postfix 3.7 (../shared/protocol/FINDINGS.md): `sasl_username` is
+ * Facts from Postfix 3.7 (docs/PROTOCOL.md): `sasl_username` is
  * set from MAIL on after a successful AUTH; `recipient_count` is filled only at
  * DATA and END-OF-MESSAGE; `instance` identifies one mail transaction.
  */
