@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import type { AlertSettings } from '../actions/notify.js';
 import { NetworkSet } from '../engine/address.js';
 import { formatDuration } from '../engine/decide.js';
-import { KNOWN_GOOD_RULE, ruleId } from '../engine/plan.js';
+import { KNOWN_GOOD_RULE, ruleId, SHARED_RULE } from '../engine/plan.js';
 import type { CountKind, Policy, Rule } from '../engine/policy.js';
 import type { EventKind } from '../engine/types.js';
 import { DEFAULT_LISTEN, DEFAULT_RULES, DEFAULTS } from './defaults.js';
@@ -91,6 +91,10 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
     suspensionMs: cfg.suspensions?.duration ?? ms(d.suspensions.duration),
     suspensionBlocksLogin: cfg.suspensions?.block_login ?? d.suspensions.block_login,
     knownGood: { windowMs: cfg.known_good?.window ?? ms(d.known_good.window) },
+    shared: {
+      minUsers: cfg.shared_address?.users ?? d.shared_address.users,
+      windowMs: cfg.shared_address?.window ?? ms(d.shared_address.window),
+    },
     rules,
   };
   const listenOf = (key: 'postfix' | 'dovecot' | 'admin', ov: Overrides['postfixListen']): ListenTarget[] =>
@@ -184,7 +188,8 @@ function compileAlerts(cfg: ParsedConfig): AlertSettings {
       host: relay.slice(0, colon),
       port: Number(relay.slice(colon + 1)),
       from: a.email?.from ?? d.email.from,
-      to: a.email?.to ?? d.email.to,
+      // An empty list in the file is kept: it is how email alerts are switched off.
+      to: [...(a.email?.to ?? d.email.to)],
     },
     webhook: { url: a.webhook?.url, secret: a.webhook?.secret, timeoutMs: a.webhook?.timeout ?? ms(d.webhook.timeout) },
   };
@@ -216,7 +221,10 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
   });
   const out: Rule[] = [];
   const live = [...merged.values()].filter(({ rule }) => rule.enabled !== false);
-  const ids = new Map<string, string>([[ruleId(KNOWN_GOOD_RULE), KNOWN_GOOD_RULE]]);
+  const ids = new Map<string, string>([
+    [ruleId(KNOWN_GOOD_RULE), KNOWN_GOOD_RULE],
+    [ruleId(SHARED_RULE), SHARED_RULE],
+  ]);
   for (const { rule: r, index } of live) {
     const other = ids.get(ruleId(r.name));
     if (other !== undefined && other !== r.name) {
@@ -291,6 +299,24 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
         message: `rule ${r.name}: action delay needs then.delay (e.g. 3s)`,
       });
     }
+    if (
+      r.min_addresses !== undefined &&
+      (r.uses !== undefined || (r.check_on ?? []).length > 0 || r.on?.some((k) => k !== 'auth-result'))
+    ) {
+      // The store decides whether an attempt passes without it: a refusal must not depend on it.
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('min_addresses'),
+        message: `rule ${r.name}: min_addresses works only for rules that count login results (on: [auth-result]) without check_on or uses`,
+      });
+    }
+    if (r.when?.refused === true && r.when.success === true) {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('when'),
+        message: `rule ${r.name}: a refused login is never a success; drop when.success or when.refused`,
+      });
+    }
     const b = r.baseline;
     out.push({
       name: r.name,
@@ -312,6 +338,7 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
         suspendMs: then.suspend,
         notify: then.notify ?? false,
       },
+      minAddresses: r.min_addresses,
       overrides: new Map(Object.entries(r.overrides ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
       uses,
       baseline: b ? { factor: b.factor, floor: b.floor, tauMs: b.half_life / Math.LN2 } : undefined,
@@ -346,6 +373,7 @@ export function describeSettings(s: Settings): Record<string, unknown> {
     },
     suspensions: { duration: formatDuration(p.suspensionMs), block_login: p.suspensionBlocksLogin },
     known_good: { window: formatDuration(p.knownGood.windowMs) },
+    shared_address: { users: p.shared.minUsers, window: formatDuration(p.shared.windowMs) },
     dovecot: {
       api_header: s.dovecot.apiHeader ? `${s.dovecot.apiHeader.name}: (set)` : '(none)',
       budget: formatDuration(s.dovecot.budgetMs),
@@ -382,11 +410,9 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       cooldown: formatDuration(s.alerts.cooldownMs),
       queue_max: s.alerts.queueMax,
       retries: s.alerts.retries,
-      email: {
-        relay: `${s.alerts.email.host}:${s.alerts.email.port}`,
-        from: s.alerts.email.from,
-        to: s.alerts.email.to,
-      },
+      email: s.alerts.email.to.length
+        ? { relay: `${s.alerts.email.host}:${s.alerts.email.port}`, from: s.alerts.email.from, to: s.alerts.email.to }
+        : 'off (alerts.email.to is empty)',
       webhook: {
         url: s.alerts.webhook.url ?? '(none)',
         secret: s.alerts.webhook.secret ? '(set)' : '(none)',
@@ -400,6 +426,7 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       ...(r.checkOn.length ? { check_on: r.checkOn } : {}),
       ...(Object.keys(r.when).length ? { when: r.when } : {}),
       ...(r.exceptKnownGood ? { except_known_good: true } : {}),
+      ...(r.minAddresses !== undefined ? { min_addresses: r.minAddresses } : {}),
       key: r.key,
       count: r.count,
       limit: r.limit,

@@ -27,6 +27,8 @@ export const DEFAULTS = {
   },
   suspensions: { duration: '1d', block_login: false },
   known_good: { window: '30d' },
+  // Two people logging in from one address within a week: an office, a family, a campus, a carrier.
+  shared_address: { users: 2, window: '7d' },
   // Dovecot gives up on its policy server after 2 s (auth_policy_server_timeout_msecs) and
   // Postfix drops its SASL conversation after 10 s, so SMTP delays stay well below that.
   dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s', repeat_window: '1s' },
@@ -45,7 +47,8 @@ export const DEFAULTS = {
     cooldown: '1h',
     queue_max: 1000,
     retries: 5,
-    email: { relay: 'localhost:25', from: 'mailwarden@localhost', to: [] as string[] },
+    // The local postmaster through the local MTA: someone hears of an alert without any setup. `to: []` turns it off.
+    email: { relay: '127.0.0.1:25', from: 'mailwarden@localhost', to: ['postmaster@localhost'] as string[] },
     webhook: { timeout: '5s' },
   },
 } as const;
@@ -53,13 +56,16 @@ export const DEFAULTS = {
 export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
   // Password guessing (Dovecot: IMAP, POP3, and SMTP AUTH through Dovecot SASL). Failures are
   // counted by distinct password fingerprint, so a phone retrying one stale password is one
-  // failure; the checks run before the password is even looked at. Delay, then refuse, then ban.
+  // failure; the checks run before the password is even looked at, and an attempt in flight
+  // counts at once (engine/plan.ts), so parallel connections get no more passwords checked.
+  // Only passwords the server really checked are guesses: attempts refused by the policy are
+  // counted apart, by the rule that bans sources going on after a refusal. Delay, refuse, ban.
   {
     name: 'auth-guess-delay',
     description: 'A source that failed with several different passwords is slowed down (tarpit).',
     on: ['auth-result'],
     check_on: ['auth-attempt'],
-    when: { success: false },
+    when: { success: false, shared: false },
     key: 'ip',
     // Someone else's typos behind the same NAT address must not slow down users who logged in from there before.
     except_known_good: true,
@@ -70,10 +76,11 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
   },
   {
     name: 'auth-guess-refuse',
-    description: 'A source that keeps failing with different passwords is refused before the password check.',
+    description:
+      'A source that keeps failing with different passwords is refused before the password check. At a shared address (an office) guessing is refused per account instead (auth-guess-user-ip-refuse).',
     on: ['auth-result'],
     check_on: ['auth-attempt'],
-    when: { success: false },
+    when: { success: false, shared: false },
     key: 'ip',
     // Someone else's typos behind the same NAT address must not slow down users who logged in from there before.
     except_known_good: true,
@@ -84,12 +91,13 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
   },
   {
     name: 'auth-guess-ban',
-    description: 'A source that goes on guessing is banned on every protocol (SMTP, IMAP, POP3).',
+    description:
+      'A source that goes on trying different passwords after it was refused is banned on every protocol (SMTP, IMAP, POP3). A device retrying one password is not.',
     on: ['auth-result'],
-    when: { success: false },
+    when: { refused: true, shared: false },
     key: 'ip',
     count: 'distinct:pwhash',
-    limit: 10,
+    limit: 4,
     window: '1h',
     then: { action: 'reject', ban: 'ip' },
   },
@@ -97,7 +105,7 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     name: 'auth-spray-ban',
     description: 'Password spraying: one source failing on many different logins is banned.',
     on: ['auth-result'],
-    when: { success: false },
+    when: { success: false, shared: false },
     key: 'ip',
     count: 'distinct:user',
     limit: 5,
@@ -105,14 +113,27 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     then: { action: 'reject', ban: 'ip' },
   },
   {
+    name: 'auth-spray-ban-shared',
+    description:
+      'The same at a shared address, where several people mistype: more logins, but spraying still ends in a ban. A user who then logs in is not counted.',
+    on: ['auth-result'],
+    when: { success: false, shared: true },
+    key: 'ip',
+    count: 'distinct:user',
+    limit: 15,
+    window: '1h',
+    then: { action: 'reject', ban: 'ip' },
+  },
+  {
     name: 'auth-guess-network-ban',
     description:
-      'Guessing spread over the addresses of one network (/24, /64) bans the network. High enough that an office behind NAT, where many people mistype, does not reach it.',
+      'Guessing spread over several addresses (3 or more) of one network (/24, /64) bans the network. One address never does, and failures at shared addresses do not count.',
     on: ['auth-result'],
-    when: { success: false },
+    when: { success: false, shared: false },
     key: 'network',
     count: 'distinct:pwhash',
     limit: 50,
+    min_addresses: 3,
     window: '1h',
     then: { action: 'reject', ban: 'network' },
   },
@@ -128,6 +149,22 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     limit: 4,
     window: '1h',
     then: { action: 'delay', delay: '2s' },
+  },
+  {
+    name: 'auth-guess-user-ip-refuse',
+    description:
+      'Guessing one account from one address is refused, shared address or not: the other people there keep logging in.',
+    on: ['auth-result'],
+    check_on: ['auth-attempt'],
+    when: { success: false },
+    key: 'user_ip',
+    count: 'distinct:pwhash',
+    limit: 6,
+    window: '1h',
+    then: {
+      action: 'reject',
+      message: 'Too many failed logins for this account from your address; try again later',
+    },
   },
   {
     name: 'auth-guess-user-network',
@@ -157,6 +194,24 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
       action: 'reject',
       message:
         'Login temporarily refused from this network; use a device you have used before or contact your administrator',
+    },
+  },
+  {
+    name: 'auth-account-guess-cap',
+    description:
+      'However many sources take part, at most 50 different passwords a day are checked for one account from sources its owner has never logged in from; known-good sources keep working.',
+    on: ['auth-result'],
+    check_on: ['auth-attempt'],
+    when: { success: false },
+    key: 'user',
+    count: 'distinct:pwhash',
+    limit: 50,
+    window: '1d',
+    except_known_good: true,
+    then: {
+      action: 'reject',
+      message:
+        'Too many failed logins for this account today; log in from a device or network you have used before, or ask your mail administrator',
     },
   },
   {

@@ -142,8 +142,11 @@ export const ruleSchema = z.strictObject({
       context: z.array(z.string()).optional(),
       protocol: z.array(z.string()).optional(),
       success: z.boolean().optional(),
+      refused: z.boolean().optional(),
+      shared: z.boolean().optional(),
     })
     .optional(),
+  min_addresses: z.number().int().min(2).max(1024).optional(),
   then: z.union([z.enum(ACTIONS), thenObject]).optional(),
   description: z.string().optional(),
 });
@@ -194,6 +197,9 @@ export const configSchema = z.strictObject({
     .strictObject({ duration: positiveDuration.optional(), block_login: z.boolean().optional() })
     .optional(),
   known_good: z.strictObject({ window: duration.optional() }).optional(),
+  shared_address: z
+    .strictObject({ users: z.number().int().min(0).max(1000).optional(), window: positiveDuration.optional() })
+    .optional(),
   dovecot: z
     .strictObject({
       api_header: z

@@ -9,6 +9,7 @@
  * reported in `hits` and never change the action.
  */
 import { clientNetwork, isIPv6, networkOf } from './address.js';
+import { gateContext } from './gate.js';
 import type { Plan } from './plan.js';
 import type { Policy, Rule } from './policy.js';
 import {
@@ -94,11 +95,12 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
   const hits: RuleHit[] = [];
   const fired: Rule[] = [];
   let winner: { rule: Rule; hit: RuleHit } | undefined;
-  const knownGood = plan.knownGood !== undefined && result.counters[plan.knownGood]?.seen === true;
+  const { knownGood, shared } = gateContext(plan, result.counters);
   for (let i = 0; i < plan.rules.length; i++) {
     const r = result.counters[i];
     const rule = plan.rules[i] as Rule;
     if (!r) continue;
+    if (rule.when.shared !== undefined && rule.when.shared !== shared) continue;
     let limit = (plan.counters[i] as { limit: number }).limit;
     let exceeded = r.exceeded;
     const usualAt = plan.baselines.get(i);
@@ -110,6 +112,11 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     }
     if (!exceeded) continue;
     if (rule.exceptKnownGood && knownGood) continue;
+    if (
+      rule.minAddresses !== undefined &&
+      (result.counters[plan.companions.get(i) ?? -1]?.count ?? 0) < rule.minAddresses
+    )
+      continue;
     const subject = plan.subjects[i] as string;
     const hit: RuleHit = {
       rule: rule.name,

@@ -10,8 +10,18 @@
  * always charged, over the limit too, so a guessing run keeps counting. On a
  * rule's `check_on` events (a login attempt, before the password is checked)
  * the counter is only read: would this one more exceed it?
+ *
+ * In-flight guesses: a login attempt that carries a password fingerprint and
+ * passes is at once a *pending* member of every distinct counter that counts
+ * failed logins (`pending`), so a hundred parallel connections see each
+ * other's attempts, not only the failures already reported. The report
+ * settles it: a checked failure confirms it (`always`); a success takes the
+ * password (and, for spraying, the user) out again (`forget`), and other
+ * members only while pending (`settle`); a refused attempt only drops its
+ * pending mark. Only passwords the server really checked stay counted.
  */
 import { clientNetwork, isIPv6, networkOf } from './address.js';
+import { EXCEPT_KNOWN_GOOD, ONLY_SHARED, ONLY_UNSHARED, VETO } from './gate.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
 import type { MailEvent } from './types.js';
 
@@ -20,11 +30,36 @@ import type { MailEvent } from './types.js';
  * `if-conform` if this counter alone is within its limit (observe-only and
  * allowlisted counting); `always` even over the limit (facts); `never` (a check).
  */
-export type Charge = 'if-pass' | 'if-conform' | 'always' | 'never';
+export type Charge = 'if-pass' | 'if-conform' | 'always' | 'never' | DistinctCharge;
+
+/**
+ * Distinct counters only: `pending` adds the member marked pending if the event passes;
+ * `settle` removes it if it is still pending; `forget` removes it whatever its mark.
+ */
+export type DistinctCharge = 'pending' | 'settle' | 'forget';
 
 export type CounterOp =
-  | { type: 'rate'; rule: string; key: string; cost: number; limit: number; windowMs: number; charge: Charge }
-  | { type: 'distinct'; rule: string; key: string; member: string; limit: number; windowMs: number; charge: Charge }
+  /** `flags`: engine/gate.ts (veto, known-good exception, shared condition). */
+  | {
+      type: 'rate';
+      rule: string;
+      key: string;
+      cost: number;
+      limit: number;
+      windowMs: number;
+      charge: Charge;
+      flags: number;
+    }
+  | {
+      type: 'distinct';
+      rule: string;
+      key: string;
+      member: string;
+      limit: number;
+      windowMs: number;
+      charge: Charge;
+      flags: number;
+    }
   /** Reads another rule's counter; exceeded at count ≥ limit. `rateLimit` is that rule's own limit. */
   | {
       type: 'read';
@@ -75,12 +110,20 @@ export interface Plan {
   rules: Rule[];
   /** Index in `counters` of the op that tracks known-good sources of the event's user, if any. */
   knownGood?: number | undefined;
+  /** Index in `counters` of the op that tracks the users who logged in from this address, if any. */
+  shared: number | undefined;
+  /** So many users make the address shared (engine/gate.ts). */
+  sharedMin: number;
   /** Rule index → index in `counters` of its usual-rate (ewma) op, for baseline rules. */
   baselines: ReadonlyMap<number, number>;
+  /** Rule index → index in `counters` of the addresses its count came from (`min_addresses`). */
+  companions: ReadonlyMap<number, number>;
 }
 
 /** Counter key holding the networks a user has logged in from successfully. */
 export const KNOWN_GOOD_RULE = 'known-good';
+/** Counter key holding the users who logged in successfully from an address. */
+export const SHARED_RULE = 'shared-address';
 
 /** Prefix lengths checked for bans besides the configured network sizes (administrators ban these). */
 const V4_BAN_PREFIXES = [32, 24, 16, 8];
@@ -88,8 +131,7 @@ const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
 
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
 const NO_STEPS: readonly Step[] = [];
-const NO_BASELINES: ReadonlyMap<number, number> = new Map();
-const AUTH_EVENTS = new Set(['auth-attempt', 'auth-result']);
+const NO_INDEXES: ReadonlyMap<number, number> = new Map();
 
 /** One rule as it meets one kind of event, worked out once per policy rather than once per event. */
 interface Step {
@@ -107,6 +149,10 @@ interface PolicyIndex {
   v6Lengths: number[];
   /** The rules that count or check each kind of event, in policy order. */
   byKind: Map<string, Step[]>;
+  /** Rules that count failed logins by distinct member: in-flight attempts are pending members of theirs. */
+  guesses: Step[];
+  /** Kinds of event some rule with `when.shared` counts or checks. */
+  sharedKinds: Set<string>;
 }
 
 const indexes = new WeakMap<Policy, PolicyIndex>();
@@ -121,6 +167,8 @@ function indexOf(policy: Policy): PolicyIndex {
   const lengths = (base: number[], extra: number[]): number[] =>
     [...new Set([...base, ...extra])].sort((a, b) => b - a);
   const byKind = new Map<string, Step[]>();
+  const guesses: Step[] = [];
+  const sharedKinds = new Set<string>();
   for (const rule of policy.rules) {
     const counted = rule.uses ?? rule;
     const step = (role: Step['role']): Step => ({
@@ -129,8 +177,11 @@ function indexOf(policy: Policy): PolicyIndex {
       prefix: keyPrefix(rule.uses ? rule.uses.rule : rule.name),
       distinct: counted.count.startsWith('distinct:') ? (counted.count.slice(9) as DistinctField) : undefined,
     });
-    for (const kind of new Set([...rule.on, ...rule.checkOn]))
+    for (const kind of new Set([...rule.on, ...rule.checkOn])) {
       byKind.set(kind, [...(byKind.get(kind) ?? []), step(rule.on.includes(kind) ? 'count' : 'check')]);
+      if (rule.when.shared !== undefined) sharedKinds.add(kind);
+    }
+    if (countsGuesses(rule)) guesses.push(step('count'));
   }
   ix = {
     v4Lengths: lengths(V4_BAN_PREFIXES, [policy.ipv4Prefix]),
@@ -139,6 +190,8 @@ function indexOf(policy: Policy): PolicyIndex {
       policy.ipv6Aggregate.enabled ? [policy.ipv6Prefix, policy.ipv6Aggregate.prefix] : [policy.ipv6Prefix],
     ),
     byKind,
+    guesses,
+    sharedKinds,
   };
   indexes.set(policy, ix);
   return remember(policy, ix);
@@ -167,15 +220,39 @@ export function banSubjectsFor(ip: string, policy: Policy): string[] {
   return cover.lengths.map((len) => banSubject(cover, len));
 }
 
+/** A rule counting checked failed logins by distinct member (passwords, users, networks, addresses). */
+function countsGuesses(rule: Rule): boolean {
+  return (
+    rule.uses === undefined &&
+    rule.on.includes('auth-result') &&
+    rule.when.success === false &&
+    rule.when.refused !== true &&
+    rule.count.startsWith('distinct:')
+  );
+}
+
 /** The rule's `when` conditions, for an event it counts or checks. */
 function whenHolds(rule: Rule, event: MailEvent, role: 'count' | 'check'): boolean {
   const w = rule.when;
   if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return false;
   if (w.context !== undefined && !w.context.includes(event.context)) return false;
   if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
-  // `success` describes the counted result; a check happens before there is one.
-  return !(role === 'count' && w.success !== undefined && w.success !== event.success);
+  // `success` and `refused` describe the counted result; a check happens before there is one.
+  if (role === 'check') return true;
+  if ((w.refused ?? false) !== (event.refused === true)) return false;
+  return w.success === undefined || w.success === event.success;
 }
+
+/** A rule's part of an op's flags: its known-good exception and its shared condition. */
+function gateFlags(rule: Rule): number {
+  const shared = rule.when.shared;
+  return (
+    (rule.exceptKnownGood ? EXCEPT_KNOWN_GOOD : 0) |
+    (shared === true ? ONLY_SHARED : shared === false ? ONLY_UNSHARED : 0)
+  );
+}
+
+const REFUSING = new Set(['reject', 'tempfail']);
 
 /** An event and what plan() works out of it at most once (several rules key on the client's network). */
 interface Seen {
@@ -277,6 +354,11 @@ function keyPrefix(rule: string): string {
   return prefix;
 }
 
+/** The key of a baseline rule's usual rate, beside its recent one. */
+export function usualKey(key: string): string {
+  return [key, '|usual'].join('');
+}
+
 function keyWith(prefix: string, subject: string): string {
   // join() hands back a flat string: a concatenation would be kept as a cons-string wrapper
   // plus its flattened copy, ~50 bytes more for each of a million keys (and normalize() costs more).
@@ -305,12 +387,19 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     allowlisted,
     subjects: [],
     rules: [],
-    baselines: NO_BASELINES,
+    knownGood: undefined,
+    shared: undefined,
+    sharedMin: policy.shared.minUsers,
+    baselines: NO_INDEXES,
+    companions: NO_INDEXES,
   };
+  const ix = indexOf(policy);
   const fact = event.kind === 'auth-result';
+  const attempt = event.kind === 'auth-attempt';
   const seen: Seen = { event, policy, network: undefined };
   let ewmas: Array<[number, CounterOp]> | undefined;
-  for (const { rule, role, prefix, distinct } of indexOf(policy).byKind.get(event.kind) ?? NO_STEPS) {
+  let companions: Array<[number, Rule, string, Charge, number]> | undefined;
+  for (const { rule, role, prefix, distinct } of ix.byKind.get(event.kind) ?? NO_STEPS) {
     if (!whenHolds(rule, event, role)) continue;
     const subject = subjectOf(rule, seen);
     if (subject === undefined) continue;
@@ -330,19 +419,26 @@ export function plan(event: MailEvent, policy: Policy): Plan {
         charge: 'never',
       });
     } else {
+      const acts = !allowlisted && rule.mode === 'enforce';
+      // An attempt checked against a guessing rule is also one of its in-flight guesses.
       const charge: Charge =
         role === 'check'
-          ? 'never'
+          ? attempt && countsGuesses(rule)
+            ? 'pending'
+            : 'never'
           : fact
             ? 'always'
-            : !allowlisted && rule.mode === 'enforce'
+            : acts
               ? 'if-pass'
               : 'if-conform';
+      const veto = charge === 'if-pass' || (role === 'check' && acts && REFUSING.has(rule.then.action));
+      const flags = gateFlags(rule) | (veto ? VETO : 0);
       const windowMs = rule.windowMs;
       if (distinct !== undefined) {
         const member = distinctMember(distinct, seen);
         if (member === undefined) continue;
-        out.counters.push({ type: 'distinct', rule: rule.name, key, member, limit, windowMs, charge });
+        out.counters.push({ type: 'distinct', rule: rule.name, key, member, limit, windowMs, charge, flags });
+        if (rule.minAddresses !== undefined) (companions ??= []).push([out.rules.length, rule, key, charge, flags]);
       } else {
         // A check asks "would one more exceed?"; a failure-counting rule checks attempts too.
         const cost = role === 'check' ? 1 : costOf(rule, event);
@@ -364,7 +460,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
             {
               type: 'ewma',
               rule: rule.name,
-              key: [key, '|usual'].join(''),
+              key: usualKey(key),
               cost,
               tauMs: rule.baseline.tauMs,
               windowMs,
@@ -373,7 +469,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
             },
           ]);
         } else {
-          out.counters.push({ type: 'rate', rule: rule.name, key, cost, limit, windowMs, charge });
+          out.counters.push({ type: 'rate', rule: rule.name, key, cost, limit, windowMs, charge, flags });
         }
       }
     }
@@ -388,7 +484,26 @@ export function plan(event: MailEvent, policy: Policy): Plan {
     }
     out.baselines = baselines;
   }
-  if (event.user !== undefined && AUTH_EVENTS.has(event.kind) && policy.knownGood.windowMs > 0) {
+  if (fact) planGuesses(out, seen, ix);
+  if (companions !== undefined && companions.length > 0) {
+    const at = new Map<number, number>();
+    for (const [ruleIndex, rule, key, charge, flags] of companions) {
+      at.set(ruleIndex, out.counters.length);
+      // The addresses a count came from; a success does not take an address out of a network's guessing.
+      out.counters.push({
+        type: 'distinct',
+        rule: rule.name,
+        key: [key, '|a'].join(''),
+        member: event.ip,
+        limit: Number.MAX_SAFE_INTEGER,
+        windowMs: rule.windowMs,
+        charge,
+        flags: flags & ~VETO,
+      });
+    }
+    out.companions = at;
+  }
+  if (event.user !== undefined && (fact || attempt) && policy.knownGood.windowMs > 0) {
     // Known-good sources: networks this user logged in from successfully (recorded on success only).
     const member = networkIn(seen);
     out.knownGood = out.counters.length;
@@ -399,8 +514,61 @@ export function plan(event: MailEvent, policy: Policy): Plan {
       member,
       limit: Number.MAX_SAFE_INTEGER,
       windowMs: policy.knownGood.windowMs,
-      charge: event.kind === 'auth-result' && event.success === true ? 'always' : 'never',
+      charge: succeeded(event) ? 'always' : 'never',
+      flags: 0,
+    });
+  }
+  if (policy.shared.minUsers > 0 && (ix.sharedKinds.has(event.kind) || succeeded(event))) {
+    // Shared addresses: the users who logged in successfully from this one (recorded on success only).
+    out.shared = out.counters.length;
+    out.counters.push({
+      type: 'distinct',
+      rule: SHARED_RULE,
+      key: counterKey(SHARED_RULE, event.ip),
+      member: event.user ?? '',
+      limit: Number.MAX_SAFE_INTEGER,
+      windowMs: policy.shared.windowMs,
+      charge: succeeded(event) && event.user !== undefined ? 'always' : 'never',
+      flags: 0,
     });
   }
   return out;
+}
+
+function succeeded(event: MailEvent): boolean {
+  return event.kind === 'auth-result' && event.success === true && event.refused !== true;
+}
+
+/**
+ * Settling the in-flight side of the guessing rules on a login's report: on a success or a
+ * refusal, the pending member its attempt left in each rule that checks attempts; on a
+ * success, the user in spraying counts (`distinct:user`) too. Rules that only count reports
+ * (the bans) have no pending members: they act on reports, and those are counted anyway.
+ */
+function planGuesses(out: Plan, seen: Seen, ix: PolicyIndex): void {
+  const event = seen.event;
+  const success = succeeded(event);
+  if (!success && event.refused !== true) return; // a checked failure is counted as a fact
+  for (const { rule, prefix, distinct } of ix.guesses) {
+    const checks = rule.checkOn.includes('auth-attempt');
+    if (!checks && !(success && distinct === 'user')) continue;
+    if (!whenHolds(rule, event, 'check')) continue;
+    const subject = subjectOf(rule, seen);
+    const member = distinctMember(distinct as DistinctField, seen);
+    if (subject === undefined || member === undefined) continue;
+    // A right password is no guess, and a user who logs in is no target of spraying.
+    const charge: DistinctCharge = success && (distinct === 'pwhash' || distinct === 'user') ? 'forget' : 'settle';
+    const key = keyWith(prefix, subject);
+    const flags = gateFlags(rule) & ~EXCEPT_KNOWN_GOOD;
+    out.counters.push({
+      type: 'distinct',
+      rule: rule.name,
+      key,
+      member,
+      limit: limitFor(rule, subject),
+      windowMs: rule.windowMs,
+      charge,
+      flags,
+    });
+  }
 }

@@ -57,9 +57,18 @@ export interface Rule {
     authenticated?: boolean | undefined;
     context?: readonly string[] | undefined;
     protocol?: readonly string[] | undefined;
-    /** For auth-result: count only failures (false) or only successes (true). */
+    /** For auth-result: count only checked failures (false) or only successes (true). */
     success?: boolean | undefined;
+    /**
+     * For auth-result: count only attempts the policy refused (true). Unset or false: only
+     * results whose password was checked; a refused attempt is never a guess.
+     */
+    refused?: boolean | undefined;
+    /** Count and act only when the client address is (true) or is not (false) a shared address. */
+    shared?: boolean | undefined;
   };
+  /** Fire only when the count came from at least this many client addresses (login results only). */
+  minAddresses?: number | undefined;
   then: RuleThen;
   /** Do not act against a source the user has logged in from successfully before (known-good). */
   exceptKnownGood: boolean;
@@ -84,5 +93,11 @@ export interface Policy {
   suspensionBlocksLogin: boolean;
   /** How long a successful login makes its network known-good for that user (0: off). */
   knownGood: { windowMs: number };
+  /**
+   * An address from which at least `minUsers` different users logged in successfully within
+   * the window is shared (office NAT, campus, carrier): guessing from it is limited per
+   * account, not by banning the address (`when.shared`). minUsers 0: off.
+   */
+  shared: { minUsers: number; windowMs: number };
   rules: readonly Rule[];
 }

@@ -44,8 +44,13 @@ export interface MailEvent {
   size: number;
   /** Password fingerprint (Dovecot pwhash), never the password. */
   pwhash?: string | undefined;
-  /** For auth-result. */
+  /** For auth-result: the password was checked and right, and the login was let in. */
   success?: boolean | undefined;
+  /**
+   * For auth-result: the login was refused by policy (Dovecot's `policy_reject`), so its
+   * password was never checked, or was right but the login was refused anyway. Not a guess.
+   */
+  refused?: boolean | undefined;
 }
 
 export type Action = 'allow' | 'delay' | 'tempfail' | 'reject' | 'hold';

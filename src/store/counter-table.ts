@@ -56,6 +56,11 @@ export class CounterTable<V> {
     if (v !== undefined) this.set(key, v);
   }
 
+  /** Forgets a key (an emptied set: nothing left to count). */
+  delete(key: string): void {
+    if (!this.young.delete(key) && this.old.size > 0) this.old.delete(key);
+  }
+
   clear(): void {
     this.young.clear();
     this.old.clear();

@@ -9,7 +9,10 @@
  *
  * Distinct counts keep each member with the time it was last seen, pruned to
  * the window, and capped (`DISTINCT_CAP`): past the cap the count means
- * "at least".
+ * "at least". A member that is only in flight (a login attempt not yet
+ * reported, engine/plan.ts) is kept at a time half a millisecond past a whole
+ * one: times are whole milliseconds otherwise, so the mark costs no room, sorts
+ * and prunes like any time, and survives snapshots and Redis sorted sets.
  */
 
 export interface RateOutcome {
@@ -56,6 +59,22 @@ export function gcraCount(storedTat: number | undefined, now: number, limit: num
 }
 
 export const DISTINCT_CAP = 1024;
+
+/** A distinct member's time: confirmed (a whole ms) or pending (half a ms past it). */
+export function memberTime(now: number, pending: boolean): number {
+  return Math.floor(now) + (pending ? 0.5 : 0);
+}
+
+export function isPending(time: number): boolean {
+  return time !== Math.floor(time);
+}
+
+/** Members confirmed (not in flight) within the window: what a detector reads. */
+export function confirmedCount(set: Map<string, number>, now: number, windowMs: number): number {
+  let n = pruneDistinct(set, now, windowMs);
+  for (const t of set.values()) if (isPending(t)) n--;
+  return n;
+}
 
 /**
  * Drops members not seen within the window; returns the live count. A set is kept in the

@@ -18,7 +18,19 @@
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
-import { DISTINCT_CAP, gcra, gcraCount, pruneDistinct, usualAdd, usualRate, type Usual } from './counting.js';
+import { gateContext, holds, passes } from '../engine/gate.js';
+import {
+  confirmedCount,
+  DISTINCT_CAP,
+  gcra,
+  gcraCount,
+  isPending,
+  memberTime,
+  pruneDistinct,
+  usualAdd,
+  usualRate,
+  type Usual,
+} from './counting.js';
 import { BanTable } from './ban-table.js';
 import { CounterTable } from './counter-table.js';
 import { SqlitePersistence } from './sqlite.js';
@@ -82,7 +94,6 @@ export class MemoryStore implements Store {
     const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);
     // What each op read, kept for its charge: a rate's new TAT, a distinct set, a usual rate.
     const held: Array<CounterValue | undefined> = new Array<CounterValue | undefined>(plan.counters.length);
-    let pass = ban === undefined && suspension === undefined;
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
       let r: CounterResult;
@@ -113,17 +124,29 @@ export class MemoryStore implements Store {
         held[i] = usual;
       }
       counters[i] = r;
-      if (op.type !== 'read' && op.charge === 'if-pass' && r.exceeded) pass = false;
     }
-    // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never.
-    // A check or a read (charge `never`) does not mark its key used: the failures it reads were
-    // charged when they happened.
+    const ctx = gateContext(plan, counters);
+    const pass = passes(plan, counters, ban !== undefined || suspension !== undefined, ctx);
+    // Charge as each op says (engine/plan.ts): if the event passes, if this counter conforms, always, or never;
+    // in-flight members as pending, settled or forgotten. A check or a read (charge `never`) does not mark
+    // its key used: the failures it reads were charged when they happened.
     for (let i = 0; i < plan.counters.length; i++) {
       const op = plan.counters[i] as CounterOp;
       if (op.charge === 'never') continue;
+      if ((op.type === 'rate' || op.type === 'distinct') && !holds(op.flags, ctx.shared)) continue;
       const r = counters[i] as CounterResult;
+      if (op.type === 'distinct' && (op.charge === 'settle' || op.charge === 'forget')) {
+        const set = held[i] as Map<string, number> | undefined;
+        const t = set?.get(op.member);
+        if (set === undefined || t === undefined || (op.charge === 'settle' && !isPending(t))) continue;
+        set.delete(op.member);
+        // A login's in-flight members are mostly settled by its own report: leave no empty set behind.
+        if (set.size === 0) this.counters.delete(op.key);
+        continue;
+      }
       const charge =
         op.charge === 'always' ||
+        (op.charge === 'pending' && pass) ||
         (op.charge === 'if-pass' && pass && !r.exceeded) ||
         (op.charge === 'if-conform' && !r.exceeded);
       if (!charge) {
@@ -136,11 +159,14 @@ export class MemoryStore implements Store {
         this.counters.set(op.key, held[i] as number);
       } else if (op.type === 'distinct') {
         const set = held[i] as Map<string, number> | undefined;
+        // A pending charge keeps a confirmed member confirmed; any other charge confirms.
+        const was = set?.get(op.member);
+        const time = memberTime(now, op.charge === 'pending' && (was === undefined || isPending(was)));
         // A member seen again moves to the back: sets are kept in last-seen order (pruneDistinct).
-        if (set === undefined) this.counters.set(op.key, new Map([[op.member, now]]));
+        if (set === undefined) this.counters.set(op.key, new Map([[op.member, time]]));
         else {
           if (r.seen === true) set.delete(op.member);
-          if (set.size < DISTINCT_CAP) set.set(op.member, now);
+          if (set.size < DISTINCT_CAP) set.set(op.member, time);
           this.counters.refresh(op.key); // changed in place
         }
       } else {
@@ -170,7 +196,7 @@ export class MemoryStore implements Store {
   private readCount(op: Extract<CounterOp, { type: 'read' }>, now: number): number {
     if (op.of === 'rate') return gcraCount(this.rateOf(op.key), now, op.rateLimit, op.windowMs);
     const set = this.setOf(op.key);
-    return set ? pruneDistinct(set, now, op.windowMs) : 0;
+    return set ? confirmedCount(set, now, op.windowMs) : 0;
   }
 
   private activeSuspension(user: string, now: number): SuspensionRecord | undefined {

@@ -74,12 +74,16 @@ local function usualOf(k)
   if v[1] then return tonumber(v[1]), tonumber(v[2]), false end
   return nil, nil, false
 end
--- MemoryStore.readCount(): another rule's count, without charging.
+-- counting.ts isPending(): an in-flight member sits half a ms past a whole one
+local function isPending(t) return t % 1 ~= 0 end
+-- MemoryStore.readCount(): another rule's count, without charging (confirmed members only, as confirmedCount()).
 local function readCount(k, of, now, rateLimit, window)
   if of == 'rate' then return gcraCount(rateOf(k), now, rateLimit, window) end
-  local n = redis.pcall('ZCOUNT', k, '(' .. num(now - window), '+inf')
-  if type(n) == 'number' then return n end
-  return 0
+  local live = redis.pcall('ZRANGEBYSCORE', k, '(' .. num(now - window), '+inf', 'WITHSCORES')
+  if type(live) ~= 'table' or live.err then return 0 end
+  local n = 0
+  for i = 2, #live, 2 do if not isPending(tonumber(live[i])) then n = n + 1 end end
+  return n
 end
 `;
 
@@ -169,17 +173,20 @@ end
 
 /**
  * APPLY — MemoryStore.applySync: ban and suspension lookups, then every counter
- * computed, then each charged as its op says.
+ * computed, then whether the event passes (engine/gate.ts), then each charged as its op says.
  * KEYS: the ban keys (nb), the suspension key (ns = 0|1), one counter key per op.
- * ARGV: now|'', nb, ns, DISTINCT_CAP, EWMA_TTL_TAUS, then 6 per op: type (r rate, d distinct,
- *   R read, e ewma), charge (p if-pass, c if-conform, a always, n never), then
- *   rate: cost, limit, window | distinct: member, limit, window | read: of, limit, rateLimit, window |
+ * ARGV: now|'', nb, ns, DISTINCT_CAP, EWMA_TTL_TAUS, known-good op, shared op (1-based, 0: none),
+ *   users that make an address shared, then 6 per op: type (r rate, d distinct, R read, e ewma),
+ *   charge (p if-pass, c if-conform, a always, n never, P pending, S settle, F forget), then
+ *   rate: cost, limit, window, flags | distinct: member, limit, window, flags | read: of, limit, rateLimit, window |
  *   ewma: cost, tau, window, withSelf.
  * Returns: now, ban (flat hash or empty), suspension (flat hash or empty), then per op: count, exceeded, seen.
  */
 export const APPLY_LUA = `${COMMON}
 local now = clock(ARGV[1])
 local nb, ns, CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local KG, SH, SHMIN = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local G = 8
 -- the longest-lasting active ban covering the client
 local ban, banUntil = {}, nil
 for i = 1, nb do
@@ -195,14 +202,13 @@ if ns == 1 then
   local u = tonumber(redis.call('HGET', k, 'until') or '')
   if u ~= nil and u > now then susp = redis.call('HGETALL', k) end
 end
-local pass = banUntil == nil and #susp == 0
 local base = nb + ns
-local nops = (#ARGV - 5) / 6
+local nops = (#ARGV - G) / 6
 local out = { num(now), ban, susp }
-local exceeded, tats, other, ewR, ewT = {}, {}, {}, {}, {}
+local exceeded, counts, seens, tats, other, ewR, ewT, was = {}, {}, {}, {}, {}, {}, {}, {}
 for i = 1, nops do
-  local a = 5 + (i - 1) * 6
-  local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
+  local a = G + (i - 1) * 6
+  local t, k = ARGV[a + 1], KEYS[base + i]
   local count, ex, seen = 0, false, ''
   if t == 'r' then
     local tat
@@ -218,7 +224,12 @@ for i = 1, nops do
     else
       local size = redis.call('ZCARD', k)
       local has = redis.call('ZSCORE', k, member)
-      if has then count, seen = size, '1' else count, seen = size + 1, '0' end
+      if has then
+        count, seen = size, '1'
+        was[i] = tonumber(has)
+      else
+        count, seen = size + 1, '0'
+      end
     end
     ex = count > limit
   elseif t == 'R' then
@@ -231,33 +242,63 @@ for i = 1, nops do
     count = usualRate(r, rt, now, tau) * window
     if ARGV[a + 6] == '1' then count = count + cost end
   end
-  exceeded[i] = ex
+  exceeded[i], counts[i], seens[i] = ex, count, seen
   out[#out + 1] = num(count)
   out[#out + 1] = ex and '1' or '0'
   out[#out + 1] = seen
-  if t ~= 'R' and charge == 'p' and ex then pass = false end
 end
--- Charge as each op says: if the event passes, if this counter conforms, always, or never.
+-- gate.ts gateContext(), holds() and passes()
+local knownGood = KG > 0 and seens[KG] == '1'
+local shared = false
+if SH > 0 and SHMIN > 0 then
+  local users = counts[SH]
+  if seens[SH] ~= '1' then users = users - 1 end
+  shared = users >= SHMIN
+end
+local function flagsOf(i)
+  local t = ARGV[G + (i - 1) * 6 + 1]
+  if t == 'r' or t == 'd' then return tonumber(ARGV[G + (i - 1) * 6 + 6]) or 0 end
+  return 0
+end
+local function bit(f, b) return math.floor(f / b) % 2 == 1 end
+local function holds(f)
+  if shared then return not bit(f, 8) end
+  return not bit(f, 4)
+end
+local pass = banUntil == nil and #susp == 0
 for i = 1, nops do
-  local a = 5 + (i - 1) * 6
+  local f = flagsOf(i)
+  if pass and bit(f, 1) and exceeded[i] and holds(f) and not (bit(f, 2) and knownGood) then pass = false end
+end
+-- Charge as each op says: if the event passes, if this counter conforms, always, or never;
+-- in-flight members as pending, settled or forgotten.
+for i = 1, nops do
+  local a = G + (i - 1) * 6
   local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
   local ex = exceeded[i]
-  if t ~= 'R' and (charge == 'a' or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex)) then
-    if t == 'r' then
-      redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
-    elseif t == 'd' then
-      local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
-      if other[i] then redis.call('DEL', k) end
-      redis.call('ZREM', k, member)
-      if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(now), member) end
-      redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
-    else
-      local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-      if other[i] then redis.call('DEL', k) end
-      -- counting.ts usualAdd()
-      local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
-      redis.call('HSET', k, 'r', num(r), 't', num(now))
-      redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+  if t ~= 'R' and charge ~= 'n' and holds(flagsOf(i)) then
+    if t == 'd' and (charge == 'S' or charge == 'F') then
+      if was[i] ~= nil and not other[i] and (charge == 'F' or isPending(was[i])) then redis.call('ZREM', k, ARGV[a + 3]) end
+    elseif charge == 'a' or (charge == 'P' and pass) or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex) then
+      if t == 'r' then
+        redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
+      elseif t == 'd' then
+        local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
+        -- counting.ts memberTime(): a pending charge keeps a confirmed member confirmed
+        local time = math.floor(now)
+        if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
+        if other[i] then redis.call('DEL', k) end
+        redis.call('ZREM', k, member)
+        if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
+        redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
+      else
+        local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+        if other[i] then redis.call('DEL', k) end
+        -- counting.ts usualAdd()
+        local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
+        redis.call('HSET', k, 'r', num(r), 't', num(now))
+        redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+      end
     end
   end
 end
@@ -283,7 +324,9 @@ for i = 1, (#ARGV - 1) / 6 do
     local r, rt = usualOf(k)
     count = usualRate(r, rt, now, tonumber(ARGV[a + 4])) * tonumber(ARGV[a + 5])
   else
-    count = readCount(k, 'distinct', now, 0, tonumber(ARGV[a + 5]))
+    -- every live member, pending ones too (MemoryStore.peek)
+    local n = redis.pcall('ZCOUNT', k, '(' .. num(now - tonumber(ARGV[a + 5])), '+inf')
+    count = type(n) == 'number' and n or 0
   end
   out[#out + 1] = num(count)
 end

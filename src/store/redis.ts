@@ -117,7 +117,15 @@ export type StoreEvent =
   | { t: 'suspend'; rec: SuspensionRecord }
   | { t: 'resume'; user: string };
 
-const CHARGE = { 'if-pass': 'p', 'if-conform': 'c', always: 'a', never: 'n' } as const;
+const CHARGE = {
+  'if-pass': 'p',
+  'if-conform': 'c',
+  always: 'a',
+  never: 'n',
+  pending: 'P',
+  settle: 'S',
+  forget: 'F',
+} as const;
 const CAP = String(DISTINCT_CAP);
 const TAUS = String(EWMA_TTL_TAUS);
 
@@ -126,10 +134,10 @@ function pushOp(args: string[], op: CounterOp): void {
   const charge = CHARGE[op.charge];
   switch (op.type) {
     case 'rate':
-      args.push('r', charge, String(op.cost), String(op.limit), String(op.windowMs), '');
+      args.push('r', charge, String(op.cost), String(op.limit), String(op.windowMs), String(op.flags));
       break;
     case 'distinct':
-      args.push('d', charge, op.member, String(op.limit), String(op.windowMs), '');
+      args.push('d', charge, op.member, String(op.limit), String(op.windowMs), String(op.flags));
       break;
     case 'read':
       args.push('R', charge, op.of, String(op.limit), String(op.rateLimit), String(op.windowMs));
@@ -300,7 +308,18 @@ export class RedisStore implements Store {
     for (const s of bans) keys.push(`${P}ban:${s}`);
     const ns = plan.suspendedUser === undefined ? 0 : 1;
     if (ns === 1) keys.push(`${P}susp:${plan.suspendedUser as string}`);
-    const args: string[] = [this.t(now), String(bans.length), String(ns), CAP, TAUS];
+    // Op positions are 1-based in Lua; 0: none.
+    const at = (i: number | undefined): string => String(i === undefined ? 0 : i + 1);
+    const args: string[] = [
+      this.t(now),
+      String(bans.length),
+      String(ns),
+      CAP,
+      TAUS,
+      at(plan.knownGood),
+      at(plan.shared),
+      String(plan.sharedMin),
+    ];
     for (const op of plan.counters) {
       keys.push(`${P}c:${op.key}`);
       pushOp(args, op);

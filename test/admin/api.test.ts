@@ -88,8 +88,9 @@ describe('admin API and metrics', () => {
     const ip = '203.0.113.66';
     for (let i = 0; i < 12; i++) {
       const body = attempt(ip, 'alice@example.org', `0c${i.toString(16).padStart(2, '0')}`);
-      await dovecot('allow', body);
-      await dovecot('report', { ...body, success: false, policy_reject: false });
+      // As Dovecot does: an attempt we refused is reported with policy_reject (its password was never checked).
+      const answer = (await (await dovecot('allow', body)).json()) as { status: number };
+      await dovecot('report', { ...body, success: false, policy_reject: answer.status < 0 });
     }
     const end = Date.now() + 5000;
     while (!events.some((e) => e.kind === 'ban') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));

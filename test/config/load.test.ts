@@ -69,10 +69,13 @@ const AUTH_RULE_NAMES = [
   'auth-guess-refuse',
   'auth-guess-ban',
   'auth-spray-ban',
+  'auth-spray-ban-shared',
   'auth-guess-network-ban',
   'auth-guess-user-ip',
+  'auth-guess-user-ip-refuse',
   'auth-guess-user-network',
   'auth-account-under-attack',
+  'auth-account-guess-cap',
 ];
 const COMPROMISE_RULE_NAMES = [
   'compromise-cracked',
@@ -124,7 +127,7 @@ void describe('built-in defaults', () => {
       cooldownMs: HOUR,
       queueMax: 1000,
       retries: 5,
-      email: { host: 'localhost', port: 25, from: 'mailwarden@localhost', to: [] },
+      email: { host: '127.0.0.1', port: 25, from: 'mailwarden@localhost', to: ['postmaster@localhost'] },
       webhook: { url: undefined, secret: undefined, timeoutMs: 5000 },
     });
   });
@@ -186,11 +189,11 @@ void describe('built-in defaults', () => {
 
   void test('the password-guessing rules and their numbers', () => {
     const s = loadSettings(undefined);
+    // when: success / refused / shared; min_addresses
     const summary = AUTH_RULE_NAMES.map((n) => rule(s, n)).map((r) => [
       r.name,
-      r.on.join(','),
-      r.checkOn.join(','),
-      r.when.success,
+      `${r.on.join(',')}|${r.checkOn.join(',')}`,
+      `${r.when.success}/${r.when.refused}/${r.when.shared}/${r.minAddresses}`,
       r.key,
       r.count,
       r.limit,
@@ -200,44 +203,58 @@ void describe('built-in defaults', () => {
       r.then.ban,
       r.exceptKnownGood,
     ]);
+    const R = 'auth-result';
+    const A = 'auth-attempt';
+    const PW = 'distinct:pwhash';
+    const U = undefined;
     assert.deepEqual(summary, [
       [
         'auth-guess-delay',
-        'auth-result',
-        'auth-attempt',
-        false,
+        `${R}|${A}`,
+        'false/undefined/false/undefined',
         'ip',
-        'distinct:pwhash',
+        PW,
         3,
         15 * 60_000,
         'delay',
         3,
-        undefined,
+        U,
         true,
       ],
+      ['auth-guess-refuse', `${R}|${A}`, 'false/undefined/false/undefined', 'ip', PW, 6, HOUR, 'reject', 0, U, true],
+      ['auth-guess-ban', `${R}|`, 'undefined/true/false/undefined', 'ip', PW, 4, HOUR, 'reject', 0, 'ip', false],
       [
-        'auth-guess-refuse',
-        'auth-result',
-        'auth-attempt',
-        false,
+        'auth-spray-ban',
+        `${R}|`,
+        'false/undefined/false/undefined',
         'ip',
-        'distinct:pwhash',
-        6,
+        'distinct:user',
+        5,
         HOUR,
         'reject',
         0,
-        undefined,
-        true,
+        'ip',
+        false,
       ],
-      ['auth-guess-ban', 'auth-result', '', false, 'ip', 'distinct:pwhash', 10, HOUR, 'reject', 0, 'ip', false],
-      ['auth-spray-ban', 'auth-result', '', false, 'ip', 'distinct:user', 5, HOUR, 'reject', 0, 'ip', false],
+      [
+        'auth-spray-ban-shared',
+        `${R}|`,
+        'false/undefined/true/undefined',
+        'ip',
+        'distinct:user',
+        15,
+        HOUR,
+        'reject',
+        0,
+        'ip',
+        false,
+      ],
       [
         'auth-guess-network-ban',
-        'auth-result',
-        '',
-        false,
+        `${R}|`,
+        'false/undefined/false/3',
         'network',
-        'distinct:pwhash',
+        PW,
         50,
         HOUR,
         'reject',
@@ -247,47 +264,71 @@ void describe('built-in defaults', () => {
       ],
       [
         'auth-guess-user-ip',
-        'auth-result',
-        'auth-attempt',
-        false,
+        `${R}|${A}`,
+        'false/undefined/undefined/undefined',
         'user_ip',
-        'distinct:pwhash',
+        PW,
         4,
         HOUR,
         'delay',
         2,
-        undefined,
+        U,
+        false,
+      ],
+      [
+        'auth-guess-user-ip-refuse',
+        `${R}|${A}`,
+        'false/undefined/undefined/undefined',
+        'user_ip',
+        PW,
+        6,
+        HOUR,
+        'reject',
+        0,
+        U,
         false,
       ],
       [
         'auth-guess-user-network',
-        'auth-result',
-        'auth-attempt',
-        false,
+        `${R}|${A}`,
+        'false/undefined/undefined/undefined',
         'user_network',
-        'distinct:pwhash',
+        PW,
         6,
         HOUR,
         'delay',
         2,
-        undefined,
+        U,
         false,
       ],
       [
         'auth-account-under-attack',
-        'auth-result',
-        'auth-attempt',
-        false,
+        `${R}|${A}`,
+        'false/undefined/undefined/undefined',
         'user',
         'distinct:network',
         5,
         HOUR,
         'reject',
         0,
-        undefined,
+        U,
+        true,
+      ],
+      [
+        'auth-account-guess-cap',
+        `${R}|${A}`,
+        'false/undefined/undefined/undefined',
+        'user',
+        PW,
+        50,
+        DAY,
+        'reject',
+        0,
+        U,
         true,
       ],
     ]);
+    assert.deepEqual(s.policy.shared, { minUsers: 2, windowMs: 7 * DAY });
   });
 
   void test('the compromise detectors: uses, baseline, suspend and notify', () => {
@@ -550,6 +591,7 @@ void describe('a full valid config', () => {
       limit: 10,
       windowMs: 600_000,
       when: { protocol: ['imap', 'pop3'], success: false },
+      minAddresses: undefined,
       then: {
         action: 'reject',
         delaySeconds: 0,
@@ -1302,6 +1344,12 @@ void describe('dovecot and alerts', () => {
     assert.equal(ps[5]?.message, 'alerts.webhook.secret: use at least 16 characters for the HMAC secret');
   });
 
+  void test('alerts.email.to: [] switches the default email alerts off, and check-config says so', () => {
+    const s = load(yaml('alerts:', '  email:', '    to: []'));
+    assert.deepEqual(s.alerts.email.to, []);
+    assert.equal((describeSettings(s).alerts as { email: unknown }).email, 'off (alerts.email.to is empty)');
+  });
+
   void test('zero durations are allowed where 0 means off', () => {
     const s = load(yaml('known_good:', '  window: 0', 'alerts:', '  cooldown: 0'));
     assert.equal(s.policy.knownGood.windowMs, 0);
@@ -1530,6 +1578,7 @@ void describe('describeSettings', () => {
     });
     assert.deepEqual(d.suspensions, { duration: '1d', block_login: false });
     assert.deepEqual(d.known_good, { window: '30d' });
+    assert.deepEqual(d.shared_address, { users: 2, window: '1w' });
     assert.deepEqual(d.dovecot, {
       api_header: '(none)',
       budget: '500ms',
@@ -1541,7 +1590,7 @@ void describe('describeSettings', () => {
       cooldown: '1h',
       queue_max: 1000,
       retries: 5,
-      email: { relay: 'localhost:25', from: 'mailwarden@localhost', to: [] },
+      email: { relay: '127.0.0.1:25', from: 'mailwarden@localhost', to: ['postmaster@localhost'] },
       webhook: { url: '(none)', secret: '(none)', timeout: '5s' },
     });
     assert.deepEqual(d.postfix, {
@@ -1554,6 +1603,7 @@ void describe('describeSettings', () => {
     assert.deepEqual(d.store, { max_keys: 2_000_000, snapshot_interval: '1m' });
     const rules = d.rules as Array<Record<string, unknown>>;
     const named = (n: string): Record<string, unknown> | undefined => rules.find((r) => r.name === n);
+    assert.equal(named('auth-guess-network-ban')?.min_addresses, 3);
     assert.deepEqual(named('smtp-connections-per-ip'), {
       name: 'smtp-connections-per-ip',
       mode: 'enforce',
@@ -1580,7 +1630,7 @@ void describe('describeSettings', () => {
       mode: 'enforce',
       on: ['auth-result'],
       check_on: ['auth-attempt'],
-      when: { success: false },
+      when: { success: false, shared: false },
       except_known_good: true,
       key: 'ip',
       count: 'distinct:pwhash',

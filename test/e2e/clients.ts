@@ -145,34 +145,87 @@ function imapQuote(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-/** IMAP `LOGIN user password`, then LOGOUT. */
-export async function imapLogin(opts: LoginOptions): Promise<LoginResult> {
+/** One IMAP connection that may try LOGIN several times, as a guesser does after a NO. */
+export interface ImapSession {
+  /** The greeting line ('* OK ...'), or '(connection closed)'. */
+  readonly greeting: string;
+  readonly transcript: string[];
+  /** True once the server (or close()) ended the connection. */
+  readonly isClosed: boolean;
+  /**
+   * `LOGIN user password` with a fresh tag; `line` is the tagged answer, e.g.
+   * 'a3 NO [AUTHENTICATIONFAILED] Authentication failed.' or 'a3 NO [ALERT] ...'.
+   * After a NO the connection stays usable; after an OK it is logged in.
+   */
+  login(user: string, password: string): Promise<LoginResult>;
+  /** LOGOUT (waits briefly for its answer), then closes. */
+  logout(): Promise<void>;
+  /** Closes without LOGOUT. */
+  close(): void;
+}
+
+/** Connects and reads the greeting. Call logout() or close() when done. */
+export async function imapSession(opts: ConnectOptions): Promise<ImapSession> {
   const c = await LineConnection.open(opts);
   try {
     const greeting = (await c.readLine()) ?? '(connection closed)';
-    if (!greeting.startsWith('* OK')) return { ok: false, line: greeting, ms: 0, greeting };
-    const start = performance.now();
-    c.writeLine(`a1 LOGIN ${imapQuote(opts.user)} ${imapQuote(opts.password)}`, `a1 LOGIN ${imapQuote(opts.user)} ***`);
-    let line: string | null;
-    do {
-      line = await c.readLine();
-    } while (line !== null && !line.startsWith('a1 '));
-    const ms = performance.now() - start;
-    if (line === null) return { ok: false, line: '(connection closed)', ms, greeting };
-    const ok = line.startsWith('a1 OK');
-    c.writeLine('a2 LOGOUT');
-    // Wait (briefly) for the tagged LOGOUT answer so the server logs a clean logout.
-    try {
-      let l: string | null;
-      do {
-        l = await c.readLine(2_000);
-      } while (l !== null && !l.startsWith('a2 '));
-    } catch {
-      /* no LOGOUT answer: fine */
-    }
-    return { ok, line, ms, greeting };
-  } finally {
+    let n = 0;
+    return {
+      greeting,
+      transcript: c.transcript,
+      get isClosed() {
+        return c.isClosed;
+      },
+      async login(user, password) {
+        n += 1;
+        const tag = `a${n}`;
+        const start = performance.now();
+        if (c.isClosed) return { ok: false, line: '(connection closed)', ms: 0, greeting };
+        c.writeLine(`${tag} LOGIN ${imapQuote(user)} ${imapQuote(password)}`, `${tag} LOGIN ${imapQuote(user)} ***`);
+        let line: string | null;
+        do {
+          line = await c.readLine();
+        } while (line !== null && !line.startsWith(`${tag} `));
+        const ms = performance.now() - start;
+        if (line === null) return { ok: false, line: '(connection closed)', ms, greeting };
+        return { ok: line.startsWith(`${tag} OK`), line, ms, greeting };
+      },
+      async logout() {
+        try {
+          if (!c.isClosed) {
+            n += 1;
+            const tag = `a${n}`;
+            c.writeLine(`${tag} LOGOUT`);
+            // Wait (briefly) for the tagged LOGOUT answer so the server logs a clean logout.
+            let l: string | null;
+            do {
+              l = await c.readLine(2_000);
+            } while (l !== null && !l.startsWith(`${tag} `));
+          }
+        } catch {
+          /* no LOGOUT answer: fine */
+        } finally {
+          c.destroy();
+        }
+      },
+      close: () => c.destroy(),
+    };
+  } catch (e) {
     c.destroy();
+    throw e;
+  }
+}
+
+/** IMAP `LOGIN user password`, then LOGOUT. */
+export async function imapLogin(opts: LoginOptions): Promise<LoginResult> {
+  const s = await imapSession(opts);
+  try {
+    if (!s.greeting.startsWith('* OK')) return { ok: false, line: s.greeting, ms: 0, greeting: s.greeting };
+    const r = await s.login(opts.user, opts.password);
+    await s.logout();
+    return r;
+  } finally {
+    s.close();
   }
 }
 

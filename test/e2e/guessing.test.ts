@@ -3,11 +3,16 @@
  * to a real Postfix and a real Dovecot exactly as docs/INTEGRATION.md says.
  * Each scenario plays its own sources from 127.0.0.0/8 (a /24 of its own, so
  * network rules and known-good networks do not mix), and asserts what the
- * attacker and the real user see. Dovecot's own per-address failure penalty
- * is off here, as docs/INTEGRATION.md recommends with mailwarden: with it,
- * the third SMTP AUTH attempt from one address already waits 8 s + 2 s and
- * Postfix drops SASL with 454 before anything is checked or reported
- * (measured). hydra.test.ts runs with the penalty on, as Dovecot ships.
+ * attacker and the real user see, and how many passwords Dovecot really
+ * checked (its `Password mismatch` lines, auth_verbose = yes): a password
+ * that mailwarden refuses is never checked. config.ts has the small limits:
+ * delayed after 2 different wrong passwords, refused after 3, banned at the
+ * second different password tried after being refused (issue 11).
+ * Dovecot's own per-address failure penalty is off here, as
+ * docs/INTEGRATION.md recommends with mailwarden: with it, the third SMTP AUTH
+ * attempt from one address already waits 8 s + 2 s and Postfix drops SASL
+ * with 454 before anything is checked or reported (measured). hydra.test.ts
+ * runs with the penalty on, as Dovecot ships.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -47,13 +52,26 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
   const imap = (localAddress: string, user: string, password: string) =>
     imapLogin({ port: stack.ports.imap, localAddress, user, password });
 
+  /** `Password mismatch` lines for this user from this address, once Dovecot's log has settled. */
+  const checked = async (user: string, ip: string | RegExp): Promise<number> =>
+    (await stack.settledPasswordChecks()).filter(
+      (c) => c.user === user && (typeof ip === 'string' ? c.ip === ip : ip.test(c.ip)),
+    ).length;
+
   test('1. IMAP guessing from one address: delayed, then refused, then banned on SMTP and POP3 too', async () => {
     const ip = '127.0.1.1';
     const seen = [];
     for (const pw of ['123456', 'password', 'letmein', 'qwerty', 'dragon']) seen.push(await imap(ip, alice.user, pw));
     assert.ok(seen.every((r) => !r.ok));
-    assert.ok(seen[2] && seen[2].ms >= 1000, `the 3rd guess was tarpitted (${seen[2]?.ms} ms)`);
+    // the 3rd guess waits 1 s (the tarpit) on top of Dovecot's failure delay, and is still checked
+    assert.ok(
+      seen[1] && seen[2] && seen[2].ms - seen[1].ms >= 800,
+      `the 3rd guess was tarpitted (${seen[1]?.ms} ms, then ${seen[2]?.ms} ms)`,
+    );
     assert.match(seen[3]?.line ?? '', /NO \[ALERT\] Too many failed logins from your address/);
+    // the 5th is a different password tried after a refusal: refused too, and it bans the address
+    assert.match(seen[4]?.line ?? '', /NO \[ALERT\] Too many failed logins from your address/);
+    assert.equal(await checked(alice.user, ip), 3, 'Dovecot checked the first 3 passwords only');
     // now even the right password is refused, on every protocol
     const right = await imap(ip, alice.user, alice.password);
     assert.equal(right.ok, false);
@@ -79,6 +97,8 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
       `${replies.map((r) => r.text).join(' | ')}\n${stack.dovecotLog().slice(-2000)}`,
     );
     assert.match(replies[3]?.text ?? '', /535 5\.7\.8 .*Too many failed logins/);
+    assert.match(replies[4]?.text ?? '', /535 5\.7\.8 .*Too many failed logins/);
+    assert.equal(await checked(bob.user, ip), 3, 'Dovecot checked the first 3 passwords only');
     const login = await imap(ip, bob.user, bob.password);
     assert.equal(login.ok, false);
     assert.match(login.line, /Access denied: 127\.0\.2\.1 is blocked/);
@@ -101,6 +121,7 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
       'after the password is fixed, it just works',
     );
     await s.quit();
+    assert.equal(await checked(carol.user, ip), 8, 'every retry reached the password check');
     const bans = await runCli(['bans', 'list', '--json'], mw.env);
     assert.doesNotMatch(bans.stdout, /127\.0\.3\./);
   });
@@ -109,6 +130,11 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     const home = '127.0.4.1';
     assert.equal((await imap(home, carol.user, carol.password)).ok, true, 'carol logs in from home first');
     for (let n = 41; n <= 46; n++) assert.equal((await imap(`127.0.${n}.1`, carol.user, `guess-${n}`)).ok, false);
+    // from the 6th network on (carol's stale phone in scenario 3 failed from one more), the
+    // account is refused before its password is even checked
+    const spread = await checked(carol.user, /^127\.0\.4[1-6]\.1$/);
+    assert.ok(spread >= 4 && spread <= 5, `Dovecot checked one password from each of 4 or 5 networks, not ${spread}`);
+    assert.equal(await checked(carol.user, '127.0.46.1'), 0, 'the 6th network was refused before the check');
     const attacker = await imap('127.0.47.1', carol.user, carol.password);
     assert.equal(attacker.ok, false, 'even with the right password, an unknown source is refused');
     assert.match(attacker.line, /NO \[ALERT\] Login temporarily refused from this network/);

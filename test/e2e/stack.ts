@@ -27,7 +27,7 @@
  *   reads it back.
  */
 import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   accessSync,
   chmodSync,
@@ -60,6 +60,45 @@ export const MAIL_USERS = {
 /** Same nonce as the captures in test/fixtures/protocol, so pwhash values match docs/PROTOCOL.md. */
 export const DEFAULT_NONCE = 'mailprobe-nonce-0123456789';
 
+/** A mailbox of the stack: the login (user@mailprobe.test) and its {PLAIN} password. */
+export interface MailUser {
+  user: string;
+  password: string;
+}
+
+/**
+ * The `pwhash` Dovecot sends for this login and password (docs/PROTOCOL.md,
+ * section 2): the first 12 bits of sha256(nonce || user || NUL || password),
+ * as 4 lower-case hex digits. With 12 bits two passwords collide now and then;
+ * tests that count different passwords pick ones whose pwhash differs.
+ */
+export function pwhash(user: string, password: string, nonce = DEFAULT_NONCE): string {
+  const h = createHash('sha256').update(`${nonce}${user}\0${password}`, 'utf8').digest();
+  return (((h[0]! << 8) | h[1]!) >> 4).toString(16).padStart(4, '0');
+}
+
+/** One `Password mismatch` line of the Dovecot log: a password Dovecot really checked, and found wrong. */
+export interface PasswordCheck {
+  user: string;
+  ip: string;
+  /** The login session (IMAP/POP3); '' for SMTP AUTH through Postfix, which has none. */
+  session: string;
+}
+
+/**
+ * Every `Password mismatch` line in a Dovecot log (auth_verbose = yes), e.g.
+ * `auth: Info: passwd-file(alice@mailprobe.test,127.0.0.22,<4JybbUphiZh/AAAW>): Password mismatch`
+ * (IMAP, POP3) or `passwd-file(alice@mailprobe.test,127.0.0.1): Password mismatch` (SMTP AUTH).
+ * A password refused by the policy server before the check leaves no such line.
+ */
+export function passwordChecks(dovecotLog: string): PasswordCheck[] {
+  const out: PasswordCheck[] = [];
+  for (const m of dovecotLog.matchAll(/passwd-file\(([^,()]*),([^,()]*)(?:,<([^>]*)>)?\): Password mismatch/g)) {
+    out.push({ user: m[1]!, ip: m[2]!, session: m[3] ?? '' });
+  }
+  return out;
+}
+
 export interface MailStackOptions {
   /** check_policy_service target, e.g. 'inet:127.0.0.1:10031' or 'unix:/path/to/socket'. */
   postfixPolicy: string;
@@ -85,6 +124,8 @@ export interface MailStackOptions {
   dovecotSettings?: Record<string, string>;
   /** Start-up timeout for each daemon, ms (default 20000). */
   startTimeoutMs?: number;
+  /** More mailboxes besides MAIL_USERS (same domain), e.g. so each scenario of a file attacks an account of its own. */
+  extraUsers?: readonly MailUser[];
   /**
    * Dovecot's own per-address failure penalty (anvil; 2, 4, 8, up to 15 s
    * before each new attempt). On by default, as shipped. docs/INTEGRATION.md
@@ -115,6 +156,12 @@ export interface MailStack {
   postfixLog(): string;
   /** Whole Dovecot log (log_path), '' if not yet written. */
   dovecotLog(): string;
+  /**
+   * The `Password mismatch` lines of the Dovecot log (passwordChecks()), once
+   * the log has stopped growing for `quietMs` (Dovecot's log process writes a
+   * moment after the client got its answer), at most `timeoutMs`.
+   */
+  settledPasswordChecks(quietMs?: number, timeoutMs?: number): Promise<PasswordCheck[]>;
   /**
    * Messages delivered to a local user, oldest first (raw RFC 5322 text, with
    * the Return-Path/Delivered-To/Received headers local(8) adds). `user` is
@@ -631,9 +678,9 @@ const ANVIL_PENALTY_OFF = `service anvil {
 }
 `;
 
-function aliasesFile(dir: string): string {
+function aliasesFile(dir: string, users: readonly MailUser[]): string {
   const lines = ['# texthash: "name whitespace destination"'];
-  for (const u of Object.values(MAIL_USERS)) {
+  for (const u of users) {
     const local = u.user.split('@')[0]!;
     lines.push(`${local} ${join(dir, 'mail', u.user, 'Maildir')}/`);
   }
@@ -730,12 +777,13 @@ async function startOnce(
   const postfixPidFile = join(dir, 'postfix-queue', 'pid', 'master.pid');
   const dovecotPidFile = join(dir, 'dovecot-run', 'master.pid');
   const instance = `mailwarden-e2e-${randomBytes(4).toString('hex')}`;
+  const users: MailUser[] = [...Object.values(MAIL_USERS), ...(opts.extraUsers ?? [])];
 
   for (const d of ['postfix', 'postfix-queue', 'dovecot', 'log', 'tls', 'mail']) mkdirSync(join(dir, d));
   // postfix-data is created by postfix-script (post-install create-missing) with owner postfix.
   chownSync(join(dir, 'mail'), vmail.uid, vmail.gid);
   chmodSync(join(dir, 'mail'), 0o700);
-  for (const u of Object.values(MAIL_USERS)) {
+  for (const u of users) {
     const home = join(dir, 'mail', u.user);
     mkdirSync(home);
     chownSync(home, vmail.uid, vmail.gid);
@@ -753,20 +801,14 @@ async function startOnce(
       '\n',
   );
   writeFileSync(join(pfConf, 'master.cf'), masterCf(ports));
-  writeFileSync(join(pfConf, 'aliases'), aliasesFile(dir), { mode: 0o644 });
+  writeFileSync(join(pfConf, 'aliases'), aliasesFile(dir, users), { mode: 0o644 });
 
   let dovecotSettings: Record<string, string> = { ...(opts.dovecotSettings ?? {}) };
   const writeDovecotConf = () =>
     writeFileSync(dvConf, dovecotConf(dir, ports, { ...opts, dovecotSettings }, vmail, tls, instance));
   writeDovecotConf();
   const usersFile = join(dir, 'dovecot', 'users');
-  writeFileSync(
-    usersFile,
-    Object.values(MAIL_USERS)
-      .map((u) => `${u.user}:{PLAIN}${u.password}::::::`)
-      .join('\n') + '\n',
-    { mode: 0o640 },
-  );
+  writeFileSync(usersFile, users.map((u) => `${u.user}:{PLAIN}${u.password}::::::`).join('\n') + '\n', { mode: 0o640 });
   if (dovecotGid !== undefined) chownSync(usersFile, 0, dovecotGid);
   else chmodSync(usersFile, 0o644);
 
@@ -917,6 +959,20 @@ async function startOnce(
     processes: () => [...new Set([postfixPid, dovecotPid].flatMap((r) => processTree(r).map((p) => p.pid)))],
     postfixLog,
     dovecotLog,
+    async settledPasswordChecks(quietMs = 500, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last = dovecotLog().length;
+      let since = Date.now();
+      while (Date.now() - since < quietMs && Date.now() < deadline) {
+        await sleep(100);
+        const now = dovecotLog().length;
+        if (now !== last) {
+          last = now;
+          since = Date.now();
+        }
+      }
+      return passwordChecks(dovecotLog());
+    },
     readMailbox,
     async waitForMail(user, count = 1, timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;

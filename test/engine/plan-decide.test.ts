@@ -16,6 +16,7 @@ import {
   type ApplyResult,
 } from '../../src/engine/decide.js';
 import { banSubject, banSubjectsFor, counterKey, plan, ruleId, type CounterOp } from '../../src/engine/plan.js';
+import { VETO } from '../../src/engine/gate.js';
 import type { Policy } from '../../src/engine/policy.js';
 import {
   ALLOW,
@@ -87,6 +88,7 @@ void describe('plan()', () => {
         limit: 3,
         windowMs: 60_000,
         charge: 'if-pass',
+        flags: VETO,
       },
       {
         type: 'rate',
@@ -96,6 +98,7 @@ void describe('plan()', () => {
         limit: 5,
         windowMs: 60_000,
         charge: 'if-conform',
+        flags: 0,
       },
     ]);
     assert.deepEqual(p.subjects, ['192.0.2.10', '192.0.2.0/24']);
@@ -205,9 +208,9 @@ void describe('plan()', () => {
       plan(makeEvent({ kind: 'message', recipients: 1, size: 0 }), costs).rules.map((r) => r.name),
       ['c-rcpt', 'c-msgs'],
     );
-    assert.equal(plan(makeEvent({ kind: 'auth-result', success: false }), costs).counters.length, 1);
-    assert.equal(plan(makeEvent({ kind: 'auth-result', success: true }), costs).counters.length, 0);
-    assert.equal(plan(makeEvent({ kind: 'auth-result' }), costs).counters.length, 0);
+    assert.equal(plan(makeEvent({ kind: 'auth-result', success: false }), costs).rules.length, 1);
+    assert.equal(plan(makeEvent({ kind: 'auth-result', success: true }), costs).rules.length, 0);
+    assert.equal(plan(makeEvent({ kind: 'auth-result' }), costs).rules.length, 0);
     assert.equal(plan(makeEvent({ kind: 'auth-attempt', success: false }), costs).counters.length, 0);
   });
 

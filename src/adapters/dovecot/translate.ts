@@ -5,7 +5,10 @@
  * - `command=allow` comes before the password is checked, and once more,
  *   byte-identical, after a successful check; only `report` says how the login
  *   ended. So an allow is a check (`auth-attempt`), never counted as an attempt;
- *   the report (`auth-result`) is what counts.
+ *   the report (`auth-result`) is what counts. The allow's password fingerprint
+ *   is counted as in flight until its report (engine/plan.ts).
+ * - A report with `policy_reject: true` is an attempt we refused: the passdb
+ *   never saw it (`refused`), so it is not a guess.
  * - `login` is the user name after auth_username_format (lower-cased by
  *   default), in clear; unknown users arrive as typed.
  * - `pwhash` is 12 bits of sha256(nonce‖user‖NUL‖password): it tells "the same
@@ -66,8 +69,9 @@ export function toEvent(command: DovecotCommand, body: DovecotRequest, now: numb
       recipients: 0,
       size: 0,
       pwhash: pwhash ? pwhash.toLowerCase() : undefined,
-      // A login refused by policy failed too: the guesser's password still counts.
+      // A login refused by policy did not succeed, and its password was never a checked guess.
       success: command === 'report' ? body.success === true && body.policy_reject !== true : undefined,
+      refused: command === 'report' ? body.policy_reject === true : undefined,
     },
   };
 }

@@ -123,6 +123,16 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
     await slow.close();
   });
 
+  test('a report with policy_reject is no guess: its password was never checked', async () => {
+    const ip = '192.0.2.61';
+    for (let i = 0; i < 3; i++)
+      await post(h, 'report', { ...attempt(ip, 'bob@mailprobe.test', `0c1${i}`), success: false, policy_reject: true });
+    // Three checked failures would make the 4th attempt wait (auth-guess-delay); three refused ones do not.
+    assert.equal((await post(h, 'allow', attempt(ip, 'bob@mailprobe.test', '0c19'))).body.status, 0);
+    for (let i = 0; i < 3; i++) await failLogin(h, '192.0.2.62', 'bob@mailprobe.test', `0c2${i}`);
+    assert.equal((await post(h, 'allow', attempt('192.0.2.62', 'bob@mailprobe.test', '0c29'))).body.status, 3);
+  });
+
   test('pwhash is never logged', () => {
     assert.ok(h.logs.length > 0);
     const hashes = new Set(capturedDovecot().map((r) => r.json?.pwhash as string | undefined));

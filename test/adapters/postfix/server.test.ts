@@ -17,6 +17,7 @@ const peekRate = async (h: Harness, rule: string, subject: string): Promise<numb
         limit: r.limit,
         windowMs: r.windowMs,
         charge: 'never',
+        flags: 0,
       },
     ],
     h.clock.now,
