@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Notifier } from './actions/notify.js';
+import { describeAlerts, Notifier } from './actions/notify.js';
 import { DovecotPolicyServer } from './adapters/dovecot/server.js';
 import { PostfixPolicyServer } from './adapters/postfix/server.js';
 import { Activity } from './admin/activity.js';
@@ -173,7 +173,7 @@ export async function startDaemon(
       bans: store.stats(now()).activeBans,
       store: store.stats(now()).mode ?? store.backend,
       node,
-      alerts: notifier.channels.length ? notifier.channels : 'off (set alerts.email.to or alerts.webhook.url)',
+      alerts: describeAlerts(settings.alerts),
     },
     'mailwarden started',
   );

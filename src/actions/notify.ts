@@ -8,6 +8,10 @@
  * when it is full), and one alert per rule and subject is sent per cooldown,
  * so an attack cannot turn into an alert storm.
  *
+ * A failed delivery is logged at error level, naming the channel, where it
+ * goes and the error, at most once per channel per minute (with a count of
+ * the failures held back), so a relay outage does not flood the log.
+ *
  * Webhook: JSON POST with `X-Mailwarden-Signature: sha256=<hex>`, the
  * HMAC-SHA256 of the raw body with the shared secret. The body carries the
  * time, so a receiver can refuse replays.
@@ -59,7 +63,35 @@ export interface NotifyStats {
   suppressed: number;
 }
 
+/** At most one delivery-failure line per channel per this period; the rest are counted into the next line. */
+export const FAILURE_LOG_INTERVAL_MS = 60_000;
+
 const iso = (t: number): string => new Date(t).toISOString();
+
+/**
+ * Where a channel delivers, for log lines: `email to a@x via host:port`, or
+ * `webhook to https://host` (only the origin: a webhook's path often holds its token).
+ */
+function destination(s: AlertSettings, channel: Channel): string {
+  if (channel === 'email') return `email to ${s.email.to.join(', ')} via ${s.email.host}:${s.email.port}`;
+  let where = '(invalid URL)';
+  try {
+    where = new URL(s.webhook.url ?? '').origin;
+  } catch {
+    // keep the placeholder: the schema checks the URL, so this is only a guard
+  }
+  return `webhook to ${where}`;
+}
+
+/** Where alerts go, for the start log: every channel in use, or that they are off. */
+export function describeAlerts(s: AlertSettings): string {
+  const on = channelsOf(s).map((c) => destination(s, c));
+  return on.length ? on.join('; ') : 'off (alerts.email.to is empty and alerts.webhook.url is unset)';
+}
+
+function channelsOf(s: AlertSettings): Channel[] {
+  return [...(s.email.to.length > 0 ? (['email'] as const) : []), ...(s.webhook.url ? (['webhook'] as const) : [])];
+}
 
 export function buildAlert(
   e: NotifyEffect,
@@ -121,6 +153,8 @@ export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
+const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export class Notifier {
   readonly stats: NotifyStats = {
     queued: 0,
@@ -139,11 +173,16 @@ export class Notifier {
   private readonly s: AlertSettings;
   private readonly logger: Logger;
   private readonly node: string;
+  private readonly now: () => number;
+  /** Per channel: when its last failure line was logged, failures held back since, and whether it is failing. */
+  private readonly failures = new Map<Channel, { loggedAt: number; held: number; failing: boolean }>();
 
-  constructor(s: AlertSettings, logger: Logger, node: string) {
+  /** `now` is the clock of the failure-log throttle (tests move it). */
+  constructor(s: AlertSettings, logger: Logger, node: string, now: () => number = Date.now) {
     this.s = s;
     this.logger = logger;
     this.node = node;
+    this.now = now;
     this.transport =
       s.email.to.length > 0
         ? nodemailer.createTransport({
@@ -160,7 +199,7 @@ export class Notifier {
   }
 
   get channels(): Channel[] {
-    return [...(this.transport ? (['email'] as const) : []), ...(this.s.webhook.url ? (['webhook'] as const) : [])];
+    return channelsOf(this.s);
   }
 
   /** Enqueues an alert unless one for this rule and subject went out within the cooldown. Never blocks. */
@@ -211,6 +250,7 @@ export class Notifier {
       this.deliver(job)
         .then(() => {
           this.stats.sent[job.channel]++;
+          this.recovered(job.channel);
         })
         .catch((err: unknown) => this.retry(job, err))
         .finally(() => {
@@ -222,26 +262,64 @@ export class Notifier {
 
   private retry(job: Job, err: unknown): void {
     const message = err instanceof Error ? err.message : String(err);
-    if (job.attempt >= this.s.retries || this.closed) {
-      this.stats.failed[job.channel]++;
-      this.logger.error(
-        { alert: job.alert.id, channel: job.channel, attempts: job.attempt + 1, err: message },
-        'alert delivery failed for good',
-      );
-      return;
-    }
+    const final = job.attempt >= this.s.retries || this.closed;
+    this.logger.debug(
+      { alert: job.alert.id, channel: job.channel, attempt: job.attempt + 1, err: message },
+      'alert delivery attempt failed',
+    );
+    if (final) this.stats.failed[job.channel]++;
+    this.reportFailure(job, message, final);
+    if (final) return;
     const delay = Math.min(60_000, 1000 * 2 ** job.attempt);
     this.stats.retried++;
-    this.logger.warn(
-      { alert: job.alert.id, channel: job.channel, attempt: job.attempt + 1, retryInMs: delay, err: message },
-      'alert delivery failed; retrying',
-    );
     const t = setTimeout(() => {
       this.timers.delete(t);
       this.enqueue({ ...job, attempt: job.attempt + 1 });
     }, delay);
     t.unref();
     this.timers.add(t);
+  }
+
+  /** One error line per channel per FAILURE_LOG_INTERVAL_MS; the failures in between are counted into the next. */
+  private reportFailure(job: Job, message: string, final: boolean): void {
+    const now = this.now();
+    const f = this.failures.get(job.channel) ?? { loggedAt: -Infinity, held: 0, failing: false };
+    this.failures.set(job.channel, f);
+    if (now - f.loggedAt < FAILURE_LOG_INTERVAL_MS) {
+      f.held++;
+      return;
+    }
+    const left = this.s.retries - job.attempt;
+    const next = final
+      ? `gave up after ${plural(job.attempt + 1, 'attempt')}; alert ${job.alert.id} not delivered`
+      : `will retry ${plural(left, 'more time')}`;
+    const held = f.held ? `; ${plural(f.held, 'more failure')} on this channel not logged since the last line` : '';
+    this.logger.error(
+      {
+        alert: job.alert.id,
+        channel: job.channel,
+        to: destination(this.s, job.channel),
+        attempt: job.attempt + 1,
+        err: message,
+        suppressed: f.held,
+      },
+      `alert delivery failed: ${destination(this.s, job.channel)}: ${message} (${next}${held})`,
+    );
+    f.loggedAt = now;
+    f.held = 0;
+    f.failing = true;
+  }
+
+  /** After a logged failure, one line saying the channel works again (and what was held back since). */
+  private recovered(channel: Channel): void {
+    const f = this.failures.get(channel);
+    if (!f?.failing) return;
+    this.logger.info(
+      { channel, to: destination(this.s, channel), suppressed: f.held },
+      `alert delivery works again: ${destination(this.s, channel)}${f.held ? ` (${plural(f.held, 'failure')} not logged since the last line)` : ''}`,
+    );
+    f.failing = false;
+    f.held = 0;
   }
 
   private async deliver(job: Job): Promise<void> {

@@ -1,7 +1,8 @@
 /*
  * Alert delivery to a real SMTP sink (smtp-server) and a real HTTP receiver
  * that checks the HMAC signature; retries after failures; cooldown; bounded
- * queue; a dead relay never blocks the caller.
+ * queue; a dead relay never blocks the caller; the default recipient
+ * (postmaster@localhost) and the throttled failure log.
  */
 import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -9,7 +10,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
-import { Notifier, type AlertSettings } from '../../src/actions/notify.js';
+import { describeAlerts, FAILURE_LOG_INTERVAL_MS, Notifier, type AlertSettings } from '../../src/actions/notify.js';
+import { loadSettings, loadSettingsFromText } from '../../src/config/load.js';
 import type { NotifyEffect } from '../../src/engine/types.js';
 import { captureLogger } from '../helpers/harness.js';
 import { freePort } from '../helpers/daemon.js';
@@ -196,15 +198,29 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
   test('a receiver that fails first gets the alert on a retry', async () => {
     hooks.length = 0;
     failFirst = 1;
+    const logs: Array<Record<string, unknown>> = [];
     const n = new Notifier(
       settings({ email: { host: '127.0.0.1', port: 1, from: 'a@b', to: [] } }),
-      captureLogger([]),
+      captureLogger(logs),
       'mx1',
     );
     n.notify(effect('dan@example.org'), Date.now(), made);
     await waitFor(() => hooks.length === 1, 8000);
     assert.equal(n.stats.retried, 1);
     assert.equal(n.stats.sent.webhook, 1);
+    // The failure names the receiver by its origin only (a webhook's path may hold its token), then the recovery.
+    assert.deepEqual(
+      logs
+        .filter((l) => Number(l.level) >= 30 && String(l.msg).startsWith('alert delivery'))
+        .map((l) => [l.level, l.msg]),
+      [
+        [
+          50,
+          `alert delivery failed: webhook to http://127.0.0.1:${httpPort}: webhook answered HTTP 503 (will retry 3 more times)`,
+        ],
+        [30, `alert delivery works again: webhook to http://127.0.0.1:${httpPort}`],
+      ],
+    );
     n.close();
   });
 
@@ -226,7 +242,91 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
     assert.ok(tookMs < 50, `notify() returned after ${tookMs} ms`);
     await waitFor(() => n.stats.failed.email === 1, 8000);
     assert.equal(n.stats.retried, 1);
-    assert.ok(logs.some((l) => String(l.msg).includes('alert delivery failed for good')));
+    const errors = logs.filter((l) => l.level === 50).map((l) => String(l.msg));
+    assert.equal(errors.length, 1, 'the retry that failed too is held back within the minute');
+    assert.match(
+      errors[0] ?? '',
+      new RegExp(
+        `^alert delivery failed: email to x@y\\.example via 127\\.0\\.0\\.1:${dead}: connect ECONNREFUSED .*\\(will retry 1 more time\\)$`,
+      ),
+    );
+    n.close();
+  });
+
+  test('by default an alert goes to postmaster@localhost through the local MTA', async () => {
+    const defaults = loadSettings(undefined).alerts;
+    assert.deepEqual(defaults.email, {
+      host: '127.0.0.1',
+      port: 25,
+      from: 'mailwarden@localhost',
+      to: ['postmaster@localhost'],
+    });
+    assert.equal(describeAlerts(defaults), 'email to postmaster@localhost via 127.0.0.1:25');
+    // Port 25 may be taken here: only the relay is moved to the sink, every other setting is the default.
+    mails.length = 0;
+    const s = loadSettingsFromText(`alerts:\n  email:\n    relay: "127.0.0.1:${smtpPort}"\n`, 'mailwarden.yaml').alerts;
+    assert.equal(describeAlerts(s), `email to postmaster@localhost via 127.0.0.1:${smtpPort}`);
+    const n = new Notifier(s, captureLogger([]), 'mx1');
+    assert.deepEqual(n.channels, ['email']);
+    n.notify(effect('fay@example.org'), Date.now(), made);
+    await waitFor(() => mails.length === 1);
+    assert.deepEqual([mails[0]?.from, mails[0]?.to], ['mailwarden@localhost', ['postmaster@localhost']]);
+    assert.match(mails[0]?.data ?? '', /Subject: \[mailwarden\] compromise-burst: fay@example\.org/);
+    assert.equal(n.stats.sent.email, 1);
+    n.close();
+  });
+
+  test('alerts.email.to: [] switches email alerts off, and the start-log description says so', async () => {
+    mails.length = 0;
+    const s = loadSettingsFromText(
+      `alerts:\n  email:\n    relay: "127.0.0.1:${smtpPort}"\n    to: []\n`,
+      'mailwarden.yaml',
+    ).alerts;
+    assert.equal(describeAlerts(s), 'off (alerts.email.to is empty and alerts.webhook.url is unset)');
+    const logs: Array<Record<string, unknown>> = [];
+    const n = new Notifier(s, captureLogger(logs), 'mx1');
+    assert.ok(n.notify(effect('gus@example.org'), Date.now(), made));
+    assert.deepEqual(logs.find((l) => String(l.msg).startsWith('ALERT'))?.channels, []);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(mails.length, 0);
+    n.close();
+    // The webhook alone: named by its origin, never its path (which may hold a token).
+    const hookOnly = {
+      ...s,
+      webhook: { url: 'https://hooks.example.org/T0/secret-path', secret: undefined, timeoutMs: 1 },
+    };
+    assert.equal(describeAlerts(hookOnly), 'webhook to https://hooks.example.org');
+  });
+
+  test('a relay outage is logged once per channel per minute, with a count of the failures held back', async () => {
+    const closed = await freePort();
+    const clock = { now: Date.parse('2026-11-28T12:00:00Z') };
+    const logs: Array<Record<string, unknown>> = [];
+    const s = loadSettingsFromText(
+      `alerts:\n  retries: 0\n  email:\n    relay: "127.0.0.1:${closed}"\n`,
+      'mailwarden.yaml',
+    ).alerts;
+    const n = new Notifier(s, captureLogger(logs), 'mx1', () => clock.now);
+    const errors = (): string[] => logs.filter((l) => l.level === 50).map((l) => String(l.msg));
+    for (const u of ['h1', 'h2', 'h3']) n.notify(effect(`${u}@example.org`), clock.now, made);
+    await waitFor(() => n.stats.failed.email === 3);
+    assert.equal(errors().length, 1);
+    assert.match(
+      errors()[0] ?? '',
+      new RegExp(
+        `^alert delivery failed: email to postmaster@localhost via 127\\.0\\.0\\.1:${closed}: connect ECONNREFUSED [^ ]+ \\(gave up after 1 attempt; alert [0-9a-f-]+ not delivered\\)$`,
+      ),
+    );
+    clock.now += FAILURE_LOG_INTERVAL_MS - 1;
+    n.notify(effect('h4@example.org'), clock.now, made);
+    await waitFor(() => n.stats.failed.email === 4);
+    assert.equal(errors().length, 1, 'still within the minute');
+    clock.now += 1;
+    n.notify(effect('h5@example.org'), clock.now, made);
+    await waitFor(() => n.stats.failed.email === 5);
+    assert.equal(errors().length, 2);
+    assert.match(errors()[1] ?? '', /not delivered; 3 more failures on this channel not logged since the last line\)$/);
+    assert.equal(logs.filter((l) => l.level === 50)[1]?.suppressed, 3);
     n.close();
   });
 

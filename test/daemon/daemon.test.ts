@@ -33,6 +33,17 @@ describe('daemon: durability and the CLI', () => {
     assert.equal(statSync(join(dir, 'data', 'admin.token')).mode & 0o777, 0o600);
   });
 
+  test('the start log says where alerts go: by default the local postmaster', () => {
+    const started = d
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"mailwarden started"'));
+    assert.equal(
+      (JSON.parse(started ?? '{}') as { alerts?: string }).alerts,
+      'email to postmaster@localhost via 127.0.0.1:25',
+    );
+  });
+
   test('a rule earns a ban; CLI bans and suspensions; all survive kill -9', async () => {
     const connect = (ip: string, port: number): string =>
       request({ protocol_state: 'CONNECT', client_address: ip, client_port: port, instance: '' });
