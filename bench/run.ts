@@ -372,6 +372,11 @@ async function phaseDovecot(root: string): Promise<void> {
       }
       if ((logins[1] ?? 0) > 0) perRound.push((logins[0] as number) / (logins[1] as number));
     }
+    progress('Dovecot logins in-process (engine and embedded store, no HTTP)');
+    const engine = inProcess<{ usPerLogin: number; bytesPerSource: number; logins: number; sources: number }>(
+      'logins',
+      [],
+    );
     const once = await perLoginMs({ port: mwPort, path: '/dovecot/policy' }, logins40k, 2000);
     const onceTrivial = await perLoginMs({ port: trPort, path: '/dovecot/policy' }, logins40k, 2000);
     report.push(
@@ -383,6 +388,9 @@ async function phaseDovecot(root: string): Promise<void> {
       ),
       `   ratio mailwarden/bare node:http logins/s: ${medianRatio('', perRound)}`,
       `   what Dovecot waits per successful login (3 requests in a row, nothing else running): mailwarden ${fmt(once, 3)} ms, bare node:http ${fmt(onceTrivial, 3)} ms, overhead ${fmt(once - onceTrivial, 3)} ms`,
+      typeof engine === 'string'
+        ? `   in-process engine cost: ${engine}`
+        : `   in-process (bench/logins.ts, built-in policy, no HTTP): ${fmt(engine.usPerLogin, 1)} µs CPU per login (allow + report); ${fmt(engine.bytesPerSource)} B live heap per source with a login in flight (${fmt(engine.sources)} sources)`,
       '',
     );
   } finally {
@@ -391,16 +399,21 @@ async function phaseDovecot(root: string): Promise<void> {
   }
 }
 
-/** The store's live heap for N addresses, measured in a separate process with a forced GC. */
-function retained(n: number): { keys: number; liveBytes: number } | string {
+/** An in-process measurement (bench/<script>.ts) in a separate process with --expose-gc: its JSON line, or why not. */
+function inProcess<T>(script: string, args: string[]): T | string {
   const r = spawnSync(
     process.execPath,
-    ['--expose-gc', '--import', 'tsx', join(REPO, 'bench', 'retained.ts'), String(n)],
-    { encoding: 'utf8', timeout: 60_000 },
+    ['--expose-gc', '--import', 'tsx', join(REPO, 'bench', `${script}.ts`), ...args],
+    { encoding: 'utf8', timeout: 120_000 },
   );
   if (r.status !== 0)
     return `failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' ')}`;
-  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { keys: number; liveBytes: number };
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as T;
+}
+
+/** The store's live heap for N addresses. */
+function retained(n: number): { keys: number; liveBytes: number } | string {
+  return inProcess('retained', [String(n)]);
 }
 
 async function phaseMemory(root: string): Promise<void> {

@@ -1,0 +1,80 @@
+/*
+ * bench/logins — what deciding Dovecot logins costs inside the daemon, without
+ * HTTP: the engine and the embedded store (plan → MemoryStore.applySync →
+ * decide, as the decider runs them) on the built-in policy.
+ *
+ * - µs per login: the endpoint benchmark's mix (bench/dovecot.ts): a login is
+ *   allow then report, one in ten fails (Dovecot's second, identical allow
+ *   after a good password is answered by the endpoint's memo, not the engine).
+ *   Best of 3 runs.
+ * - bytes per source with a login in flight: N addresses each send one allow
+ *   and no report yet (the pending members of the guessing counters), live heap
+ *   after a forced GC, against the same store before.
+ *
+ * Prints one JSON line. `node --expose-gc --import tsx bench/logins.ts [logins] [sources]`
+ */
+import { loadSettings } from '../src/config/load.js';
+import { decide } from '../src/engine/decide.js';
+import { plan } from '../src/engine/plan.js';
+import type { MailEvent } from '../src/engine/types.js';
+import { MemoryStore } from '../src/store/memory.js';
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with node --expose-gc');
+const logins = Number(process.argv[2] ?? 200_000);
+const sources = Number(process.argv[3] ?? 100_000);
+const policy = loadSettings(undefined, {}).policy;
+const newStore = (): MemoryStore =>
+  new MemoryStore({ file: ':memory:', maxKeys: 4_000_000, lookbackMs: policy.escalation.lookbackMs, now: Date.now });
+
+const addr = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+
+function event(i: number, kind: MailEvent['kind'], now: number, success?: boolean): MailEvent {
+  return {
+    kind,
+    time: now,
+    ip: addr(i),
+    protocol: i % 3 === 0 ? 'pop3' : 'imap',
+    context: '',
+    user: `${i % 10 === 0 ? 'typo' : 'user'}${i}@example.org`,
+    recipients: 0,
+    size: 0,
+    pwhash: (i % 4096).toString(16).padStart(4, '0'),
+    success,
+  };
+}
+
+function run(store: MemoryStore, e: MailEvent): void {
+  const p = plan(e, policy);
+  decide(e, policy, p, store.applySync(p, e.time));
+}
+
+function usPerLogin(): number {
+  const store = newStore();
+  const now = Date.now();
+  const start = process.cpuUsage();
+  for (let i = 0; i < logins; i++) {
+    const ok = i % 10 !== 0;
+    run(store, event(i, 'auth-attempt', now));
+    run(store, event(i, 'auth-result', now, ok));
+  }
+  const used = process.cpuUsage(start);
+  void store.close();
+  return (used.user + used.system) / logins;
+}
+
+function bytesPerSource(): number {
+  const store = newStore();
+  const now = Date.now();
+  gc?.();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < sources; i++) run(store, event(i, 'auth-attempt', now));
+  gc?.();
+  const after = process.memoryUsage().heapUsed;
+  void store.close();
+  return (after - before) / sources;
+}
+
+usPerLogin(); // warm up the JIT
+const us = Math.min(usPerLogin(), usPerLogin(), usPerLogin());
+process.stdout.write(`${JSON.stringify({ usPerLogin: us, bytesPerSource: bytesPerSource(), logins, sources })}\n`);
