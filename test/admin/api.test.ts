@@ -64,6 +64,25 @@ describe('admin API and metrics', () => {
     assert.equal(reload.status, 401);
   });
 
+  test('a wrong token of the right length is refused too, on the API and the event stream', async () => {
+    // Same length, last character changed: a length check alone would let it in.
+    const last = token.at(-1) === 'a' ? 'b' : 'a';
+    const wrong = `${token.slice(0, -1)}${last}`;
+    assert.equal(wrong.length, token.length);
+    for (const path of ['/v1/status', '/v1/bans', '/v1/events', '/metrics']) {
+      const r = await fetch(`http://127.0.0.1:${d.adminPort}${path}`, {
+        headers: { authorization: `Bearer ${wrong}` },
+      });
+      assert.equal(r.status, 401, path);
+      assert.deepEqual(await r.json(), { error: 'unauthorized' });
+    }
+    const ok = await fetch(`http://127.0.0.1:${d.adminPort}/v1/status`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  });
+
   test('a brute force shows up live: event stream, bans, top offenders, timeline, metrics', async () => {
     const events: Array<Record<string, unknown>> = [];
     const ac = new AbortController();
