@@ -107,10 +107,11 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
     }
   });
 
-  test('SMTP delays are capped below the 10 s after which Postfix drops SASL', async () => {
+  test('SMTP delays are capped below the 10 s after which Postfix drops SASL', async (t) => {
     const slow = await startHarness({
       yaml: 'rules:\n  - name: auth-guess-delay\n    then: { action: delay, delay: 8s }\n',
     });
+    t.after(() => slow.close());
     for (let i = 0; i < 3; i++) await failLogin(slow, '192.0.2.60', 'alice@mailprobe.test', `0b0${i}`, 'smtp');
     assert.equal(
       (await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'smtp'))).body.status,
@@ -120,7 +121,6 @@ describe('Dovecot auth policy endpoint: captured Dovecot 2.3 traffic', () => {
       (await post(slow, 'allow', attempt('192.0.2.60', 'alice@mailprobe.test', '0b09', 'imap'))).body.status,
       8,
     );
-    await slow.close();
   });
 
   test('a report with policy_reject is no guess: its password was never checked', async () => {
@@ -150,7 +150,7 @@ describe('Dovecot auth policy endpoint: the password-guessing policy', () => {
   });
   after(() => h.close());
 
-  test('distinct passwords from one source: delay, then refuse, then a ban on every protocol', async () => {
+  test('distinct passwords from one source: delay, then refuse, then a ban on every protocol', async (t) => {
     const ip = '203.0.113.9';
     const replies: unknown[] = [];
     for (let i = 0; i < 12; i++)
@@ -177,11 +177,11 @@ describe('Dovecot auth policy endpoint: the password-guessing policy', () => {
     assert.match(String(good.body.msg), /Access denied: 203\.0\.113\.9 is blocked/);
     // cross-protocol: the Postfix side refuses the same address at CONNECT
     const c = await PolicyClient.open({ port: portOf(h.bound[0] as string) });
+    t.after(() => c.close());
     assert.match(
       await c.send(request({ protocol_state: 'CONNECT', client_address: ip, instance: '' })),
       /^action=554 5\.7\.1 Access denied/,
     );
-    c.close();
   });
 
   test('one stale password retried 50 times is one failure: never delayed, refused or banned', async () => {
@@ -274,8 +274,9 @@ describe('Dovecot auth policy endpoint: the after-auth check (an identical allow
 });
 
 describe('Dovecot auth policy endpoint: bad input and trust', () => {
-  test('broken requests get a 400 with a clear message, never a crash', async () => {
+  test('broken requests get a 400 with a clear message, never a crash', async (t) => {
     const h = await startHarness();
+    t.after(() => h.close());
     const cases: Array<[string, unknown, RegExp]> = [
       ['allow', '{"login": "x",', /JSON/i],
       ['allow', '[1,2]', /JSON object/],
@@ -296,25 +297,24 @@ describe('Dovecot auth policy endpoint: bad input and trust', () => {
       0,
     );
     assert.ok(h.dovecot.stats.badRequests >= 7);
-    await h.close();
   });
 
-  test('with dovecot.api_header set, requests without the exact header get a bare 401', async () => {
+  test('with dovecot.api_header set, requests without the exact header get a bare 401', async (t) => {
     const h = await startHarness({ yaml: 'dovecot:\n  api_header: "Authorization: Bearer s3cret"\n' });
+    t.after(() => h.close());
     const body = attempt('192.0.2.1', 'alice@mailprobe.test', '0001');
     assert.equal((await post(h, 'allow', body)).http, 401);
     assert.equal((await post(h, 'allow', body, { authorization: 'Bearer wrong' })).http, 401);
     const ok = await post(h, 'allow', body, { authorization: 'Bearer s3cret' });
     assert.deepEqual([ok.http, ok.body.status], [200, 0]);
     assert.equal(h.dovecot.stats.unauthorized, 2);
-    await h.close();
   });
 
-  test('a decision slower than the budget is answered status 0 (Dovecot would fail open anyway)', async () => {
+  test('a decision slower than the budget is answered status 0 (Dovecot would fail open anyway)', async (t) => {
     const h = await startHarness({ budget: '50', evaluate: () => () => new Promise(() => undefined) });
+    t.after(() => h.close());
     const r = await post(h, 'allow', attempt('192.0.2.1', 'alice@mailprobe.test', '0001'));
     assert.deepEqual(r.body, { status: 0, msg: '' });
     assert.equal(h.dovecot.stats.budgetMisses, 1);
-    await h.close();
   });
 });
