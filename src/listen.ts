@@ -2,11 +2,68 @@
  * listen — binds a node server to a TCP address or a unix socket path.
  * A stale unix socket left by a crash is removed first, but only if nothing
  * answers on it (so a second daemon never steals a live socket).
+ *
+ * Also sizes the connection caps to the open-file limit. node itself raises
+ * the soft limit to the hard one at start (it has no setrlimit for us, and a
+ * higher hard limit needs privilege: systemd's LimitNOFILE sets it), so the
+ * caps are fitted to what it got, read from /proc/self/limits, keeping
+ * FD_RESERVE descriptors for the admin socket, the CLI, SQLite, Redis and
+ * alerts whatever the mail listeners hold.
  */
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { connect, type Server } from 'node:net';
 import { dirname } from 'node:path';
+import type { ConnectionLimits } from './adapters/caps.js';
+import type { Settings } from './config/compile.js';
 import type { ListenTarget } from './config/schema.js';
+
+/** Descriptors the mail listeners never get: the admin socket and CLI, the dashboard, SQLite, Redis, alerts, logs. */
+export const FD_RESERVE = 256;
+/** Connections each admin TCP listener (dashboard, API, scrapes) holds at most; the CLI's unix socket is not capped. */
+export const ADMIN_MAX_CONNECTIONS = 64;
+
+/** The soft limit on open files from /proc/self/limits' text; undefined where there is none (not Linux). */
+export function openFileLimit(
+  read: () => string = () => readFileSync('/proc/self/limits', 'utf8'),
+): number | undefined {
+  let text: string;
+  try {
+    text = read();
+  } catch {
+    return undefined;
+  }
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
+  if (!m) return undefined;
+  return m[1] === 'unlimited' ? Infinity : Number(m[1]);
+}
+
+export interface FittedCaps {
+  postfix: ConnectionLimits;
+  dovecot: ConnectionLimits;
+  /** The open-file limit they were fitted to (undefined: unknown, taken as configured). */
+  limit: number | undefined;
+  /** Whether the configured caps were lowered to fit. */
+  lowered: boolean;
+}
+
+/**
+ * The caps of the mail listeners, lowered in proportion when every listener full at once would
+ * leave fewer than FD_RESERVE descriptors (and the admin TCP listeners' share) under `limit`.
+ */
+export function fitConnectionCaps(s: Settings, limit: number | undefined): FittedCaps {
+  const pf = s.postfix.limits;
+  const dv = s.dovecot.limits;
+  const wanted = pf.maxConnections * s.listen.postfix.length + dv.maxConnections * s.listen.dovecot.length;
+  const admin = s.listen.admin.filter((t) => t.kind === 'tcp').length * ADMIN_MAX_CONNECTIONS;
+  const room = limit === undefined ? Infinity : limit - FD_RESERVE - admin;
+  if (wanted <= room) return { postfix: pf, dovecot: dv, limit, lowered: false };
+  const factor = Math.max(0, room) / wanted;
+  const scale = (l: ConnectionLimits): ConnectionLimits => {
+    const max = Math.max(1, Math.floor(l.maxConnections * factor));
+    return { maxConnections: max, maxConnectionsPerPeer: Math.max(1, Math.floor(l.maxConnectionsPerPeer * factor)) };
+  };
+  return { postfix: scale(pf), dovecot: scale(dv), limit, lowered: true };
+}
 
 export function describeTarget(t: ListenTarget): string {
   if (t.kind === 'unix') return t.path;

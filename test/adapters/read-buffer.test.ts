@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { ACCEPT_PAUSED, adopt, canAdopt } from '../../src/adapters/read-buffer.js';
 
@@ -84,6 +85,22 @@ for (const own of [true, false]) {
         c.end();
         await serverClosed;
         // close() waits for every connection it counts: it returns only if the adopted one was counted down
+        await closed(server);
+      });
+
+      test('pause() stops reading and resume() starts again (backpressure)', async () => {
+        const { server, c, s } = await echoing(own, target);
+        s.pause();
+        let echoed = 0;
+        c.on('data', (d: Buffer) => (echoed += d.length));
+        const size = 1024 * 1024;
+        c.write(Buffer.alloc(size, 1));
+        await sleep(100);
+        assert.equal(echoed, 0, 'nothing is handed over while paused');
+        s.resume();
+        while (echoed < size) await sleep(10);
+        assert.equal(echoed, size, 'every byte is read after resume()');
+        c.destroy();
         await closed(server);
       });
 

@@ -26,4 +26,29 @@ describe('Memo (a bounded map in two generations)', () => {
     assert.equal(m.get('a'), undefined);
     assert.equal(m.get('b'), '2');
   });
+
+  test('bounded by bytes too: 60 KB bodies stay under the byte bound, and the newest stay', () => {
+    const maxBytes = 8 * 1024 * 1024;
+    const m = new Memo<string, string>(4096, maxBytes);
+    const body = (i: number): string => `${i}:`.padEnd(60_000, 'x');
+    let peak = 0;
+    for (let i = 0; i < 4096; i++) {
+      m.set(`s${i}`, body(i), 60_000);
+      peak = Math.max(peak, m.bytes);
+      assert.equal(m.get(`s${i}`), body(i));
+    }
+    assert.ok(peak <= maxBytes, `peaked at ${peak} bytes`);
+    const held = Array.from({ length: 4096 }, (_, i) => m.get(`s${i}`)).filter((v) => v !== undefined).length;
+    // 4,096 bodies by count would be 246 MB; half the byte bound holds at least 69 of them.
+    assert.ok(held >= 69 && held <= 140, `holds ${held} bodies`);
+    assert.equal(m.get('s4095'), body(4095));
+  });
+
+  test('an entry heavier than half the byte bound is not kept, and forgets the older value of its key', () => {
+    const m = new Memo<string, string>(100, 1000);
+    m.set('a', 'small', 10);
+    m.set('a', 'huge', 600);
+    assert.equal(m.get('a'), undefined);
+    assert.equal(m.bytes, 10, 'nothing was added');
+  });
 });

@@ -54,11 +54,15 @@ export interface DaemonProcess {
   kill(signal: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `mailwarden serve`; pass `ports` (e.g. a stopped daemon's) to restart it on the same addresses. */
+/**
+ * Starts `mailwarden serve`; pass `ports` (e.g. a stopped daemon's) to restart it on the same addresses,
+ * and `prefix` to run it under a command that execs it (e.g. `prlimit --nofile=512:512`: the PID stays its).
+ */
 export async function startDaemonProcess(
   dataDir: string,
   extraEnv: Record<string, string> = {},
   ports?: { postfixPort: number; dovecotPort: number; adminPort: number },
+  prefix: string[] = [],
 ): Promise<DaemonProcess> {
   const postfixPort = ports?.postfixPort ?? (await freePort());
   const adminPort = ports?.adminPort ?? (await freePort());
@@ -70,7 +74,8 @@ export async function startDaemonProcess(
     MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     ...extraEnv,
   };
-  const proc = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve'], {
+  const argv = [...prefix, process.execPath, '--import', 'tsx', MAIN, 'serve'];
+  const proc = spawn(argv[0] as string, argv.slice(1), {
     cwd: REPO,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

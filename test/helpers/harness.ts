@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { DovecotPolicyServer } from '../../src/adapters/dovecot/server.js';
+import { DovecotPolicyServer, type DovecotServerOptions } from '../../src/adapters/dovecot/server.js';
 import type { Evaluate } from '../../src/adapters/budget.js';
-import { PostfixPolicyServer } from '../../src/adapters/postfix/server.js';
+import { PostfixPolicyServer, type PostfixServerOptions } from '../../src/adapters/postfix/server.js';
 import { loadSettings, loadSettingsFromText } from '../../src/config/load.js';
 import { Decider } from '../../src/decider.js';
 import type { Settings } from '../../src/config/compile.js';
@@ -43,7 +43,16 @@ export function captureLogger(logs: Array<Record<string, unknown>>): Logger {
 }
 
 export async function startHarness(
-  opts: { yaml?: string; unix?: boolean; evaluate?: (d: Decider) => Evaluate; budget?: string; idle?: string } = {},
+  opts: {
+    yaml?: string;
+    unix?: boolean;
+    evaluate?: (d: Decider) => Evaluate;
+    budget?: string;
+    idle?: string;
+    /** Options the servers take beyond the settings (log throttling, the read path). */
+    postfix?: Partial<PostfixServerOptions>;
+    dovecot?: Partial<DovecotServerOptions>;
+  } = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'mw-test-'));
   const settings = opts.yaml ? loadSettingsFromText(opts.yaml, 'test.yaml') : loadSettings(undefined);
@@ -67,6 +76,8 @@ export async function startHarness(
     maxLine: settings.postfix.maxLine,
     maxAttributes: settings.postfix.maxAttributes,
     repeatWindowMs: settings.postfix.repeatWindowMs,
+    limits: settings.postfix.limits,
+    ...opts.postfix,
   });
   const targets: Settings['listen']['postfix'] = [{ kind: 'tcp', host: '127.0.0.1', port: 0 }];
   if (opts.unix) targets.push({ kind: 'unix', path: join(dir, 'policy.sock') });
@@ -80,6 +91,11 @@ export async function startHarness(
     smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
     apiHeader: settings.dovecot.apiHeader,
     repeatWindowMs: settings.dovecot.repeatWindowMs,
+    limits: settings.dovecot.limits,
+    headersTimeoutMs: settings.dovecot.headersTimeoutMs,
+    requestTimeoutMs: settings.dovecot.requestTimeoutMs,
+    maxBody: settings.dovecot.maxBody,
+    ...opts.dovecot,
   });
   const [dovecotAddr] = await dovecot.start([{ kind: 'tcp', host: '127.0.0.1', port: 0 }]);
   return {

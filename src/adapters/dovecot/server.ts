@@ -15,16 +15,27 @@
  *
  * Plain node:http, not fastify: one route with one JSON body, and the
  * framework's per-request work measurably cost more than deciding
- * (`npm run bench`, phase 4). Bodies are capped at 64 KiB.
+ * (`npm run bench`, phase 4).
+ *
+ * Abuse: bodies are capped (`maxBody`), headers and whole requests timed out
+ * (a chunked body of size ffffffffffffffff trickled forever), a request
+ * answered before its body was read closes the connection instead of draining
+ * it, connections are capped per listener and per peer (adapters/caps), and
+ * the repeat memo is bounded by bytes. node:http itself stops reading a
+ * pipelining connection whose answers are not read. Problems are logged
+ * throttled per kind (log.ts).
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
 import { Memo } from '../../engine/memo.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
+import { ThrottledLog, type ThrottleOptions } from '../../log.js';
 import { withinBudget, type Evaluate } from '../budget.js';
+import { ConnectionCaps, refusalMessage, type ConnectionLimits, type ConnectionStats } from '../caps.js';
 import {
   ALLOW_REPLY,
   toEvent,
@@ -44,6 +55,14 @@ export interface DovecotServerOptions {
   apiHeader: { name: string; value: string } | undefined;
   /** An allow identical to the one before it in the same session, within this window, gets its answer (the after-auth check). */
   repeatWindowMs: number;
+  limits: ConnectionLimits;
+  /** Time to receive a request's headers, and the whole request. */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** The largest body accepted, in bytes. */
+  maxBody: number;
+  /** How often each kind of problem is logged (default: 5 lines per 10 s). */
+  logThrottle?: ThrottleOptions;
 }
 
 export interface DovecotStats {
@@ -66,10 +85,14 @@ interface Answer {
   status: number;
   body: object;
 }
-const WARN_EVERY_MS = 10_000;
-const BODY_LIMIT = 64 * 1024;
 /** Sessions whose last allow is remembered; an after-auth check follows its before-auth one by one password check. */
 const REPEAT_MEMO = 4096;
+/** The bytes those bodies may weigh together (Dovecot's are ~300 bytes; 4,096 of 60 KB once held 1.25 GB). */
+export const REPEAT_MEMO_BYTES = 8 * 1024 * 1024;
+/** What one remembered allow weighs besides its body: the key, the entry, the answer. */
+const ENTRY_BYTES = 200;
+/** Idle keep-alive connections are closed after this (Dovecot's HTTP client keeps them for less). */
+const KEEP_ALIVE_MS = 65_000;
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 // Most answers (every report, and most allows) are this one: serialized once.
@@ -80,15 +103,22 @@ const ALLOW_HEADERS = ['content-type', JSON_TYPE, 'content-length', String(Buffe
 
 // Bodies are strings: node:http joins a string body to the headers and writes once, where a
 // Buffer body goes out as a second chunk through writev (measured ~5% more logins/s).
-function send(res: ServerResponse, status: number, body: object): void {
+function send(res: ServerResponse, status: number, body: object, close = false): void {
   if (body === ALLOW_REPLY) {
     res.writeHead(status, ALLOW_HEADERS);
     res.end(ALLOW_TEXT);
     return;
   }
   const text = JSON.stringify(body);
-  res.writeHead(status, ['content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(text))]);
+  const headers = ['content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(text))];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
   res.end(text);
+}
+
+/** An answer given before the body was read: the connection closes after it, rather than drain a body of any size. */
+function refuse(res: ServerResponse, status: number, error: string): void {
+  send(res, status, { error }, true);
 }
 
 /** The `command` query parameter (Dovecot appends `?command=…`, or `&command=…` after its own query). */
@@ -108,7 +138,7 @@ function sameSecret(given: string | string[] | undefined, want: string): boolean
 }
 
 export class DovecotPolicyServer {
-  readonly stats: DovecotStats = {
+  readonly stats: DovecotStats & ConnectionStats = {
     requests: 0,
     allows: 0,
     repeats: 0,
@@ -119,30 +149,63 @@ export class DovecotPolicyServer {
     errors: 0,
     badRequests: 0,
     unauthorized: 0,
+    connectionsOpen: 0,
+    connectionsRefused: 0,
+    peerConnectionsRefused: 0,
   };
   private readonly servers: Server[] = [];
   private readonly o: DovecotServerOptions;
-  private lastWarn = 0;
+  private readonly log: ThrottledLog;
+  private readonly caps: ConnectionCaps;
   /** Session id → its last allow (the exact body) and the answer, until the session's report. */
-  private readonly lastAllow = new Memo<string, { text: string; at: number; reply: DovecotReply }>(REPEAT_MEMO);
+  readonly lastAllow = new Memo<string, { text: string; at: number; reply: DovecotReply }>(
+    REPEAT_MEMO,
+    REPEAT_MEMO_BYTES,
+  );
 
   constructor(o: DovecotServerOptions) {
     this.o = o;
+    this.log = new ThrottledLog(o.logger, o.logThrottle);
+    this.caps = new ConnectionCaps(o.limits, this.stats, (why, peer) =>
+      this.log.warn(why, { adapter: 'dovecot', peer }, refusalMessage(why, o.limits)),
+    );
   }
 
-  /** Logs bad input at most once per 10 s, so a misconfigured Dovecot cannot flood the log. */
-  private warn(obj: object, msg: string): void {
-    const now = this.o.now();
-    if (now - this.lastWarn < WARN_EVERY_MS) return;
-    this.lastWarn = now;
-    this.o.logger.warn({ adapter: 'dovecot', ...obj }, msg);
+  /** Logs bad input throttled per kind, so a misconfigured Dovecot or a fuzzer cannot flood the log. */
+  private warn(kind: string, obj: object, msg: string): void {
+    this.log.warn(kind, { adapter: 'dovecot', ...obj }, msg);
   }
 
   build(): Server {
-    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 10_000 }, (req, res) =>
-      this.handle(req, res),
+    const server = createServer(
+      {
+        keepAliveTimeout: KEEP_ALIVE_MS,
+        headersTimeout: this.o.headersTimeoutMs,
+        requestTimeout: this.o.requestTimeoutMs,
+        // node checks both timeouts only this often (30 s by default): a quarter of the shorter, at most 1 s.
+        connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(this.o.headersTimeoutMs / 4))),
+      },
+      (req, res) => this.handle(req, res),
     );
-    server.on('clientError', (_err, socket) => socket.destroy());
+    // A connection that makes no progress at all (a peer that neither sends nor reads its answers).
+    server.timeout = KEEP_ALIVE_MS + this.o.requestTimeoutMs;
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      const peer = socket.remoteAddress;
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+        this.warn('timeout', { peer }, 'closing a connection: the request took too long to arrive');
+      else if (err.code !== 'ECONNRESET')
+        this.warn(
+          'bad-http',
+          { peer, code: err.code },
+          `closing a connection: malformed HTTP (${err.code ?? err.message})`,
+        );
+      socket.destroy();
+    });
+    this.caps.watch(server);
+    server.on('connection', (socket: Socket) => {
+      const key = this.caps.admit(socket);
+      if (key !== undefined) socket.once('close', () => this.caps.release(key));
+    });
     return server;
   }
 
@@ -153,30 +216,39 @@ export class DovecotPolicyServer {
     const peer = req.socket.remoteAddress;
     if (path !== DOVECOT_PATH || req.method !== 'POST') {
       this.stats.badRequests++;
-      this.warn({ peer, path, method: req.method }, `no such route: ${req.method ?? ''} ${path}`);
-      send(res, 404, { error: `not found; Dovecot posts to ${DOVECOT_PATH}` });
+      this.warn('no-route', { peer, path, method: req.method }, `no such route: ${req.method ?? ''} ${path}`);
+      refuse(res, 404, `not found; Dovecot posts to ${DOVECOT_PATH}`);
       return;
     }
     const header = this.o.apiHeader;
     if (header && !sameSecret(req.headers[header.name], header.value)) {
       this.stats.unauthorized++;
       this.warn(
+        'unauthorized',
         { peer },
         `request without the right ${header.name} header refused (check auth_policy_server_api_header)`,
       );
-      send(res, 401, { error: 'unauthorized' });
-      req.resume();
+      refuse(res, 401, 'unauthorized');
+      return;
+    }
+    const maxBody = this.o.maxBody;
+    const tooLarge = (): void => {
+      this.stats.badRequests++;
+      this.warn('body-too-large', { peer }, `request body over ${maxBody} bytes`);
+      refuse(res, 413, `the body is larger than ${maxBody} bytes`);
+    };
+    if (Number(req.headers['content-length'] ?? 0) > maxBody) {
+      tooLarge();
       return;
     }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
+      if (res.headersSent) return;
       size += c.length;
-      if (size > BODY_LIMIT) {
-        this.stats.badRequests++;
-        this.warn({ peer }, `request body over ${BODY_LIMIT} bytes`);
-        send(res, 413, { error: `the body is larger than ${BODY_LIMIT} bytes` });
-        req.destroy();
+      if (size > maxBody) {
+        tooLarge();
+        chunks.length = 0;
         return;
       }
       chunks.push(c);
@@ -201,7 +273,7 @@ export class DovecotPolicyServer {
   private request(command: string | null, raw: Buffer, peer: string | undefined): Answer | Promise<Answer> {
     const bad = (problem: string): Answer => {
       this.stats.badRequests++;
-      this.warn({ peer }, `bad request: ${problem}`);
+      this.warn('bad-request', { peer }, `bad request: ${problem}`);
       return { status: 400, body: { error: problem } };
     };
     if (command !== 'allow' && command !== 'report')
@@ -255,8 +327,9 @@ export class DovecotPolicyServer {
       (late) => {
         if (late !== undefined) return this.reply(command, event, late, session, text);
         this.stats.budgetMisses++;
-        this.o.logger.warn(
-          { adapter: 'dovecot', ip: event.ip, budgetMs: this.o.budgetMs },
+        this.warn(
+          'budget-miss',
+          { ip: event.ip, budgetMs: this.o.budgetMs },
           'decision missed the budget; answered status 0',
         );
         return ALLOW_REPLY;
@@ -269,7 +342,7 @@ export class DovecotPolicyServer {
     // Dovecot does not read the answer to a report; its effects (bans) are what matter.
     if (command === 'report') return ALLOW_REPLY;
     const r = toReply(d, event.protocol, this.o);
-    if (session !== '') this.lastAllow.set(session, { text, at: event.time, reply: r });
+    if (session !== '') this.lastAllow.set(session, { text, at: event.time, reply: r }, text.length + ENTRY_BYTES);
     if (r.status < 0) this.stats.refused++;
     else if (r.status > 0) this.stats.delayed++;
     return r;
@@ -277,7 +350,7 @@ export class DovecotPolicyServer {
 
   private failed(err: unknown, ip: string): DovecotReply {
     this.stats.errors++;
-    this.o.logger.error({ err, adapter: 'dovecot', ip }, 'decision failed; answered status 0');
+    this.log.error('decision-failed', { err, adapter: 'dovecot', ip }, 'decision failed; answered status 0');
     return ALLOW_REPLY;
   }
 
@@ -302,5 +375,6 @@ export class DovecotPolicyServer {
       ),
     );
     this.servers.length = 0;
+    this.log.flush();
   }
 }

@@ -12,7 +12,13 @@
  * a malformed request is answered `DUNNO`; idle connections are closed after
  * `idleTimeoutMs` (Postfix's own max_idle is 300 s, so the default is longer);
  * TCP keep-alive reaps half-open peers. Each problem is logged once per
- * connection. Nothing a client sends can throw out of this module.
+ * connection, and each kind at most a few times per interval (log.ts).
+ * Nothing a client sends can throw out of this module.
+ *
+ * Abuse: connections are capped per listener and per peer (adapters/caps).
+ * A connection whose answers are not being read stops being read itself
+ * (backpressure): a client that pipelines without reading once grew the
+ * daemon by 20 MB/s.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
@@ -20,8 +26,10 @@ import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
 import type { Decision } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
+import { ThrottledLog, type ThrottleOptions } from '../../log.js';
 import { withinBudget, type Evaluate } from '../budget.js';
-import { ACCEPT_PAUSED, adopt } from '../read-buffer.js';
+import { ConnectionCaps, refusalMessage, type ConnectionLimits, type ConnectionStats } from '../caps.js';
+import { ACCEPT_PAUSED, adopt, canAdopt, type OnBytes } from '../read-buffer.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
 import { RepeatMemo } from './repeats.js';
 import { toAction, toEvent } from './translate.js';
@@ -36,6 +44,11 @@ export interface PostfixServerOptions {
   maxAttributes: number;
   /** Identical repeats within this window get the first answer and are not counted again. */
   repeatWindowMs: number;
+  limits: ConnectionLimits;
+  /** How often each kind of problem is logged (default: 5 lines per 10 s). */
+  logThrottle?: ThrottleOptions;
+  /** false: read through 'data' events even where the shared read buffer works (tests cover both). */
+  sharedReadBuffer?: boolean;
 }
 
 export interface PostfixStats {
@@ -50,14 +63,21 @@ export interface PostfixStats {
   /** Connections closed for a framing violation (over-long line). */
   framingErrors: number;
   idleClosed: number;
+  /** Times a connection stopped being read because its answers were not (backpressure). */
+  readPauses: number;
 }
 
 const DUNNO = 'action=DUNNO\n\n';
+/** Answer bytes not yet taken by the kernel past which a connection is no longer read, and under which it is again. */
+const MAX_UNSENT = 64 * 1024;
+const RESUME_UNSENT = 16 * 1024;
+/** Decisions in flight on one connection past which it is no longer read (a slow store, a pipelining client). */
+const MAX_IN_FLIGHT = 1024;
 // Most answers are this one: written as bytes, it skips encoding a string per request.
 const DUNNO_BYTES = Buffer.from(DUNNO);
 
 export class PostfixPolicyServer {
-  readonly stats: PostfixStats = {
+  readonly stats: PostfixStats & ConnectionStats = {
     connections: 0,
     requests: 0,
     repeats: 0,
@@ -66,14 +86,31 @@ export class PostfixPolicyServer {
     badRequests: 0,
     framingErrors: 0,
     idleClosed: 0,
+    readPauses: 0,
+    connectionsOpen: 0,
+    connectionsRefused: 0,
+    peerConnectionsRefused: 0,
   };
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
   private readonly outbox = new Outbox();
   private readonly o: PostfixServerOptions;
+  private readonly log: ThrottledLog;
+  private readonly caps: ConnectionCaps;
 
   constructor(o: PostfixServerOptions) {
     this.o = o;
+    this.log = new ThrottledLog(o.logger, o.logThrottle);
+    this.caps = new ConnectionCaps(o.limits, this.stats, (why, peer) =>
+      this.log.warn(why, { adapter: 'postfix', peer }, refusalMessage(why, o.limits)),
+    );
+  }
+
+  /** Answer bytes waiting on every connection: queued in node, or not yet flushed (tests watch it stay bounded). */
+  unsentBytes(): number {
+    let n = 0;
+    for (const s of this.sockets) n += s.writableLength;
+    return n + this.outbox.pending();
   }
 
   /** Starts listening on every target; returns the bound addresses. */
@@ -82,6 +119,7 @@ export class PostfixPolicyServer {
     for (const t of targets) {
       const server = createServer(ACCEPT_PAUSED, (raw) => this.serve(raw));
       server.on('error', (err) => this.o.logger.error({ err }, 'postfix policy listener error'));
+      this.caps.watch(server);
       bound.push(await listenOn(server, t));
       this.servers.push(server);
     }
@@ -92,18 +130,20 @@ export class PostfixPolicyServer {
     for (const s of this.sockets) s.destroy();
     await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     this.servers.length = 0;
+    this.log.flush();
   }
 
   private serve(raw: Socket): void {
+    const key = this.caps.admit(raw);
+    if (key === undefined) return;
     this.stats.connections++;
     const peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
-    const log = this.o.logger.child({ adapter: 'postfix', peer });
     const parser = new PolicyParser({ maxLine: this.o.maxLine, maxAttributes: this.o.maxAttributes });
     let warned = false;
-    const warnOnce = (msg: string, extra: object = {}): void => {
+    const warnOnce: Warn = (kind, msg) => {
       if (warned) return;
       warned = true;
-      log.warn(extra, msg);
+      this.log.warn(kind, { adapter: 'postfix', peer }, msg);
     };
     // Answers leave in request order even when a slow decision is followed by a fast one:
     // ready answers go to the outbox at once, pending ones queue behind a chain.
@@ -115,7 +155,7 @@ export class PostfixPolicyServer {
     // (Reads start on a later turn of the event loop, after the socket is set up below.)
     const decoder = new StringDecoder('utf8');
     let cut = false;
-    const socket = adopt(raw, (n, buf) => {
+    const onBytes: OnBytes = (n, buf) => {
       let chunk: string;
       if (!cut && buf[n - 1] === 10) chunk = buf.toString('utf8', 0, n);
       else {
@@ -128,7 +168,7 @@ export class PostfixPolicyServer {
       } catch (err) {
         if (!(err instanceof FramingError)) throw err;
         this.stats.framingErrors++;
-        warnOnce(`closing connection: ${err.message}`);
+        warnOnce('framing', `closing connection: ${err.message}`);
         socket.destroy();
         return;
       }
@@ -138,7 +178,7 @@ export class PostfixPolicyServer {
         if (item.ok) reply = this.answer(item.attrs, repeats, warnOnce);
         else {
           this.stats.badRequests++;
-          warnOnce(`bad request answered DUNNO: ${item.problem}`);
+          warnOnce('bad-request', `bad request answered DUNNO: ${item.problem}`);
           reply = DUNNO;
         }
         if (typeof reply === 'string' && pending === 0) {
@@ -154,26 +194,42 @@ export class PostfixPolicyServer {
             this.outbox.send(out, r);
           });
       }
-    });
-    const out: Outgoing = { socket, text: '' };
+      // Per read, not per request: stop reading a peer that does not read its answers.
+      if (pending > MAX_IN_FLIGHT || out.text.length + socket.writableLength > MAX_UNSENT) pause();
+    };
+    const socket = adopt(raw, onBytes, this.o.sharedReadBuffer !== false && canAdopt(raw));
+    const out: Outgoing = { socket, text: '', resume: undefined };
+    const resume = (): void => {
+      if (out.text.length + socket.writableLength > RESUME_UNSENT || pending > MAX_IN_FLIGHT / 2) return;
+      out.resume = undefined;
+      socket.off('drain', resume);
+      if (!socket.destroyed) socket.resume();
+    };
+    const pause = (): void => {
+      if (out.resume !== undefined) return;
+      this.stats.readPauses++;
+      socket.pause();
+      // Checked again when the outbox has written, when node's queue drains, and as decisions come in.
+      out.resume = resume;
+      socket.on('drain', resume);
+    };
     this.sockets.add(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     socket.setTimeout(this.o.idleTimeoutMs, () => {
       this.stats.idleClosed++;
-      if (parser.buffered > 0) warnOnce('closing idle connection with an incomplete request');
+      if (parser.buffered > 0) warnOnce('idle-incomplete', 'closing idle connection with an incomplete request');
       socket.destroy();
     });
-    socket.on('error', (err) => log.debug({ err }, 'postfix connection error'));
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', (err) => this.o.logger.debug({ err, adapter: 'postfix', peer }, 'postfix connection error'));
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      this.caps.release(key);
+    });
   }
 
   /** One request → one `action=…` reply: at once when the decision is synchronous; never rejects. */
-  private answer(
-    attrs: PolicyAttributes,
-    repeats: RepeatMemo,
-    warnOnce: (msg: string, extra?: object) => void,
-  ): string | Promise<string> {
+  private answer(attrs: PolicyAttributes, repeats: RepeatMemo, warnOnce: Warn): string | Promise<string> {
     const now = this.o.now();
     const memo = RepeatMemo.applies(attrs) ? repeats : undefined;
     const seen = memo?.get(attrs, now);
@@ -184,7 +240,7 @@ export class PostfixPolicyServer {
     const t = toEvent(attrs, now);
     if (!t.ok) {
       this.stats.badRequests++;
-      warnOnce(`request answered DUNNO: ${t.problem}`);
+      warnOnce('bad-request', `request answered DUNNO: ${t.problem}`);
       return DUNNO;
     }
     let d: Decision | Promise<Decision>;
@@ -199,7 +255,8 @@ export class PostfixPolicyServer {
       (late) => {
         if (late !== undefined) return this.reply(memo, attrs, now, late);
         this.stats.budgetMisses++;
-        this.o.logger.warn(
+        this.log.warn(
+          'budget-miss',
           { adapter: 'postfix', ip, budgetMs: this.o.budgetMs },
           'decision missed the budget; answered DUNNO',
         );
@@ -217,15 +274,20 @@ export class PostfixPolicyServer {
 
   private failed(err: unknown, ip: string): string {
     this.stats.errors++;
-    this.o.logger.error({ err, adapter: 'postfix', ip }, 'decision failed; answered DUNNO');
+    this.log.error('decision-failed', { err, adapter: 'postfix', ip }, 'decision failed; answered DUNNO');
     return DUNNO;
   }
 }
+
+/** Logs one problem of a connection: the first only, and each kind throttled. */
+type Warn = (kind: string, msg: string) => void;
 
 interface Outgoing {
   socket: Socket;
   /** Answers not yet written. */
   text: string;
+  /** Set while the connection is not read (backpressure): called after its answers were written. */
+  resume: (() => void) | undefined;
 }
 
 /**
@@ -249,12 +311,20 @@ class Outbox {
     o.text += text;
   }
 
+  /** Characters waiting for the next burst. */
+  pending(): number {
+    let n = 0;
+    for (const o of this.dirty) n += o.text.length;
+    return n;
+  }
+
   private readonly flush = (): void => {
     this.scheduled = false;
     for (const o of this.dirty) {
       const text = o.text;
       o.text = '';
       if (!o.socket.destroyed && o.socket.writable) o.socket.write(text === DUNNO ? DUNNO_BYTES : text);
+      if (o.resume !== undefined) o.resume();
     }
     this.dirty.length = 0;
   };
