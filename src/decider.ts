@@ -5,13 +5,18 @@
  *
  * Every adapter calls this and nothing else; it holds no protocol knowledge
  * and no policy of its own.
+ *
+ * A decision that fails anywhere (a counter, a script, the disk, a bug) still
+ * refuses a banned source: the store's local ban table is asked on its own
+ * (`rescue`), a lookup in memory that stored data cannot make throw. Only an
+ * event with no ban in force fails open (the adapter answers DUNNO).
  */
 import type { Logger } from 'pino';
 import type { Notifier } from './actions/notify.js';
-import { decide } from './engine/decide.js';
+import { banDecision, decide, isoTime } from './engine/decide.js';
 import { plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
-import type { Decision, MailEvent } from './engine/types.js';
+import type { BanRecord, Decision, MailEvent } from './engine/types.js';
 import type { CommitResult, Store } from './store/types.js';
 
 const LOG_EVERY_MS = 10_000;
@@ -55,11 +60,42 @@ export class Decider {
   readonly evaluate = (event: MailEvent): Decision | Promise<Decision> => {
     const started = performance.now();
     const policy = this.policy;
-    const p = plan(event, policy);
-    const result = this.store.apply(p, event.time);
-    if (result instanceof Promise) return result.then((r) => this.settle(event, decide(event, policy, p, r), started));
-    return this.settle(event, decide(event, policy, p, result), started);
+    try {
+      const p = plan(event, policy);
+      const result = this.store.apply(p, event.time);
+      const d =
+        result instanceof Promise
+          ? result.then((r) => this.settle(event, decide(event, policy, p, r), started))
+          : this.settle(event, decide(event, policy, p, result), started);
+      return d instanceof Promise ? d.catch((err: unknown) => this.rescue(event, err, started)) : d;
+    } catch (err) {
+      return this.rescue(event, err, started);
+    }
   };
+
+  /** A decision failed: a ban in force still refuses; anything else is thrown on, for the adapter to fail open. */
+  private rescue(event: MailEvent, err: unknown, started: number): Decision {
+    let ban: BanRecord | undefined;
+    try {
+      if (!this.policy.allowNetworks.has(event.ip)) ban = this.store.localBan?.(event.ip, event.time);
+    } catch {
+      // no better answer than the original error
+    }
+    if (ban === undefined) throw err;
+    const d = banDecision(ban);
+    const suppressed = this.throttle(`rescue|${event.ip}`, event.time);
+    if (suppressed >= 0)
+      this.logger.error(
+        { err, ip: event.ip, event: event.kind, ban: ban.subject, suppressed },
+        'decision failed; refused by the ban in force',
+      );
+    try {
+      this.onDecision?.(event, d, (performance.now() - started) / 1000);
+    } catch {
+      // a watcher's failure must not undo the refusal
+    }
+    return d;
+  }
 
   private settle(event: MailEvent, d: Decision, started: number): Decision | Promise<Decision> {
     this.onDecision?.(event, d, (performance.now() - started) / 1000);
@@ -77,13 +113,13 @@ export class Decider {
     const done = await this.store.commit(d.effects, event.time, 'mailwarden');
     for (const b of done.bans) {
       this.logger.warn(
-        { subject: b.subject, rule: b.rule, until: new Date(b.until).toISOString(), offence: b.offence, ip: event.ip },
+        { subject: b.subject, rule: b.rule, until: isoTime(b.until), offence: b.offence, ip: event.ip },
         `banned ${b.subject}: ${b.reason}`,
       );
     }
     for (const s of done.suspensions) {
       this.logger.warn(
-        { user: s.user, rule: s.rule, until: new Date(s.until).toISOString(), ip: event.ip },
+        { user: s.user, rule: s.rule, until: isoTime(s.until), ip: event.ip },
         `suspended ${s.user}: ${s.reason}`,
       );
     }

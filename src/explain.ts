@@ -50,7 +50,7 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   let allowlisted = false;
   const pairs: Array<[Rule, string]> = [];
   if (parsed?.kind === 'ip') {
-    covering = banSubjectsFor(subject, policy);
+    covering = banSubjectsFor(subject);
     allowlisted = policy.allowNetworks.has(subject);
     const net = clientNetwork(subject, policy);
     for (const r of policy.rules) {

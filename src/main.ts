@@ -20,6 +20,7 @@ import { describeSettings, type Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, overridesFromEnv, type Overrides } from './config/load.js';
 import { adminSocketPath, startDaemon, VERSION } from './daemon.js';
+import { isoTime } from './engine/decide.js';
 import type { BanRecord, SuspensionRecord } from './engine/types.js';
 import type { Explanation } from './explain.js';
 import { createLogger } from './log.js';
@@ -61,7 +62,7 @@ function settingsOrExit(file: string | undefined, ov: Overrides): Settings {
   }
 }
 
-const iso = (t: number): string => new Date(t).toISOString().replace('.000Z', 'Z');
+const iso = (t: number): string => isoTime(t).replace('.000Z', 'Z');
 
 function printBans(bans: BanRecord[]): void {
   if (bans.length === 0) return void console.log('no active bans');
@@ -174,10 +175,12 @@ async function main(argv: string[]): Promise<void> {
   bans
     .command('add <subject>')
     .description('ban an address or network (CIDR) on every protocol')
-    .option('--duration <d>', 'e.g. 2h, 7d (default: the escalating ban length)')
+    .option('--duration <d>', 'e.g. 2h, 7d, at most 3650d (default: the escalating ban length)')
     .option('--reason <text>', 'why (kept in the audit trail)')
-    .action(async (subject: string, o: { duration?: string; reason?: string }) => {
-      const b = await admin<BanRecord>('POST', '/v1/bans', { subject, duration: o.duration, reason: o.reason });
+    .option('--force', 'ban a network wider than IPv4 /8 or IPv6 /16, or one holding allowlisted addresses')
+    .action(async (subject: string, o: { duration?: string; reason?: string; force?: boolean }) => {
+      const body = { subject, duration: o.duration, reason: o.reason, force: o.force };
+      const b = await admin<BanRecord>('POST', '/v1/bans', body);
       console.log(`banned ${b.subject} until ${iso(b.until)}`);
     });
   bans
@@ -201,7 +204,7 @@ async function main(argv: string[]): Promise<void> {
   users
     .command('suspend <user>')
     .description('stop a user from sending mail')
-    .option('--duration <d>', 'e.g. 1d (default: suspensions.duration)')
+    .option('--duration <d>', 'e.g. 1d, at most 3650d (default: suspensions.duration)')
     .option('--reason <text>', 'why (kept in the audit trail)')
     .action(async (user: string, o: { duration?: string; reason?: string }) => {
       const s = await admin<SuspensionRecord>('POST', `/v1/users/${encodeURIComponent(user)}/suspend`, {

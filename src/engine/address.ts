@@ -70,13 +70,43 @@ export function networkOf(ip: string, prefix: number): string {
     const masked = prefix === 0 ? 0 : (n & (0xffffffff << (32 - prefix))) >>> 0;
     return `${masked >>> 24}.${(masked >>> 16) & 255}.${(masked >>> 8) & 255}.${masked & 255}/${prefix}`;
   }
-  const bytes = ipaddr.IPv6.parse(ip).toByteArray();
-  for (let i = 0; i < 16; i++) {
-    const bitsLeft = prefix - i * 8;
-    if (bitsLeft <= 0) bytes[i] = 0;
-    else if (bitsLeft < 8) bytes[i] = (bytes[i] as number) & (0xff << (8 - bitsLeft));
+  return v6NetworkOf(v6Groups(ip), prefix);
+}
+
+/** A canonical IPv6 address as its eight 16-bit groups (parse once, then take networks of any size). */
+export function v6Groups(ip: string): readonly number[] {
+  return ipaddr.IPv6.parse(ip).parts;
+}
+
+/** networkOf for IPv6 from the groups: masked and printed in RFC 5952 form without a parser's round trip. */
+export function v6NetworkOf(groups: readonly number[], prefix: number): string {
+  const g = new Array<number>(8);
+  for (let i = 0; i < 8; i++) {
+    const bits = prefix - i * 16;
+    g[i] =
+      bits <= 0 ? 0 : bits >= 16 ? (groups[i] as number) : (groups[i] as number) & (0xffff << (16 - bits)) & 0xffff;
   }
-  return `${(ipaddr.fromByteArray(bytes) as ipaddr.IPv6).toRFC5952String()}/${prefix}`;
+  // The longest run of two or more zero groups becomes '::', the first of equal runs (RFC 5952 4.2).
+  let at = -1;
+  let longest = 1;
+  for (let i = 0, run = 0; i < 8; i++) {
+    run = g[i] === 0 ? run + 1 : 0;
+    if (run > longest) {
+      longest = run;
+      at = i - run + 1;
+    }
+  }
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === at) {
+      out += '::';
+      i += longest - 1;
+      continue;
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':';
+    out += (g[i] as number).toString(16);
+  }
+  return `${out}/${prefix}`;
 }
 
 /** The network a client counts in: its IPv4 /v4 or IPv6 /v6 (the policy's `networks` sizes). */
@@ -114,19 +144,48 @@ export function parseSubject(raw: string): ParsedSubject | undefined {
   return { kind: 'network', text: networkOf(ip, prefix), prefix, v6 };
 }
 
+/** The first address of a parsed address or network. */
+function baseOf(p: ParsedSubject): string {
+  return p.kind === 'ip' ? p.text : p.text.slice(0, p.text.indexOf('/'));
+}
+
+/** The two agree on their first `bits` bits (same family). */
+function samePrefix(a: ParsedSubject, b: ParsedSubject, bits: number): boolean {
+  if (bits === 0) return true;
+  if (a.v6) return ipaddr.IPv6.parse(baseOf(a)).match(ipaddr.IPv6.parse(baseOf(b)), bits);
+  return (ipv4ToInt(baseOf(a)) ^ ipv4ToInt(baseOf(b))) >>> (32 - bits) === 0;
+}
+
+/** Every address of `inner` is in `outer` (an address is a network of one). */
+export function contains(outer: ParsedSubject, inner: ParsedSubject): boolean {
+  return outer.v6 === inner.v6 && outer.prefix <= inner.prefix && samePrefix(outer, inner, outer.prefix);
+}
+
+/** The two share at least one address. CIDR blocks are nested or apart, so then one contains the other. */
+export function overlaps(a: ParsedSubject, b: ParsedSubject): boolean {
+  return a.v6 === b.v6 && samePrefix(a, b, Math.min(a.prefix, b.prefix));
+}
+
 /** A compiled list of networks for fast membership tests. */
 export class NetworkSet {
   private readonly v4: Array<[number, number]> = [];
   private readonly v6: Array<[ipaddr.IPv6, number]> = [];
+  private readonly entries: ParsedSubject[] = [];
 
   constructor(cidrs: readonly string[]) {
     for (const c of cidrs) {
       const p = parseSubject(c);
       if (!p) throw new Error(`not an IP address or network: ${c}`);
-      const base = p.kind === 'ip' ? p.text : p.text.slice(0, p.text.indexOf('/'));
+      this.entries.push(p);
+      const base = baseOf(p);
       if (p.v6) this.v6.push([ipaddr.IPv6.parse(base), p.prefix]);
       else this.v4.push([ipv4ToInt(base), p.prefix]);
     }
+  }
+
+  /** The first entry that shares an address with `p` (inside it, or holding it), if any. */
+  overlapping(p: ParsedSubject): ParsedSubject | undefined {
+    return this.entries.find((e) => overlaps(e, p));
   }
 
   get size(): number {

@@ -76,8 +76,19 @@ function defaultReason(rule: Rule, subject: string, limit: number): string {
   return `Too many ${what} from ${subject} (limit ${limit} per ${per}, rule ${rule.name})${tail}`;
 }
 
+/** An ISO time that cannot throw: Date's toISOString() throws a RangeError for a time it cannot print. */
+export function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `an unreadable time (${String(ms)})` : d.toISOString();
+}
+
 export function banReason(ban: BanRecord): string {
-  return `Access denied: ${ban.subject} is blocked until ${new Date(ban.until).toISOString()} (rule ${ban.rule})`;
+  return `Access denied: ${ban.subject} is blocked until ${isoTime(ban.until)} (rule ${ban.rule})`;
+}
+
+/** The refusal of a banned source (also what the decider answers when the rest of a decision failed). */
+export function banDecision(ban: BanRecord): Decision {
+  return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(ban), hits: [], effects: [] };
 }
 
 export function suspensionReason(s: SuspensionRecord, login = false): string {
@@ -85,9 +96,7 @@ export function suspensionReason(s: SuspensionRecord, login = false): string {
 }
 
 export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
-  if (result.ban) {
-    return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(result.ban), hits: [], effects: [] };
-  }
+  if (result.ban) return banDecision(result.ban);
   if (result.suspension) {
     const reason = suspensionReason(result.suspension, event.kind === 'auth-attempt');
     return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
@@ -159,7 +168,7 @@ function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): 
     limit: hit.limit,
     subject: hit.subject,
     window: formatDuration((rule.uses ?? rule).windowMs),
-    time: new Date(event.time).toISOString(),
+    time: isoTime(event.time),
   };
   if (rule.then.ban) {
     const v6 = isIPv6(event.ip);

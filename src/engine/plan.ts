@@ -20,7 +20,7 @@
  * members only while pending (`settle`); a refused attempt only drops its
  * pending mark. Only passwords the server really checked stay counted.
  */
-import { clientNetwork, isIPv6, networkOf } from './address.js';
+import { clientNetwork, isIPv6, networkOf, v6Groups, v6NetworkOf } from './address.js';
 import { EXCEPT_KNOWN_GOOD, ONLY_SHARED, ONLY_UNSHARED, VETO } from './gate.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
 import type { MailEvent } from './types.js';
@@ -87,14 +87,16 @@ export type CounterOp =
     };
 
 /**
- * The bans that would cover a client: on its address, or on an enclosing network of
- * one of these sizes (longest first). A store builds the subject of a size only when
- * it holds a ban of that size (`banSubject`): most hold none of most sizes.
+ * The bans that would cover a client: on its address, or on an enclosing network of any
+ * size. A store builds the subject of a size (`banSubject`) only for the sizes some ban
+ * in force has (store/ban-table.ts, and the `blen` index of the Redis store): most are
+ * never built.
  */
 export interface BanCover {
   ip: string;
   v6: boolean;
-  lengths: readonly number[];
+  /** IPv6: the address's groups, parsed by the first `banSubject` and kept for the other sizes. */
+  groups?: readonly number[] | undefined;
 }
 
 export interface Plan {
@@ -125,10 +127,6 @@ export const KNOWN_GOOD_RULE = 'known-good';
 /** Counter key holding the users who logged in successfully from an address. */
 export const SHARED_RULE = 'shared-address';
 
-/** Prefix lengths checked for bans besides the configured network sizes (administrators ban these). */
-const V4_BAN_PREFIXES = [32, 24, 16, 8];
-const V6_BAN_PREFIXES = [128, 64, 56, 48, 32];
-
 const SENDING_EVENTS = new Set(['mail', 'recipient', 'data', 'message']);
 const NO_STEPS: readonly Step[] = [];
 const NO_INDEXES: ReadonlyMap<number, number> = new Map();
@@ -145,8 +143,6 @@ interface Step {
 
 /** What plan() needs of a policy, worked out once per policy rather than once per event. */
 interface PolicyIndex {
-  v4Lengths: number[];
-  v6Lengths: number[];
   /** The rules that count or check each kind of event, in policy order. */
   byKind: Map<string, Step[]>;
   /** Rules that count failed logins by distinct member: in-flight attempts are pending members of theirs. */
@@ -164,8 +160,6 @@ function indexOf(policy: Policy): PolicyIndex {
   if (policy === lastPolicy && lastIndex !== undefined) return lastIndex;
   let ix = indexes.get(policy);
   if (ix) return remember(policy, ix);
-  const lengths = (base: number[], extra: number[]): number[] =>
-    [...new Set([...base, ...extra])].sort((a, b) => b - a);
   const byKind = new Map<string, Step[]>();
   const guesses: Step[] = [];
   const sharedKinds = new Set<string>();
@@ -184,11 +178,6 @@ function indexOf(policy: Policy): PolicyIndex {
     if (countsGuesses(rule)) guesses.push(step('count'));
   }
   ix = {
-    v4Lengths: lengths(V4_BAN_PREFIXES, [policy.ipv4Prefix]),
-    v6Lengths: lengths(
-      V6_BAN_PREFIXES,
-      policy.ipv6Aggregate.enabled ? [policy.ipv6Prefix, policy.ipv6Aggregate.prefix] : [policy.ipv6Prefix],
-    ),
     byKind,
     guesses,
     sharedKinds,
@@ -203,21 +192,22 @@ function remember(policy: Policy, ix: PolicyIndex): PolicyIndex {
   return ix;
 }
 
-export function banCoverFor(ip: string, policy: Policy): BanCover {
-  const v6 = isIPv6(ip);
-  const ix = indexOf(policy);
-  return { ip, v6, lengths: v6 ? ix.v6Lengths : ix.v4Lengths };
+export function banCoverFor(ip: string): BanCover {
+  return { ip, v6: isIPv6(ip), groups: undefined };
 }
 
 /** The ban subject of one size in a cover: the address itself, or its network. */
 export function banSubject(cover: BanCover, length: number): string {
-  return length === (cover.v6 ? 128 : 32) ? cover.ip : networkOf(cover.ip, length);
+  if (!cover.v6) return length === 32 ? cover.ip : networkOf(cover.ip, length);
+  return length === 128 ? cover.ip : v6NetworkOf((cover.groups ??= v6Groups(cover.ip)), length);
 }
 
-/** Every ban subject that would cover an address. */
-export function banSubjectsFor(ip: string, policy: Policy): string[] {
-  const cover = banCoverFor(ip, policy);
-  return cover.lengths.map((len) => banSubject(cover, len));
+/** Every ban subject that would cover an address: the address, then each enclosing network, longest first. */
+export function banSubjectsFor(ip: string): string[] {
+  const cover = banCoverFor(ip);
+  const out: string[] = [];
+  for (let len = cover.v6 ? 128 : 32; len >= 0; len--) out.push(banSubject(cover, len));
+  return out;
 }
 
 /** A rule counting checked failed logins by distinct member (passwords, users, networks, addresses). */
@@ -381,7 +371,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   const checkSuspension =
     SENDING_EVENTS.has(event.kind) || (event.kind === 'auth-attempt' && policy.suspensionBlocksLogin);
   const out: Plan = {
-    banCover: trustedSource ? undefined : banCoverFor(event.ip, policy),
+    banCover: trustedSource ? undefined : banCoverFor(event.ip),
     suspendedUser: event.user !== undefined && checkSuspension ? event.user : undefined,
     counters: [],
     allowlisted,

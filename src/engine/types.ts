@@ -53,6 +53,13 @@ export interface MailEvent {
   refused?: boolean | undefined;
 }
 
+/**
+ * The longest any duration may be (a ban, a suspension, a window, a timeout): 10 years. Times
+ * stay far inside what Date can print (±8.64e15 ms), so a ban can always be shown and enforced.
+ */
+export const MAX_DURATION_MS = 3650 * 86_400_000;
+export const MAX_DURATION_TEXT = '3650d';
+
 export type Action = 'allow' | 'delay' | 'tempfail' | 'reject' | 'hold';
 
 /** Severity order: a stronger action wins when several rules fire. */

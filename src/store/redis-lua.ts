@@ -18,6 +18,8 @@
  * CROSSSLOT on Redis Cluster):
  *   P c:<counter key>   string TAT (rate) | zset member→last seen (distinct) | hash r,t (usual rate)
  *   P ban:<subject>     hash: the ban record          P bans   zset subject→until (listing)
+ *   P blen              hash: <family>/<length> → latest until of a ban of that length, and v, its version
+ *   P blz:<fam>/<len>   zset subject→until: the bans of one prefix length (keeps blen right through lifts)
  *   P susp:<user>       hash: the suspension record   P susps  zset user→until
  *   P off:<subject>     zset of offence times (escalation look-back)
  *   P agg:<prefix>      hash banned /64 → until (IPv6 aggregation); P aggof:<member> its prefixes
@@ -87,8 +89,89 @@ local function readCount(k, of, now, rateLimit, window)
 end
 `;
 
+/**
+ * The prefix lengths some ban in force has, so that APPLY looks up only those (MemoryStore's
+ * BanTable keeps the same count): `P blen` holds each length's latest ban end and a version that
+ * changes whenever the set of lengths does. A node builds its ban keys from the set it learnt and
+ * sends that version; APPLY answers the current set instead when they differ (store/redis.ts).
+ * No bans: no `blen` (version ''). A `blen` missing while bans exist (made before it existed) is
+ * rebuilt from `P bans`. A length whose bans all ended goes at the next ban or lift, or with the key.
+ */
+const BANLENS = `
+local function lenOf(subject)
+  local fam = string.find(subject, ':', 1, true) and '6' or '4'
+  local slash = string.find(subject, '/', 1, true)
+  if slash then return fam .. string.sub(subject, slash) end
+  return fam .. (fam == '6' and '/128' or '/32')
+end
+-- The latest end among one length's bans, dropping ended ones; nil when none is left.
+local function latestOf(P, len, now)
+  local z = P .. 'blz:' .. len
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', num(now))
+  local top = redis.call('ZREVRANGE', z, 0, 0, 'WITHSCORES')
+  if #top == 0 then return nil end
+  redis.call('PEXPIRE', z, math.max(1, math.ceil(tonumber(top[2]) - now)))
+  return top[2]
+end
+-- Writes the lengths (length -> latest end); a new version if the set changed. A fresh index
+-- starts its versions from the clock, so no node can still hold one of an earlier index.
+local function saveLens(P, lens, changed, now)
+  local hk = P .. 'blen'
+  local v = tonumber(redis.call('HGET', hk, 'v') or '')
+  redis.call('DEL', hk)
+  local flat, last = {}, nil
+  for len, u in pairs(lens) do
+    flat[#flat + 1] = len
+    flat[#flat + 1] = u
+    if last == nil or tonumber(u) > last then last = tonumber(u) end
+  end
+  if last == nil then return end
+  if v == nil then
+    local t = redis.call('TIME')
+    v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  if changed then v = v + 1 end
+  redis.call('HSET', hk, 'v', num(v), unpack(flat))
+  redis.call('PEXPIRE', hk, math.max(1, math.ceil(last - now)))
+end
+local function rebuildLens(P, now)
+  local all = redis.call('ZRANGEBYSCORE', P .. 'bans', '(' .. num(now), '+inf', 'WITHSCORES')
+  local lens = {}
+  for i = 1, #all, 2 do
+    local len = lenOf(all[i])
+    redis.call('ZADD', P .. 'blz:' .. len, all[i + 1], all[i])
+    lens[len] = true
+  end
+  for len in pairs(lens) do lens[len] = latestOf(P, len, now) end
+  saveLens(P, lens, true, now)
+end
+-- After a ban (untilT) or a lift (nil) of a subject, once P bans holds the change.
+local function indexBan(P, subject, untilT, now)
+  local hk = P .. 'blen'
+  if redis.call('EXISTS', hk) == 0 then return rebuildLens(P, now) end
+  local len = lenOf(subject)
+  if untilT then redis.call('ZADD', P .. 'blz:' .. len, num(untilT), subject)
+  else redis.call('ZREM', P .. 'blz:' .. len, subject) end
+  local all = redis.call('HGETALL', hk)
+  local lens, changed, had = {}, false, false
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if f == len then had = true
+    elseif f ~= 'v' then
+      if tonumber(all[i + 1]) > now then lens[f] = all[i + 1] else
+        redis.call('DEL', P .. 'blz:' .. f)
+        changed = true
+      end
+    end
+  end
+  lens[len] = latestOf(P, len, now)
+  if had ~= (lens[len] ~= nil) then changed = true end
+  saveLens(P, lens, changed, now)
+end
+`;
+
 /** State-changing helpers (records, audit, pub/sub) of the commit, unban, resume and restore scripts. */
-const RECORDS = `
+const RECORDS = `${BANLENS}
 local P = ARGV[2]
 local node = ARGV[3]
 local auditTtl = tonumber(ARGV[5])
@@ -138,6 +221,7 @@ local function putBan(subject, since, untilT, rule, reason, offence, actor, who,
     'reason', reason, 'offence', num(offence), 'actor', actor, 'node', who)
   redis.call('PEXPIRE', bk, math.max(1, math.ceil(untilT - now)))
   putIndex(P .. 'bans', subject, untilT, now)
+  indexBan(P, subject, untilT, now)
   publish({ 'ban', subject, num(since), num(untilT), rule, reason, num(offence), actor })
 end
 local function addOffence(subject, time, lookback)
@@ -155,10 +239,11 @@ local function putSusp(user, since, untilT, rule, reason, actor, who, now)
   publish({ 'suspend', user, num(since), num(untilT), rule, reason, actor })
 end
 -- MemoryStore.unban(): also drops the network from every IPv6 aggregate it counted towards.
-local function dropBan(subject)
+local function dropBan(subject, now)
   local bk = P .. 'ban:' .. subject
   redis.call('DEL', bk)
   redis.call('ZREM', P .. 'bans', subject)
+  indexBan(P, subject, nil, now)
   local of = P .. 'aggof:' .. subject
   for _, pre in ipairs(redis.call('SMEMBERS', of)) do redis.call('HDEL', P .. 'agg:' .. pre, subject) end
   redis.call('DEL', of)
@@ -174,19 +259,33 @@ end
 /**
  * APPLY — MemoryStore.applySync: ban and suspension lookups, then every counter
  * computed, then whether the event passes (engine/gate.ts), then each charged as its op says.
- * KEYS: the ban keys (nb), the suspension key (ns = 0|1), one counter key per op.
+ * KEYS: the ban keys (nb), the suspension key (ns = 0|1), one counter key per op, then P blen.
  * ARGV: now|'', nb, ns, DISTINCT_CAP, EWMA_TTL_TAUS, known-good op, shared op (1-based, 0: none),
- *   users that make an address shared, then 6 per op: type (r rate, d distinct, R read, e ewma),
+ *   users that make an address shared, the blen version the ban keys were built for, then 6 per op:
+ *   type (r rate, d distinct, R read, e ewma),
  *   charge (p if-pass, c if-conform, a always, n never, P pending, S settle, F forget), then
  *   rate: cost, limit, window, flags | distinct: member, limit, window, flags | read: of, limit, rateLimit, window |
  *   ewma: cost, tau, window, withSelf.
- * Returns: now, ban (flat hash or empty), suspension (flat hash or empty), then per op: count, exceeded, seen.
+ * Returns: now, ban (flat hash or empty), suspension (flat hash or empty), then per op: count, exceeded, seen;
+ * or, when the ban keys were built for another set of prefix lengths: 'lengths', version, blen (flat), and nothing
+ * was read or charged.
  */
-export const APPLY_LUA = `${COMMON}
+export const APPLY_LUA = `${COMMON}${BANLENS}
 local now = clock(ARGV[1])
+local lensKey = KEYS[#KEYS]
+local version = redis.call('HGET', lensKey, 'v')
+if not version then
+  local P = string.sub(lensKey, 1, -5)
+  if redis.call('ZCOUNT', P .. 'bans', '(' .. num(now), '+inf') > 0 then
+    rebuildLens(P, now)
+    version = redis.call('HGET', lensKey, 'v')
+  end
+end
+version = version or ''
+if version ~= ARGV[9] then return { 'lengths', version, redis.call('HGETALL', lensKey) } end
 local nb, ns, CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local KG, SH, SHMIN = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local G = 8
+local G = 9
 -- the longest-lasting active ban covering the client
 local ban, banUntil = {}, nil
 for i = 1, nb do
@@ -421,7 +520,7 @@ local key = P .. (kind == 'ban' and 'ban:' or 'susp:') .. subject
 local rec = redis.call('HGETALL', key)
 if #rec == 0 then return { num(now), rec } end
 if kind == 'ban' then
-  dropBan(subject)
+  dropBan(subject, now)
   audit(now, 'unban', subject, field(rec, 'rule'), reason, actor, '{}', '{"was":' .. banJson(rec) .. '}')
 else
   dropSusp(subject)
@@ -466,7 +565,7 @@ for i = 8, #ARGV, 10 do
     local subject, time = ARGV[i + 1], tonumber(ARGV[i + 2])
     local since = tonumber(redis.call('HGET', P .. (t == 'U' and 'ban:' or 'susp:') .. subject, 'since') or '')
     if since ~= nil and since <= time then
-      if t == 'U' then dropBan(subject) else dropSusp(subject) end
+      if t == 'U' then dropBan(subject, now) else dropSusp(subject) end
       changed = changed + 1
     end
   elseif t == 'A' then

@@ -18,8 +18,18 @@
  * replicas): the Cluster gives failover, not sharding. One Redis core does
  * far more script calls per second than a mail system makes policy requests.
  *
+ * Bans of any prefix length: a request's ban keys are built only for the
+ * lengths some ban in force has, as last learnt from Redis (`blen`, see
+ * BANLENS in store/redis-lua.ts). APPLY checks that the node's copy is
+ * current and, when a ban of a new length was made meanwhile, answers the
+ * new lengths instead; the node then asks again. So a ban made on any node
+ * holds on every node from its next request, without a second round trip
+ * per request.
+ *
  * Trusts: the Redis server and everyone who can write to it (it holds the
- * bans). Knows nothing about fallback: errors and slowness are for
+ * bans). What it reads back is still checked (store/records.ts): a damaged
+ * or hand-edited record is repaired or skipped, never a reason to throw.
+ * Knows nothing about fallback: errors and slowness are for
  * store/resilient.ts to handle.
  *
  * Known limits: the usual rate (ewma) uses Redis's libm `exp`, which may differ
@@ -33,6 +43,7 @@ import type { ApplyResult, CounterResult } from '../engine/decide.js';
 import { banSubject, type CounterOp, type Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import { DISTINCT_CAP } from './counting.js';
+import { checkBan, checkSuspension, type Checked } from './records.js';
 import {
   APPLY_LUA,
   AUDIT_LUA,
@@ -87,6 +98,8 @@ export interface RedisStoreOptions {
    */
   time?: 'server' | 'caller';
   auditMax?: number;
+  /** Where a repaired or skipped stored record is reported (once per subject); silent when unset. */
+  warn?: ((fields: Record<string, unknown>, message: string) => void) | undefined;
 }
 
 type Script = (numKeys: number, ...args: string[]) => Promise<unknown>;
@@ -155,31 +168,26 @@ function flatToMap(flat: unknown): Map<string, string> {
   return m;
 }
 
-function banOf(flat: unknown): BanRecord | undefined {
-  const m = flatToMap(flat);
-  if (!m.has('until')) return undefined;
-  return {
-    subject: m.get('subject') ?? '',
-    since: Number(m.get('since')),
-    until: Number(m.get('until')),
-    rule: m.get('rule') ?? '',
-    reason: m.get('reason') ?? '',
-    offence: Number(m.get('offence')),
-    actor: m.get('actor') ?? '',
-  };
+/** The prefix lengths some ban in force has, as of a version of the `blen` index (APPLY_LUA). */
+interface BanLengths {
+  version: string;
+  v4: readonly number[];
+  v6: readonly number[];
 }
 
-function suspensionOf(flat: unknown): SuspensionRecord | undefined {
-  const m = flatToMap(flat);
-  if (!m.has('until')) return undefined;
-  return {
-    user: m.get('user') ?? '',
-    since: Number(m.get('since')),
-    until: Number(m.get('until')),
-    rule: m.get('rule') ?? '',
-    reason: m.get('reason') ?? '',
-    actor: m.get('actor') ?? '',
-  };
+const NO_LENGTHS: readonly number[] = [];
+/** Answers of APPLY that the lengths changed, in a row, before the store gives up (bans changing that fast). */
+const LENGTH_RETRIES = 5;
+
+function lengthsOf(version: string, flat: unknown): BanLengths {
+  const v4: number[] = [];
+  const v6: number[] = [];
+  for (const field of flatToMap(flat).keys()) {
+    const len = Number(field.slice(2));
+    if (field.startsWith('4/') && len >= 0 && len <= 32) v4.push(len);
+    else if (field.startsWith('6/') && len >= 0 && len <= 128) v6.push(len);
+  }
+  return { version, v4: v4.sort((a, b) => b - a), v6: v6.sort((a, b) => b - a) };
 }
 
 /** Credentials and TLS from a redis:// URL, for Sentinel and Cluster connections. */
@@ -267,6 +275,11 @@ export class RedisStore implements Store {
   private readonly auditMax: string;
   private readonly bansKey: string;
   private readonly suspsKey: string;
+  private readonly lensKey: string;
+  /** Ban keys are built for these lengths only; APPLY says when they are out of date. */
+  private lengths: BanLengths = { version: '', v4: NO_LENGTHS, v6: NO_LENGTHS };
+  /** Damaged records already reported (a ban is read on every request of its source). */
+  private readonly reported = new Set<string>();
   private subscriber: RedisClient | undefined;
   /** Redis's clock minus ours at the last answer (server time only). */
   clockSkewMs: number | null = null;
@@ -282,6 +295,7 @@ export class RedisStore implements Store {
     this.auditMax = String(opts.auditMax ?? AUDIT_MAX_PER_SUBJECT);
     this.bansKey = `${this.P}bans`;
     this.suspsKey = `${this.P}susps`;
+    this.lensKey = `${this.P}blen`;
     this.scripts = defineScripts(opts.client);
   }
 
@@ -301,10 +315,16 @@ export class RedisStore implements Store {
   }
 
   apply(plan: Plan, now: number): Promise<ApplyResult> {
+    return this.applyFor(plan, now, 0);
+  }
+
+  /** One APPLY with the ban keys of the lengths last learnt; again with the new ones if they changed. */
+  private applyFor(plan: Plan, now: number, tries: number): Promise<ApplyResult> {
     const P = this.P;
     const keys: string[] = [];
     const cover = plan.banCover;
-    const bans = cover === undefined ? [] : cover.lengths.map((len) => banSubject(cover, len));
+    const lengths = this.lengths;
+    const bans = cover === undefined ? [] : (cover.v6 ? lengths.v6 : lengths.v4).map((len) => banSubject(cover, len));
     for (const s of bans) keys.push(`${P}ban:${s}`);
     const ns = plan.suspendedUser === undefined ? 0 : 1;
     if (ns === 1) keys.push(`${P}susp:${plan.suspendedUser as string}`);
@@ -319,18 +339,52 @@ export class RedisStore implements Store {
       at(plan.knownGood),
       at(plan.shared),
       String(plan.sharedMin),
+      lengths.version,
     ];
     for (const op of plan.counters) {
       keys.push(`${P}c:${op.key}`);
       pushOp(args, op);
     }
-    return this.scripts
-      .mwApply(keys.length, ...keys, ...args)
-      .then((raw) => this.applyResult(raw as unknown[], plan.counters.length));
+    keys.push(this.lensKey);
+    return this.scripts.mwApply(keys.length, ...keys, ...args).then((raw) => {
+      const r = raw as unknown[];
+      if (r[0] !== 'lengths') return this.applyResult(r, plan.counters.length);
+      this.lengths = lengthsOf(r[1] as string, r[2]);
+      if (tries + 1 >= LENGTH_RETRIES) throw new Error('the prefix lengths of bans kept changing during one decision');
+      return this.applyFor(plan, now, tries + 1);
+    });
+  }
+
+  /** A ban hash as read back, checked (store/records.ts); undefined when there is none, or it was skipped. */
+  private readonly banOf = (flat: unknown, now: number): BanRecord | undefined => {
+    const m = flatToMap(flat);
+    return m.has('until') ? this.checked('ban', m.get('subject'), checkBan(Object.fromEntries(m), now)) : undefined;
+  };
+
+  private readonly suspensionOf = (flat: unknown, now: number): SuspensionRecord | undefined => {
+    const m = flatToMap(flat);
+    return m.has('until')
+      ? this.checked('suspension', m.get('user'), checkSuspension(Object.fromEntries(m), now))
+      : undefined;
+  };
+
+  /** Damage is reported once per subject. */
+  private checked<T>(kind: string, id: string | undefined, c: Checked<T>): T | undefined {
+    if (c.problems.length === 0) return c.rec;
+    const key = `${kind}|${id ?? ''}`;
+    if (!this.reported.has(key)) {
+      if (this.reported.size >= 10_000) this.reported.clear();
+      this.reported.add(key);
+      this.opts.warn?.(
+        { kind, subject: id, problems: c.problems },
+        `store: a ${kind} in Redis was ${c.rec ? 'repaired' : 'skipped'} as read: ${c.problems.join('; ')}`,
+      );
+    }
+    return c.rec;
   }
 
   private applyResult(r: unknown[], n: number): ApplyResult {
-    this.sawTime(r[0] as string);
+    const at = this.sawTime(r[0] as string);
     const banFlat = r[1] as string[];
     const suspFlat = r[2] as string[];
     const counters = new Array<CounterResult>(n);
@@ -341,8 +395,8 @@ export class RedisStore implements Store {
       counters[i] = seen === '' ? { count, exceeded } : { count, exceeded, seen: seen === '1' };
     }
     return {
-      ban: banFlat.length ? banOf(banFlat) : undefined,
-      suspension: suspFlat.length ? suspensionOf(suspFlat) : undefined,
+      ban: banFlat.length ? this.banOf(banFlat, at) : undefined,
+      suspension: suspFlat.length ? this.suspensionOf(suspFlat, at) : undefined,
       counters,
     };
   }
@@ -419,11 +473,11 @@ export class RedisStore implements Store {
   }
 
   unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
-    return this.lift(this.bansKey, 'ban', subject, actor, now, reason, banOf);
+    return this.lift(this.bansKey, 'ban', subject, actor, now, reason, this.banOf);
   }
 
   resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
-    return this.lift(this.suspsKey, 'susp', user, actor, now, reason, suspensionOf);
+    return this.lift(this.suspsKey, 'susp', user, actor, now, reason, this.suspensionOf);
   }
 
   /** Lifts one ban or suspension; returns it if it was still in force. */
@@ -434,23 +488,23 @@ export class RedisStore implements Store {
     actor: string,
     now: number,
     reason: string,
-    parse: (flat: unknown) => T | undefined,
+    parse: (flat: unknown, now: number) => T | undefined,
   ): Promise<T | undefined> {
     const r = (await this.scripts.mwLift(1, index, this.t(now), ...this.recordArgs(actor), kind, id, reason)) as [
       string,
       string[],
     ];
     const at = this.sawTime(r[0]);
-    const rec = parse(r[1]);
+    const rec = parse(r[1], at);
     return rec && rec.until > at ? rec : undefined;
   }
 
   listBans(now: number): Promise<BanRecord[]> {
-    return this.list(this.bansKey, 'ban', now, banOf);
+    return this.list(this.bansKey, 'ban', now, this.banOf);
   }
 
   listSuspensions(now: number): Promise<SuspensionRecord[]> {
-    return this.list(this.suspsKey, 'susp', now, suspensionOf);
+    return this.list(this.suspsKey, 'susp', now, this.suspensionOf);
   }
 
   /** The bans or suspensions in force, newest first. */
@@ -458,13 +512,13 @@ export class RedisStore implements Store {
     index: string,
     kind: 'ban' | 'susp',
     now: number,
-    parse: (flat: unknown) => T | undefined,
+    parse: (flat: unknown, now: number) => T | undefined,
   ): Promise<T[]> {
     const r = (await this.scripts.mwList(1, index, this.t(now), this.P, kind)) as unknown[];
     const at = this.sawTime(r[0] as string);
     const out: T[] = [];
     for (let i = 1; i < r.length; i++) {
-      const rec = parse(r[i]);
+      const rec = parse(r[i], at);
       if (rec && rec.until > at) out.push(rec);
     }
     return out.sort((a, b) => b.since - a.since);
@@ -527,9 +581,14 @@ export class RedisStore implements Store {
       String(this.opts.lookbackMs),
     ];
     const e = '';
+    // The time the scripts will use: Redis's (as last seen) unless the caller's is in force.
+    const at = this.serverTime ? Date.now() + (this.clockSkewMs ?? 0) : now;
     for (const it of items) {
+      // Queued in SQLite during an outage: checked like any record read back, so one damaged item
+      // cannot fail the script (and with it every push) for good.
       if (it.t === 'ban') {
-        const b = it.rec;
+        const b = this.checked('ban', it.rec.subject, checkBan(it.rec, at));
+        if (b === undefined) continue;
         args.push(
           'B',
           b.subject,
@@ -543,12 +602,13 @@ export class RedisStore implements Store {
           e,
         );
       } else if (it.t === 'suspend') {
-        const s = it.rec;
+        const s = this.checked('suspension', it.rec.user, checkSuspension(it.rec, at));
+        if (s === undefined) continue;
         args.push('S', s.user, String(s.since), String(s.until), s.rule, s.reason, s.actor, it.node, e, e);
-      } else if (it.t === 'unban') {
-        args.push('U', it.subject, String(it.time), e, e, e, e, e, e, e);
-      } else if (it.t === 'resume') {
-        args.push('R', it.user, String(it.time), e, e, e, e, e, e, e);
+      } else if (it.t === 'unban' || it.t === 'resume') {
+        if (!Number.isFinite(Number(it.time))) continue;
+        const [tag, id] = it.t === 'unban' ? ['U', it.subject] : ['R', it.user];
+        args.push(tag, id, String(it.time), e, e, e, e, e, e, e);
       } else {
         const a = it.row;
         args.push(

@@ -1,7 +1,21 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isIP } from 'node:net';
-import { canonicalIp, isDottedQuad, isIPv6, NetworkSet, networkOf, parseSubject } from '../../src/engine/address.js';
+import {
+  canonicalIp,
+  contains,
+  isDottedQuad,
+  isIPv6,
+  NetworkSet,
+  networkOf,
+  overlaps,
+  parseSubject,
+  type ParsedSubject,
+  v6Groups,
+  v6NetworkOf,
+} from '../../src/engine/address.js';
+import ipaddr from 'ipaddr.js';
+import { bitsOf, block, randomAddress, type Block } from '../helpers/cidr.js';
 import { prng } from '../helpers/prng.js';
 
 void describe('canonicalIp', () => {
@@ -253,5 +267,81 @@ void describe('NetworkSet', () => {
     assert.equal(empty.has('2001:db8::1'), false);
     assert.throws(() => new NetworkSet(['192.0.2.0/24', 'not-a-net']), /not an IP address or network: not-a-net/);
     assert.throws(() => new NetworkSet(['192.0.2.0/33']), /not an IP address or network/);
+  });
+});
+
+void describe('contains and overlaps: range containment, both ways', () => {
+  const p = (s: string): ParsedSubject => {
+    const r = parseSubject(s);
+    assert.ok(r, s);
+    return r;
+  };
+
+  void test('a network holds its addresses and smaller networks; an address holds only itself', () => {
+    assert.equal(contains(p('127.0.0.0/8'), p('127.0.0.1')), true);
+    assert.equal(contains(p('127.0.0.1'), p('127.0.0.0/8')), false);
+    assert.equal(overlaps(p('127.0.0.0/8'), p('127.0.0.1')), true);
+    assert.equal(overlaps(p('127.0.0.1'), p('127.0.0.0/8')), true);
+    assert.equal(contains(p('198.18.0.0/15'), p('198.19.255.255')), true);
+    assert.equal(overlaps(p('198.18.0.0/15'), p('198.20.0.0/16')), false);
+    assert.equal(contains(p('192.0.2.7'), p('192.0.2.7')), true);
+    assert.equal(overlaps(p('192.0.2.7'), p('192.0.2.8')), false);
+    assert.equal(contains(p('0.0.0.0/0'), p('255.255.255.255')), true);
+    assert.equal(contains(p('128.0.0.0/1'), p('127.255.255.255')), false, 'the sign bit');
+    assert.equal(contains(p('::/0'), p('2001:db8::1')), true);
+    assert.equal(contains(p('2001:db8::/32'), p('2001:db8:ffff::/48')), true);
+    assert.equal(overlaps(p('2001:db8::/32'), p('2001:db9::/32')), false);
+    assert.equal(overlaps(p('0.0.0.0/0'), p('::1')), false, 'no cross-family overlap');
+    assert.equal(contains(p('::/0'), p('127.0.0.1')), false);
+  });
+
+  void test('agree with address arithmetic on random pairs of every length', () => {
+    const rand = prng(12);
+    const subject = (b: Block): ParsedSubject => p(b.text);
+    for (let i = 0; i < 4000; i++) {
+      const v6 = rand() < 0.5;
+      const bits = bitsOf(v6);
+      const a = block(randomAddress(rand, v6), Math.floor(rand() * (bits + 1)), v6);
+      // Often a neighbour of a, so that nesting is common, not one chance in billions.
+      const near = a.first ^ (1n << BigInt(Math.floor(rand() * bits)));
+      const b = block(rand() < 0.8 ? near : randomAddress(rand, v6), Math.floor(rand() * (bits + 1)), v6);
+      const holds = a.first <= b.first && b.last <= a.last;
+      const shares = a.first <= b.last && b.first <= a.last;
+      assert.equal(contains(subject(a), subject(b)), holds, `${a.text} holds ${b.text}`);
+      assert.equal(overlaps(subject(a), subject(b)), shares, `${a.text} overlaps ${b.text}`);
+      assert.equal(overlaps(subject(b), subject(a)), shares);
+    }
+  });
+
+  void test('NetworkSet.overlapping names the allowlist entry a network holds or sits in', () => {
+    const set = new NetworkSet(['127.0.0.1', '::1', '10.20.0.0/16']);
+    assert.equal(set.overlapping(p('127.0.0.0/8'))?.text, '127.0.0.1');
+    assert.equal(set.overlapping(p('10.20.30.0/24'))?.text, '10.20.0.0/16');
+    assert.equal(set.overlapping(p('10.0.0.0/8'))?.text, '10.20.0.0/16');
+    assert.equal(set.overlapping(p('::/0'))?.text, '::1');
+    assert.equal(set.overlapping(p('10.21.0.0/16')), undefined);
+    assert.equal(set.overlapping(p('128.0.0.0/1')), undefined);
+  });
+});
+
+void describe('IPv6 networks printed without a round trip through the parser', () => {
+  void test('v6NetworkOf is exactly what ipaddr.js prints (RFC 5952), for every prefix of zero-heavy addresses', () => {
+    const rand = prng(5);
+    for (let i = 0; i < 3000; i++) {
+      // Mostly zero groups, so that runs of every length and position, and ties, are common.
+      const parts = Array.from({ length: 8 }, () => (rand() < 0.55 ? 0 : Math.floor(rand() * 65536)));
+      const ip = ipaddr.IPv6.parse(parts.map((p) => p.toString(16)).join(':'));
+      const text = ip.toRFC5952String();
+      const len = Math.floor(rand() * 129);
+      const bytes = ip.toByteArray();
+      for (let b = 0; b < 16; b++) {
+        const left = len - b * 8;
+        if (left <= 0) bytes[b] = 0;
+        else if (left < 8) bytes[b] = (bytes[b] as number) & (0xff << (8 - left));
+      }
+      const want = `${(ipaddr.fromByteArray(bytes) as ipaddr.IPv6).toRFC5952String()}/${len}`;
+      assert.equal(v6NetworkOf(v6Groups(text), len), want, `${text}/${len}`);
+      assert.equal(networkOf(text, len), want);
+    }
   });
 });

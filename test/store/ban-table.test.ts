@@ -2,10 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { banCoverFor } from '../../src/engine/plan.js';
 import type { BanRecord } from '../../src/engine/types.js';
-import { loadSettingsFromText } from '../../src/config/load.js';
 import { BanTable } from '../../src/store/ban-table.js';
 
-const policy = loadSettingsFromText('{}\n', 't.yaml').policy;
 const ban = (subject: string, until = 1000): BanRecord => ({
   subject,
   since: 0,
@@ -15,7 +13,7 @@ const ban = (subject: string, until = 1000): BanRecord => ({
   offence: 1,
   actor: 'test',
 });
-const cover = (ip: string) => banCoverFor(ip, policy);
+const cover = (ip: string) => banCoverFor(ip);
 
 describe('ban table: the bans covering a client', () => {
   test('finds a ban on the address or on any enclosing network size, the longest-lasting first', () => {
@@ -59,5 +57,45 @@ describe('ban table: the bans covering a client', () => {
     assert.equal(t.get('203.0.113.0/24'), undefined, 'the expired network ban is gone');
     assert.equal(t.covering(cover('203.0.113.5'), 300), undefined);
     assert.deepEqual([...t.values()], []);
+  });
+});
+
+describe('ban table: only the prefix lengths some ban has are looked up', () => {
+  test('bans of odd lengths and of /0 cover every address inside them, and no other', () => {
+    const t = new BanTable();
+    t.set(ban('198.18.0.0/15'));
+    t.set(ban('203.0.112.0/23'));
+    t.set(ban('2001:db8:ff00::/40'));
+    assert.deepEqual(t.lengths(false), [23, 15]);
+    assert.deepEqual(t.lengths(true), [40]);
+    assert.equal(t.covering(cover('198.19.255.255'), 0)?.subject, '198.18.0.0/15');
+    assert.equal(t.covering(cover('198.20.0.0'), 0), undefined);
+    assert.equal(t.covering(cover('198.17.255.255'), 0), undefined);
+    assert.equal(t.covering(cover('203.0.113.5'), 0)?.subject, '203.0.112.0/23');
+    assert.equal(t.covering(cover('203.0.114.0'), 0), undefined);
+    assert.equal(t.covering(cover('2001:db8:ffff::1'), 0)?.subject, '2001:db8:ff00::/40');
+    assert.equal(t.covering(cover('2001:db9::1'), 0), undefined);
+    t.set(ban('0.0.0.0/0', 500));
+    t.set(ban('::/0', 500));
+    assert.equal(t.covering(cover('8.8.8.8'), 0)?.subject, '0.0.0.0/0');
+    assert.equal(t.covering(cover('2a00::1'), 0)?.subject, '::/0');
+    assert.equal(t.covering(cover('198.18.0.1'), 0)?.subject, '198.18.0.0/15', 'the longest-lasting one');
+  });
+
+  test('a length leaves the list with its last ban, lifted or expired', () => {
+    const t = new BanTable();
+    t.set(ban('10.1.0.0/17', 100));
+    t.set(ban('10.2.0.0/17', 300));
+    t.set(ban('10.3.0.0/17', 300));
+    assert.deepEqual(t.lengths(false), [17]);
+    t.delete('10.2.0.0/17');
+    assert.deepEqual(t.lengths(false), [17]);
+    assert.equal(t.covering(cover('10.1.0.1'), 200), undefined, 'expired, and dropped');
+    assert.deepEqual(t.lengths(false), [17]);
+    t.delete('10.3.0.0/17');
+    assert.deepEqual(t.lengths(false), []);
+    t.set(ban('10.3.0.0/17'));
+    t.clear();
+    assert.deepEqual(t.lengths(false), []);
   });
 });

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { decide } from '../../src/engine/decide.js';
 import { plan } from '../../src/engine/plan.js';
-import type { BanRecord } from '../../src/engine/types.js';
+import { MAX_DURATION_MS, type BanRecord } from '../../src/engine/types.js';
 import { RedisStore, type StoreEvent } from '../../src/store/redis.js';
 import { loadSettings } from '../../src/config/load.js';
 import { makeEvent, rulesPolicy, SECOND } from '../helpers/policy.js';
@@ -142,7 +142,20 @@ void describe('redis store: what only the shared store does', () => {
     const keys = server.cli('--scan', '--pattern', `{${p}}:*`).split('\n').filter(Boolean);
     assert.ok(keys.length >= 15, keys.join(' '));
     for (const k of keys) assert.ok(Number(server.cli('pttl', k)) > 0, `${k} has no TTL`);
-    for (const kind of ['c:', 'ban:', 'bans', 'susp:', 'susps', 'off:', 'agg:', 'aggof:', 'audit:', 'athr:']) {
+    for (const kind of [
+      'c:',
+      'ban:',
+      'bans',
+      'blen',
+      'blz:',
+      'susp:',
+      'susps',
+      'off:',
+      'agg:',
+      'aggof:',
+      'audit:',
+      'athr:',
+    ]) {
       assert.ok(
         keys.some((k) => k.startsWith(`{${p}}:${kind}`)),
         `a ${kind} key`,
@@ -252,5 +265,118 @@ void describe('redis store: what only the shared store does', () => {
     assert.deepEqual([row?.kind, row?.node, row?.evidence], ['ban', 'b', { offence: 1 }]);
     await s.restore([{ t: 'unban', subject: '198.51.100.21', time: Date.now() + SECOND }], 0);
     assert.deepEqual((await s.listBans(0)).map((b) => b.subject).sort(), ['198.51.100.20', '198.51.100.22']);
+  });
+
+  // No allowlist and no counter on the events asked: only bans decide.
+  const anyAddress = rulesPolicy(
+    '  - {name: helos, on: [helo], key: ip, count: events, limit: 10, window: 1m}',
+    'allowlist: {networks: []}',
+  );
+  /** The ban the store answers for a CONNECT from `ip`. */
+  const banFor = async (s: RedisStore, ip: string): Promise<string | undefined> =>
+    (await s.apply(plan(makeEvent({ ip }), anyAddress), 0)).ban?.subject;
+
+  void test('a ban of a new prefix length made by another node holds at once; a node looks up only lengths in force', async () => {
+    const p = prefix();
+    const c = client();
+    const a = new RedisStore({ client: c, prefix: p, node: 'a', lookbackMs: 86_400_000 });
+    const b = new RedisStore({ client: client(), prefix: p, node: 'b', lookbackMs: 86_400_000 });
+    const ask = (ip: string): Promise<string | undefined> => banFor(a, ip);
+    assert.equal(await ask('198.18.1.1'), undefined); // node a learns: no ban, no length
+    const calls = (): number => {
+      const m = /cmdstat_evalsha:calls=(\d+)/.exec(server.cli('info', 'commandstats'));
+      return Number(m?.[1] ?? 0);
+    };
+    await b.commit([banEffect(anyAddress, '198.18.0.0/15', { durationMs: 60_000 })], 0, 'cli');
+    let before = calls();
+    assert.equal(await ask('198.18.1.1'), '198.18.0.0/15', 'seen on the first request after it');
+    assert.equal(calls() - before, 2, 'one answer with the new lengths, then the decision');
+    before = calls();
+    assert.equal(await ask('198.19.255.255'), '198.18.0.0/15');
+    assert.equal(await ask('198.20.0.0'), undefined);
+    assert.equal(calls() - before, 2, 'one round trip each once the lengths are known');
+    assert.deepEqual(
+      server.cli('hkeys', `{${p}}:blen`).split('\n').filter(Boolean).sort(),
+      ['4/15', 'v'],
+      'the only length in force',
+    );
+    await b.commit([banEffect(anyAddress, '2001:db8:ff00::/40', { durationMs: 60_000 })], 0, 'cli');
+    assert.equal(await ask('2001:db8:ffff::1'), '2001:db8:ff00::/40');
+    await b.unban('198.18.0.0/15', 'cli', 0, 'done');
+    await b.unban('2001:db8:ff00::/40', 'cli', 0, 'done');
+    assert.equal(server.cli('exists', `{${p}}:blen`), '0', 'no ban, no index');
+    assert.equal(await ask('198.18.1.1'), undefined);
+  });
+
+  void test('bans made before the index of lengths existed (or after it was lost) are found: it is rebuilt', async () => {
+    const p = prefix();
+    const s = new RedisStore({ client: client(), prefix: p, node: 'a', lookbackMs: 86_400_000 });
+    await s.commit(
+      [
+        banEffect(anyAddress, '203.0.112.0/23', { durationMs: 60_000 }),
+        banEffect(anyAddress, '192.0.2.9', { durationMs: 60_000 }),
+      ],
+      0,
+      'cli',
+    );
+    const ask = (ip: string): Promise<string | undefined> => banFor(s, ip);
+    assert.equal(await ask('203.0.113.5'), '203.0.112.0/23');
+    const index = server.cli('--scan', '--pattern', `{${p}}:bl*`).split('\n').filter(Boolean);
+    assert.ok(index.length >= 3, index.join(' '));
+    server.cli('del', ...index);
+    // A fresh store knows no lengths; so does one whose index was lost.
+    const fresh = new RedisStore({ client: client(), prefix: p, node: 'b', lookbackMs: 86_400_000 });
+    assert.equal(await banFor(fresh, '203.0.112.1'), '203.0.112.0/23');
+    assert.equal(await ask('192.0.2.9'), '192.0.2.9');
+    assert.equal(await ask('203.0.114.1'), undefined);
+  });
+
+  void test('a damaged ban in Redis is enforced with a bounded end and listed; it never makes a decision throw', async () => {
+    const p = prefix();
+    const warnings: string[] = [];
+    const s = new RedisStore({
+      client: client(),
+      prefix: p,
+      node: 'a',
+      lookbackMs: 86_400_000,
+      warn: (_f, m) => warnings.push(m),
+    });
+    await s.commit([banEffect(anyAddress, '198.51.100.44', { durationMs: 60_000 })], 0, 'cli');
+    // As an older version, a hand edit or a damaged restore could leave it.
+    server.cli('hset', `{${p}}:ban:198.51.100.44`, 'until', '1e300', 'since', 'x', 'offence', '-3');
+    const ev = makeEvent({ ip: '198.51.100.44' });
+    const r = await s.apply(plan(ev, anyAddress), 0);
+    const now = Date.now();
+    assert.ok(r.ban && r.ban.until > now && r.ban.until <= now + MAX_DURATION_MS, String(r.ban?.until));
+    assert.equal(r.ban.offence, 1);
+    const d = decide(ev, anyAddress, plan(ev, anyAddress), r);
+    assert.equal(d.action, 'reject');
+    assert.match(d.reason, /blocked until \d{4}-\d\d-\d\dT/);
+    await s.apply(plan(ev, anyAddress), 0);
+    assert.equal(warnings.length, 1, 'reported once, not on every request');
+    assert.match(warnings[0] ?? '', /until 1e\+300 is more than 3650d away/);
+    const [listed] = await s.listBans(0);
+    assert.equal(listed?.subject, '198.51.100.44');
+    assert.ok(Number.isFinite(new Date(listed.until).getTime()));
+  });
+
+  void test('a damaged item queued during an outage is skipped or repaired; the push goes through', async () => {
+    const s = new RedisStore({ client: client(), prefix: prefix(), node: 'a', lookbackMs: 86_400_000 });
+    const now = Date.now();
+    const rec = (subject: string, until: unknown): BanRecord =>
+      ({ subject, since: now, until, rule: 'local', reason: 'r', offence: 1, actor: 'mailwarden' }) as BanRecord;
+    const changed = await s.restore(
+      [
+        { t: 'ban', rec: rec('not-an-address', now + 60_000), node: 'b' },
+        { t: 'ban', rec: rec('198.51.100.70', 'garbage'), node: 'b' },
+        { t: 'unban', subject: '198.51.100.71', time: Number.NaN },
+        { t: 'ban', rec: rec('198.51.100.72', now + 60_000), node: 'b' },
+      ],
+      0,
+    );
+    assert.equal(changed, 2);
+    const bans = await s.listBans(0);
+    assert.deepEqual(bans.map((b) => b.subject).sort(), ['198.51.100.70', '198.51.100.72']);
+    assert.ok((bans.find((b) => b.subject === '198.51.100.70')?.until ?? 0) <= Date.now() + MAX_DURATION_MS);
   });
 });

@@ -17,6 +17,8 @@ import type { BanEffect, Decision, Effect, MailEvent, SuspendEffect } from '../.
 import { DISTINCT_CAP, usualAdd, usualRate, type Usual } from '../../src/store/counting.js';
 import type { CommitResult, Store } from '../../src/store/types.js';
 import { guessingContract } from './contract-guessing.js';
+import { bitsOf, block, fromBig, holds, inside, justOutside, randomAddress, type Block } from '../helpers/cidr.js';
+import { prng } from '../helpers/prng.js';
 import {
   allowed,
   DAY,
@@ -639,6 +641,65 @@ export function storeContract(name: string, make: MakeStore): void {
           assert.equal(rows[0]?.evidence.trigger, '2001:db8:1:4::/64');
           assert.equal((await h.run({ ip: '2001:db8:1:ffff::1' })).result.ban?.subject, '2001:db8:1::/48');
         });
+      });
+
+      void describe('a ban of any prefix length', () => {
+        // No allowlist, so that a random block may hold any address; no counter on connect.
+        const any = rulesPolicy(
+          '  - {name: helos, on: [helo], key: ip, count: events, limit: 1000, window: 1m}',
+          'allowlist: {networks: []}',
+        );
+        const banOf = async (h: AsyncHarness, n: bigint, v6: boolean): Promise<string | undefined> =>
+          (await h.run({ ip: fromBig(n, v6) })).result.ban?.subject;
+
+        void test('covers every address inside it and none just outside, for every length 1–32 and 1–128', () =>
+          withStore(any, async (h) => {
+            const rand = prng(2026);
+            for (const v6 of [false, true]) {
+              for (let len = 1; len <= bitsOf(v6); len++) {
+                const b = block(randomAddress(rand, v6), len, v6);
+                await h.store.commit([banEffect(any, b.text, { durationMs: HOUR })], h.now, 'cli');
+                for (const n of [b.first, b.last, inside(rand, b)])
+                  assert.equal(await banOf(h, n, v6), b.text, `${fromBig(n, v6)} inside ${b.text}`);
+                for (const n of justOutside(b))
+                  assert.equal(await banOf(h, n, v6), undefined, `${fromBig(n, v6)} outside ${b.text}`);
+                assert.ok(await h.store.unban(b.text, 'cli', h.now, 'next length'));
+                assert.equal(await banOf(h, b.first, v6), undefined, `${b.text} lifted`);
+              }
+            }
+          }));
+
+        void test('bans of every length in force at once: an address is banned exactly when one holds it', () =>
+          withStore(any, async (h) => {
+            const rand = prng(7);
+            const blocks: Block[] = [];
+            for (const v6 of [false, true])
+              for (let len = 1; len <= bitsOf(v6); len++) blocks.push(block(randomAddress(rand, v6), len, v6));
+            for (const b of blocks)
+              await h.store.commit([banEffect(any, b.text, { durationMs: HOUR + b.len })], h.now, 'cli');
+            assert.equal((await h.store.listBans(h.now)).length, blocks.length);
+            for (const b of blocks) {
+              for (const n of [inside(rand, b), ...justOutside(b), randomAddress(rand, b.v6)]) {
+                const holding = blocks.filter((o) => o.v6 === b.v6 && holds(o, n));
+                // The longest-lasting ban holding it: here the longest prefix.
+                const want = holding.sort((x, y) => y.len - x.len)[0]?.text;
+                assert.equal(await banOf(h, n, b.v6), want, fromBig(n, b.v6));
+              }
+            }
+          }));
+
+        void test('/0 refuses every address of its family, and ends like any other ban', () =>
+          withStore(any, async (h) => {
+            await h.store.commit([banEffect(any, '0.0.0.0/0', { durationMs: HOUR })], h.now, 'cli');
+            assert.equal((await h.run({ ip: '8.8.8.8' })).decision.action, 'reject');
+            assert.equal((await h.run({ ip: '255.255.255.255' })).result.ban?.subject, '0.0.0.0/0');
+            assert.equal((await h.run({ ip: '2001:db8::1' })).result.ban, undefined);
+            await h.store.commit([banEffect(any, '::/0', { durationMs: 2 * HOUR })], h.now, 'cli');
+            assert.equal((await h.run({ ip: '2001:db8::1' })).result.ban?.subject, '::/0');
+            h.advance(HOUR);
+            assert.equal((await h.run({ ip: '8.8.8.8' })).result.ban, undefined);
+            assert.equal((await h.run({ ip: '2a00::1' })).result.ban?.subject, '::/0');
+          }));
       });
 
       void test('a trusted network is never checked for bans', () =>
