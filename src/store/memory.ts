@@ -16,7 +16,7 @@
  * it counts on its own only while Redis is unreachable.
  */
 import { escalatedDuration, type ApplyResult, type CounterResult } from '../engine/decide.js';
-import type { CounterOp, Plan } from '../engine/plan.js';
+import { banCoverFor, type CounterOp, type Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import { gateContext, holds, passes } from '../engine/gate.js';
 import {
@@ -32,7 +32,9 @@ import {
   type Usual,
 } from './counting.js';
 import { BanTable } from './ban-table.js';
+import { checkBan, checkCounter, checkSuspension, type Checked, type CounterValue } from './records.js';
 import { CounterTable } from './counter-table.js';
+import { DiskWrites, type DiskHealth } from './disk-writes.js';
 import { SqlitePersistence } from './sqlite.js';
 import {
   AUDIT_THROTTLE_MS,
@@ -50,9 +52,14 @@ export interface MemoryStoreOptions {
   /** Offence history older than this is forgotten (the escalation look-back). */
   lookbackMs: number;
   now: () => number;
+  /** Where a repaired or skipped stored record is reported (store/records.ts); silent when unset. */
+  warn?: ((fields: Record<string, unknown>, message: string) => void) | undefined;
+  /** Told when writes to the data directory start failing and when they work again (store/disk-writes.ts). */
+  onDisk?: ((health: DiskHealth) => void) | undefined;
 }
 
-type CounterValue = number | Map<string, number> | Usual;
+/** The actor of what the rules do; anyone else is a person waiting for an answer. */
+const AUTOMATIC = 'mailwarden';
 
 export class MemoryStore implements Store {
   readonly backend = 'memory';
@@ -64,23 +71,64 @@ export class MemoryStore implements Store {
   private readonly aggregates = new Map<string, Map<string, number>>();
   private readonly lastAudit = new Map<string, number>();
   readonly db: SqlitePersistence;
+  private readonly disk: DiskWrites;
   private readonly opts: MemoryStoreOptions;
 
   constructor(opts: MemoryStoreOptions) {
     this.opts = opts;
     this.counters = new CounterTable(opts.maxKeys);
     this.db = new SqlitePersistence(opts.file);
+    this.disk = new DiskWrites({ now: opts.now, onChange: opts.onDisk, unwritable: this.db.unwritable });
     const now = opts.now();
     this.db.prune(now, opts.lookbackMs);
-    for (const b of this.db.loadBans(now)) this.bans.set(b);
-    for (const s of this.db.loadSuspensions(now)) this.suspensions.set(s.user, s);
-    for (const row of this.db.loadCounters()) {
-      if (row.tat !== null) this.counters.set(row.key, row.tat);
-      else if (row.members !== null) {
-        const v = JSON.parse(row.members) as Array<[string, number]> | { usual: [number, number] };
-        this.counters.set(row.key, Array.isArray(v) ? new Map(v) : { r: v.usual[0], t: v.usual[1] });
-      }
+    // Rows are checked as they come back (store/records.ts): a damaged one is repaired and written back
+    // (so the repair does not move on at every start), or skipped, and reported either way.
+    for (const row of this.db.loadBans(now)) {
+      const c = checkBan(row, now);
+      const rec = this.checked('ban', row.subject, c);
+      if (rec === undefined) continue;
+      this.bans.set(rec);
+      if (c.problems.length === 0) continue;
+      if (rec.subject !== row.subject) this.disk.write(() => this.db.deleteBan(String(row.subject)));
+      this.disk.write(() => this.db.saveBan(rec, false));
     }
+    for (const row of this.db.loadSuspensions(now)) {
+      const c = checkSuspension(row, now);
+      const rec = this.checked('suspension', row.user, c);
+      if (rec === undefined) continue;
+      this.suspensions.set(rec.user, rec);
+      if (c.problems.length > 0) this.disk.write(() => this.db.saveSuspension(rec));
+    }
+    let unreadable = 0;
+    for (const row of this.db.loadCounters()) {
+      const { value } = checkCounter(row, now);
+      if (value === undefined) unreadable++;
+      else this.counters.set(row.key, value);
+    }
+    if (unreadable > 0)
+      this.opts.warn?.({ unreadable }, 'store: counter snapshot rows that cannot be read start again from zero');
+  }
+
+  /** A record from outside (the shared store, the push-back queue) as checked: reported if it was not sound. */
+  private checked<T>(kind: string, subject: unknown, c: Checked<T>): T | undefined {
+    if (c.problems.length > 0) this.reportRecord(kind, subject, c.problems, c.rec !== undefined);
+    return c.rec;
+  }
+
+  private reportRecord(kind: string, subject: unknown, problems: string[], kept: boolean): void {
+    this.opts.warn?.(
+      { kind, subject, problems },
+      `store: a stored ${kind} was ${kept ? 'repaired' : 'skipped'}: ${problems.join('; ')}`,
+    );
+  }
+
+  /**
+   * The ban in force on an address or any network holding it, from memory alone: no counter,
+   * script or disk is involved, so the decider can still refuse a banned source when the rest
+   * of a decision failed. Never throws for a stored value (bans are checked on the way in).
+   */
+  localBan(ip: string, now: number): BanRecord | undefined {
+    return this.bans.covering(banCoverFor(ip), now);
   }
 
   apply(plan: Plan, now: number): ApplyResult {
@@ -222,9 +270,11 @@ export class MemoryStore implements Store {
           reason: e.reason,
           actor,
         };
+        // A person's suspension is on disk before it is acknowledged; a rule's is enforced at once and written when it can be.
+        if (actor === AUTOMATIC) this.disk.write(() => this.db.saveSuspension(s));
+        else this.disk.now(() => this.db.saveSuspension(s));
         this.suspensions.set(e.user, s);
-        this.db.saveSuspension(s);
-        this.db.audit(now, 'suspend', e.user, e.rule, e.reason, actor, { ...e.evidence, until });
+        this.audit(now, 'suspend', e.user, e.rule, e.reason, actor, { ...e.evidence, until });
         out.suspensions.push(s);
       }
     }
@@ -248,9 +298,11 @@ export class MemoryStore implements Store {
       offence,
       actor,
     };
+    // A person's ban is on disk before it is acknowledged; a rule's is enforced at once and written when it can be.
+    if (actor === AUTOMATIC) this.disk.write(() => this.db.saveBan(rec, true));
+    else this.disk.now(() => this.db.saveBan(rec, true));
     this.bans.set(rec);
-    this.db.saveBan(rec, true);
-    this.db.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
+    this.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
     const out = [rec];
     if (e.aggregate) {
       // member network → until: count the networks inside the prefix whose ban is still active.
@@ -276,70 +328,49 @@ export class MemoryStore implements Store {
 
   /** Mirrors a ban made in the shared store; a ban not seen before also counts as an offence here. */
   mirrorBan(rec: BanRecord): void {
-    const known = this.bans.get(rec.subject);
-    if (known && known.since === rec.since && known.until === rec.until) return;
-    const b: BanRecord = {
-      subject: rec.subject,
-      since: rec.since,
-      until: rec.until,
-      rule: rec.rule,
-      reason: rec.reason,
-      offence: rec.offence,
-      actor: rec.actor,
-    };
+    const b = this.checked('ban', rec.subject, checkBan(rec, this.opts.now()));
+    if (b === undefined) return;
+    const known = this.bans.get(b.subject);
+    if (known && known.since === b.since && known.until === b.until) return;
     this.bans.set(b);
-    this.db.saveBan(b, known?.since !== b.since);
+    this.disk.write(() => this.db.saveBan(b, known?.since !== b.since));
   }
 
   /** Mirrors a lifted ban. */
   mirrorUnban(subject: string): void {
     if (!this.bans.delete(subject)) return;
     for (const members of this.aggregates.values()) members.delete(subject);
-    this.db.deleteBan(subject);
+    this.disk.write(() => this.db.deleteBan(subject));
   }
 
   mirrorSuspension(rec: SuspensionRecord): void {
-    const s: SuspensionRecord = {
-      user: rec.user,
-      since: rec.since,
-      until: rec.until,
-      rule: rec.rule,
-      reason: rec.reason,
-      actor: rec.actor,
-    };
+    const s = this.checked('suspension', rec.user, checkSuspension(rec, this.opts.now()));
+    if (s === undefined) return;
     this.suspensions.set(s.user, s);
-    this.db.saveSuspension(s);
+    this.disk.write(() => this.db.saveSuspension(s));
   }
 
   mirrorResume(user: string): void {
     if (!this.suspensions.delete(user)) return;
-    this.db.deleteSuspension(user);
+    this.disk.write(() => this.db.deleteSuspension(user));
   }
 
   /** Makes the bans and suspensions exactly these (a full copy of the shared store's). */
   replaceMirror(bans: readonly BanRecord[], suspensions: readonly SuspensionRecord[]): void {
     this.bans.clear();
     this.suspensions.clear();
-    for (const b of bans)
-      this.bans.set({
-        subject: b.subject,
-        since: b.since,
-        until: b.until,
-        rule: b.rule,
-        reason: b.reason,
-        offence: b.offence,
-        actor: b.actor,
-      });
-    for (const s of suspensions)
-      this.suspensions.set(s.user, {
-        user: s.user,
-        since: s.since,
-        until: s.until,
-        rule: s.rule,
-        reason: s.reason,
-        actor: s.actor,
-      });
-    this.db.replaceBansAndSuspensions([...this.bans.values()], [...this.suspensions.values()]);
+    const now = this.opts.now();
+    for (const b of bans) {
+      const rec = this.checked('ban', b.subject, checkBan(b, now));
+      if (rec) this.bans.set(rec);
+    }
+    for (const s of suspensions) {
+      const rec = this.checked('suspension', s.user, checkSuspension(s, now));
+      if (rec) this.suspensions.set(rec.user, rec);
+    }
+    const kept = [...this.bans.values()];
+    const keptSuspensions = [...this.suspensions.values()];
+    this.disk.write(() => this.db.replaceBansAndSuspensions(kept, keptSuspensions));
   }
 
   /** Forgets every counter (local counts from an outage are stale once the shared store is back). */
@@ -350,20 +381,21 @@ export class MemoryStore implements Store {
   unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined> {
     const b = this.bans.get(subject);
     if (!b) return Promise.resolve(undefined);
+    // Lifted on disk first: a lift acknowledged and then undone by a restart would be a ban back from the dead.
+    this.disk.now(() => this.db.deleteBan(subject));
     this.bans.delete(subject);
     // A lifted network ban no longer counts towards banning its covering IPv6 prefix.
     for (const members of this.aggregates.values()) members.delete(subject);
-    this.db.deleteBan(subject);
-    this.db.audit(now, 'unban', subject, b.rule, reason, actor, { was: b });
+    this.audit(now, 'unban', subject, b.rule, reason, actor, { was: b });
     return Promise.resolve(b.until > now ? b : undefined);
   }
 
   resume(user: string, actor: string, now: number, reason: string): Promise<SuspensionRecord | undefined> {
     const s = this.suspensions.get(user);
     if (!s) return Promise.resolve(undefined);
+    this.disk.now(() => this.db.deleteSuspension(user));
     this.suspensions.delete(user);
-    this.db.deleteSuspension(user);
-    this.db.audit(now, 'resume', user, s.rule, reason, actor, { was: s });
+    this.audit(now, 'resume', user, s.rule, reason, actor, { was: s });
     return Promise.resolve(s.until > now ? s : undefined);
   }
 
@@ -385,16 +417,18 @@ export class MemoryStore implements Store {
       if (last !== undefined && now - last < AUDIT_THROTTLE_MS) continue;
       if (this.lastAudit.size > 100_000) this.lastAudit.clear();
       this.lastAudit.set(k, now);
-      this.db.audit(
-        now,
-        h.observe ? 'observe' : 'limit',
-        h.subject,
-        h.rule,
-        h.reason,
-        'mailwarden',
-        hitEvidence(event, h),
-      );
+      this.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, AUTOMATIC, hitEvidence(event, h));
     }
+  }
+
+  /** An audit row: written when the disk allows, dropped first if the disk stays away long. */
+  private audit(...row: Parameters<SqlitePersistence['audit']>): void {
+    this.disk.write(() => this.db.audit(...row), true);
+  }
+
+  /** The data directory's health: degraded while writes wait for the disk. */
+  diskHealth(): DiskHealth {
+    return this.disk.health();
   }
 
   auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]> {
@@ -424,6 +458,7 @@ export class MemoryStore implements Store {
       evictions: this.counters.evictions,
       activeBans,
       activeSuspensions,
+      persistence: this.disk.health(),
     };
   }
 
@@ -443,7 +478,13 @@ export class MemoryStore implements Store {
   }
 
   async close(): Promise<void> {
-    await this.snapshot(this.opts.now());
-    this.db.close();
+    this.disk.close();
+    // A last try for what waits (the disk may be back); what still cannot be written is reported by the caller.
+    this.disk.drain();
+    try {
+      await this.snapshot(this.opts.now());
+    } finally {
+      this.db.close();
+    }
   }
 }

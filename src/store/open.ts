@@ -8,18 +8,27 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Settings } from '../config/compile.js';
+import type { DiskHealth } from './disk-writes.js';
 import { MemoryStore } from './memory.js';
 import { createRedisClient, RedisStore } from './redis.js';
 import { ResilientStore } from './resilient.js';
 
 export type NodeStore = MemoryStore | ResilientStore;
 
-export async function openStore(settings: Settings, logger: Logger, now: () => number): Promise<NodeStore> {
+export async function openStore(
+  settings: Settings,
+  logger: Logger,
+  now: () => number,
+  onDisk?: (health: DiskHealth) => void,
+): Promise<NodeStore> {
+  const warn = (fields: Record<string, unknown>, message: string): void => logger.warn(fields, message);
   const local = new MemoryStore({
     file: join(settings.dataDir, 'mailwarden.sqlite'),
     maxKeys: settings.store.maxKeys,
     lookbackMs: settings.policy.escalation.lookbackMs,
     now,
+    onDisk,
+    warn,
   });
   const r = settings.redis;
   if (!r) return local;
@@ -31,6 +40,7 @@ export async function openStore(settings: Settings, logger: Logger, now: () => n
     prefix: r.prefix,
     node: settings.node,
     lookbackMs: settings.policy.escalation.lookbackMs,
+    warn,
   });
   return ResilientStore.open({ redis, local, logger, timeoutMs: r.timeoutMs });
 }

@@ -321,6 +321,11 @@ export class ResilientStore implements Store {
     );
   }
 
+  /** From the local cache, which mirrors the cluster's bans (and holds the ones made during an outage). */
+  localBan(ip: string, now: number): BanRecord | undefined {
+    return this.local.localBan(ip, now);
+  }
+
   async commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult> {
     if (this.useRedis()) {
       try {
@@ -374,7 +379,9 @@ export class ResilientStore implements Store {
       }
     }
     const gone = await run(this.local);
-    this.queue(pushBack);
+    // Only a lift that lifted something is pushed back: an unban of nothing would otherwise remove,
+    // once Redis returns, a ban this node never saw (issue: bans gone everywhere after an outage).
+    if (gone !== undefined) this.queue(pushBack);
     return gone;
   }
 
@@ -434,6 +441,7 @@ export class ResilientStore implements Store {
       fallbacks: this.fallbacks,
       localDecisions: this.localDecisions,
       pending: this.local.db.pendingCount(),
+      persistence: local.persistence,
       redis: {
         connected: this.redis.ready(),
         lastError: this.lastError,

@@ -14,7 +14,7 @@
  * was unreachable until they are pushed back, and `meta` keeps how far the
  * local audit trail has been pushed.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { BanRecord, SuspensionRecord } from '../engine/types.js';
@@ -46,18 +46,45 @@ interface AuditDbRow {
   evidence: string;
 }
 
+/**
+ * A WAL database's file image, marked as a rollback-journal one (header bytes 18 and 19: the
+ * file format's write and read versions, 2 for WAL) so SQLite can open it from memory, where
+ * there is no -shm file. Known limit: what is still only in the -wal file is not in the image.
+ */
+function rollbackImage(image: Buffer): Buffer {
+  if (image.length >= 20 && image[18] === 2 && image[19] === 2) {
+    image[18] = 1;
+    image[19] = 1;
+  }
+  return image;
+}
+
 export class SqlitePersistence {
   readonly db: Database.Database;
+  /**
+   * Why the file could not be opened for writing (a read-only or full data directory), when the
+   * store runs from a copy in memory instead: the bans of the file's last checkpoint are
+   * enforced, and nothing reaches the disk until the directory is fixed and mailwarden restarts.
+   */
+  readonly unwritable: string | undefined;
   private stmts;
 
   constructor(file: string) {
-    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
+    let db: Database.Database;
+    let unwritable: string | undefined;
+    try {
+      if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      db = new Database(file);
+      db.pragma('journal_mode = WAL');
+    } catch (err) {
+      unwritable = err instanceof Error ? err.message : String(err);
+      db = existsSync(file) ? new Database(rollbackImage(readFileSync(file))) : new Database(':memory:');
+    }
+    this.db = db;
+    this.unwritable = unwritable;
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 2000');
     this.db.exec(SCHEMA);
-    const db = this.db;
     this.stmts = {
       putBan: db.prepare(
         'INSERT OR REPLACE INTO bans (subject, since, until, rule, reason, offence, actor) VALUES (@subject, @since, @until, @rule, @reason, @offence, @actor)',

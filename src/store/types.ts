@@ -6,6 +6,7 @@
  * throttle and the evidence of a rule hit.
  */
 import type { ApplyResult } from '../engine/decide.js';
+import type { DiskHealth } from './disk-writes.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 
@@ -61,6 +62,8 @@ export interface StoreStats {
   localDecisions?: number | undefined;
   /** Shared store only: bans, suspensions and lifts made during an outage, not yet pushed to Redis. */
   pending?: number | undefined;
+  /** Embedded store (and a cluster node's local memory): writes to the data directory (store/disk-writes.ts). */
+  persistence?: DiskHealth | undefined;
   /** Shared store only: connection details. */
   redis?:
     | { connected: boolean; lastError: string | null; clockSkewMs: number | null; keysSampledAt: number | null }
@@ -74,6 +77,12 @@ export interface Store {
   readonly backend: string;
   /** Check bans/suspension and bump counters, atomically; see engine/plan.ts for charging. */
   apply(plan: Plan, now: number): MaybePromise<ApplyResult>;
+  /**
+   * The ban in force covering an address, from local memory only, synchronously; never throws
+   * for a stored value. The decider asks it when the rest of a decision failed, so that a
+   * banned source is still refused. A store without local memory has none.
+   */
+  localBan?(ip: string, now: number): BanRecord | undefined;
   /** Make bans and suspensions durable (before the decision is returned) and audit them. */
   commit(effects: readonly Effect[], now: number, actor: string): Promise<CommitResult>;
   unban(subject: string, actor: string, now: number, reason: string): Promise<BanRecord | undefined>;

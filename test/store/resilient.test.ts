@@ -15,6 +15,7 @@ import { plan } from '../../src/engine/plan.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { createRedisClient, RedisStore } from '../../src/store/redis.js';
 import { ResilientStore } from '../../src/store/resilient.js';
+import type { Effect } from '../../src/engine/types.js';
 import { makeEvent } from '../helpers/policy.js';
 import { startRedis } from '../helpers/redis.js';
 
@@ -174,6 +175,48 @@ describe('ResilientStore: local memory when Redis is away', () => {
           ['ban', 'b'],
         ],
       );
+    } finally {
+      await redis.kill();
+    }
+  });
+
+  test('during an outage, a lift that found nothing is not pushed, and a rule ban comes back as it was made', async () => {
+    const redis = await startRedis(['--appendonly', 'yes', '--appendfsync', 'always']);
+    try {
+      const logs: Array<Record<string, unknown>> = [];
+      const a = await node('a', redis.url, 'o-a.sqlite', logs);
+      await waitMode(a, 'redis');
+      const ban = (subject: string, durationMs?: number): Effect => ({
+        type: 'ban',
+        subject,
+        rule: durationMs ? 'manual' : 'auth-guess-ban',
+        reason: 'r',
+        evidence: {},
+        escalation: esc,
+        durationMs,
+      });
+      await a.commit([ban('203.0.113.50', 3_600_000)], Date.now(), 'cli');
+      await redis.kill();
+      // The node's cache lost this ban (say, a pub/sub message that never came): the lift finds nothing here.
+      (a as unknown as { local: MemoryStore }).local.mirrorUnban('203.0.113.50');
+      assert.equal(await a.unban('203.0.113.50', 'cli', Date.now(), 'x'), undefined);
+      assert.equal(a.stats(Date.now()).pending, 0, 'nothing to push back');
+      const t = Date.now();
+      const made = await a.commit([ban('192.0.2.88')], t, 'mailwarden');
+      assert.deepEqual(
+        made.bans.map((b) => [b.subject, b.offence, b.since]),
+        [['192.0.2.88', 1, t]],
+      );
+      await redis.restart();
+      await waitMode(a, 'redis');
+      // The ban the node never saw is still in force everywhere.
+      assert.equal(redis.cli('exists', '{mailwarden}:ban:203.0.113.50'), '1');
+      // The outage's ban, as it was made: first offence, same start, one offence in the look-back.
+      assert.equal(redis.cli('hget', '{mailwarden}:ban:192.0.2.88', 'offence'), '1');
+      assert.equal(Number(redis.cli('hget', '{mailwarden}:ban:192.0.2.88', 'since')), t);
+      assert.equal(redis.cli('zcard', '{mailwarden}:off:192.0.2.88'), '1');
+      const local = (await a.listBans(Date.now())).find((b) => b.subject === '192.0.2.88');
+      assert.deepEqual([local?.offence, local?.since], [1, t]);
     } finally {
       await redis.kill();
     }

@@ -945,8 +945,20 @@ function Shell({ token, signOut }) {
       <span class="node">${s ? `${s.node ?? ''} · v${s.version ?? '?'}` : ''}</span>
       <button class="ghost" onClick=${() => signOut('')}>Sign out</button>
     </header>
+    ${Degraded(s)}
     <main class="page">${page}</main>
   `;
+}
+
+/** States where mailwarden works but not fully: said on every page, never only in a log. */
+function Degraded(s) {
+  const p = s?.store?.persistence;
+  if (!p || p.ok) return '';
+  return html`<p class="problem degraded" role="alert" data-degraded="persistence">
+    <strong>Degraded: persistence.</strong> ${p.error ?? 'writes to the data directory fail'}
+    ${p.queued ? ` · ${fmtNum(p.queued)} writes waiting` : ''} · bans are enforced from memory and written when the
+    disk takes them again.
+  </p>`;
 }
 
 function App() {
