@@ -19,7 +19,8 @@ import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { Decider } from './decider.js';
-import { prepareUnixSocket } from './listen.js';
+import { ADMIN_MAX_CONNECTIONS, fitConnectionCaps, openFileLimit, prepareUnixSocket } from './listen.js';
+import type { DiskHealth } from './store/disk-writes.js';
 import { openStore } from './store/open.js';
 
 export const VERSION = '0.1.0';
@@ -53,10 +54,38 @@ export async function startDaemon(
   const started = now();
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
   // The embedded store, or in cluster mode Redis backed by local memory (store/open.ts).
-  const store = await openStore(settings, logger, now);
+  let onDisk = (_h: DiskHealth): void => undefined;
+  const store = await openStore(settings, logger, now, (h) => onDisk(h));
   const node = settings.node;
   const notifier = new Notifier(settings.alerts, logger, node);
+  // The data directory failing is loud: an error line when it starts (and at start), an alert, a line when it ends.
+  onDisk = (h) => {
+    if (h.ok) {
+      logger.info({ dataDir: settings.dataDir }, 'persistence recovered: every waiting write is on disk');
+      return;
+    }
+    const reason = `persistence degraded: ${h.error ?? 'unknown error'}; bans are enforced from memory and written when the data directory takes them again`;
+    logger.error({ dataDir: settings.dataDir, queued: h.queued }, reason);
+    const time = now();
+    const evidence = { dataDir: settings.dataDir, queued: h.queued, since: new Date(h.since ?? time).toISOString() };
+    notifier.notify(
+      { type: 'notify', rule: 'persistence', subject: settings.dataDir, ip: '', action: 'allow', reason, evidence },
+      time,
+      {
+        bans: [],
+        suspensions: [],
+      },
+    );
+  };
+  const atStart = store.stats(now()).persistence;
+  if (atStart && !atStart.ok) onDisk(atStart);
   const decider = new Decider(settings.policy, store, logger, notifier);
+  const caps = fitConnectionCaps(settings, openFileLimit());
+  if (caps.lowered)
+    logger.warn(
+      { openFiles: caps.limit, postfix: caps.postfix, dovecot: caps.dovecot },
+      'connection caps lowered to fit the open-file limit; raise it (systemd: LimitNOFILE=) to serve more',
+    );
   const postfix = new PostfixPolicyServer({
     evaluate: decider.evaluate,
     logger,
@@ -66,6 +95,7 @@ export async function startDaemon(
     maxLine: settings.postfix.maxLine,
     maxAttributes: settings.postfix.maxAttributes,
     repeatWindowMs: settings.postfix.repeatWindowMs,
+    limits: caps.postfix,
   });
   const dovecot = new DovecotPolicyServer({
     evaluate: decider.evaluate,
@@ -76,6 +106,10 @@ export async function startDaemon(
     smtpMaxDelayMs: settings.dovecot.smtpMaxDelayMs,
     repeatWindowMs: settings.dovecot.repeatWindowMs,
     apiHeader: settings.dovecot.apiHeader,
+    limits: caps.dovecot,
+    headersTimeoutMs: settings.dovecot.headersTimeoutMs,
+    requestTimeoutMs: settings.dovecot.requestTimeoutMs,
+    maxBody: settings.dovecot.maxBody,
   });
   let current = settings;
   const activity = new Activity(now(), () => decider.policy);
@@ -135,13 +169,26 @@ export async function startDaemon(
     bound.dovecot = await dovecot.start(settings.listen.dovecot);
     const local = buildAdminApi(ctx, { token: undefined });
     const sock = adminSocketPath(settings.dataDir);
-    await prepareUnixSocket(sock);
-    await local.listen({ path: sock });
-    chmodSync(sock, 0o600);
-    admins.push(local);
-    bound.admin.push(sock);
+    try {
+      await prepareUnixSocket(sock);
+      await local.listen({ path: sock });
+      chmodSync(sock, 0o600);
+      admins.push(local);
+      bound.admin.push(sock);
+    } catch (err) {
+      // A read-only data directory (already reported as degraded persistence) must not stop the mail answers.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
+      await local.close();
+      logger.error(
+        { socket: sock, code },
+        `the CLI socket cannot be created (${code}); the CLI cannot reach this daemon until the data directory is writable; the admin API on its TCP listener still works`,
+      );
+    }
     for (const t of settings.listen.admin) {
       const app = buildAdminApi(ctx, { token });
+      // The CLI's socket above is never capped; these must not take the descriptors it needs.
+      app.server.maxConnections = ADMIN_MAX_CONNECTIONS;
       if (t.kind === 'unix') await prepareUnixSocket(t.path);
       const addr =
         t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });

@@ -8,13 +8,17 @@
  * nothing about what exists.
  *
  * Input is validated before it reaches the store: addresses and networks go
- * through parseSubject (strict), durations through parseDuration.
+ * through parseSubject (strict), durations through parseDuration and are at
+ * most MAX_DURATION_MS. A ban wider than an IPv4 /8 or an IPv6 /16 needs
+ * `force`. A ban inside an allowlisted network would do nothing and is
+ * refused; one holding allowlisted addresses needs `force` (they stay exempt).
  */
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { parseDuration } from '../config/schema.js';
-import { parseSubject } from '../engine/address.js';
+import { contains, parseSubject, type ParsedSubject } from '../engine/address.js';
 import type { Policy } from '../engine/policy.js';
+import { MAX_DURATION_MS, MAX_DURATION_TEXT } from '../engine/types.js';
 import { explain } from '../explain.js';
 import type { Store } from '../store/types.js';
 import type { Activity, FeedItem } from './activity.js';
@@ -41,6 +45,7 @@ interface BanBody {
   subject: string;
   duration?: string | number;
   reason?: string;
+  force?: boolean;
 }
 interface SuspendBody {
   duration?: string | number;
@@ -53,16 +58,20 @@ const banBody = {
   additionalProperties: false,
   properties: {
     subject: { type: 'string', minLength: 1, maxLength: 64 },
-    duration: { anyOf: [{ type: 'string' }, { type: 'number' }] },
+    duration: { anyOf: [{ type: 'number' }, { type: 'string' }] },
     reason: { type: 'string', maxLength: 300 },
+    force: { type: 'boolean' },
   },
 } as const;
+
+/** Shorter prefixes than these cover so much of the Internet that a ban needs `force`. */
+const NARROWEST_UNFORCED = { v4: 8, v6: 16 };
 
 const suspendBody = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    duration: { anyOf: [{ type: 'string' }, { type: 'number' }] },
+    duration: { anyOf: [{ type: 'number' }, { type: 'string' }] },
     reason: { type: 'string', maxLength: 300 },
   },
 } as const;
@@ -84,12 +93,39 @@ class BadRequest extends Error {
   readonly statusCode = 400;
 }
 
+class Conflict extends Error {
+  readonly statusCode = 409;
+}
+
 function durationOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
   const ms = parseDuration(v);
-  if (ms === undefined || ms <= 0)
-    throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
+  if (ms === undefined) throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
+  if (ms <= 0) throw new BadRequest(`duration must be longer than 0`);
+  if (ms > MAX_DURATION_MS) throw new BadRequest(`duration must be at most ${MAX_DURATION_TEXT}`);
   return ms;
+}
+
+/** Why a ban of `s` is refused (over-broad without force, or against the allowlist), or undefined. */
+function refusedBan(s: ParsedSubject, policy: Policy, force: boolean): Error | undefined {
+  const narrowest = s.v6 ? NARROWEST_UNFORCED.v6 : NARROWEST_UNFORCED.v4;
+  if (s.prefix < narrowest && !force) {
+    const size = s.v6 ? `2^${128 - s.prefix}` : String(2 ** (32 - s.prefix));
+    return new BadRequest(
+      `${s.text} covers ${size} addresses; a ban wider than /${narrowest} (${s.v6 ? 'IPv6' : 'IPv4'}) needs force: ` +
+        'pass --force (CLI) or "force": true (API)',
+    );
+  }
+  const allowed = policy.allowNetworks.overlapping(s);
+  if (allowed === undefined) return undefined;
+  if (contains(allowed, s)) {
+    return new Conflict(`${s.text} is allowlisted (${allowed.text}); remove it from allowlist.networks first`);
+  }
+  if (force) return undefined;
+  return new Conflict(
+    `${s.text} holds the allowlisted ${allowed.text}, which no ban can cover; ban a narrower network, ` +
+      'or pass --force (CLI) or "force": true (API) to ban the rest of it',
+  );
 }
 
 export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyInstance {
@@ -107,7 +143,11 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     });
   }
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, _req, reply) => {
-    const code = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    // 503: the data directory refused an administrator's change (store/disk-writes.ts); it did not happen.
+    const code =
+      err.statusCode && ((err.statusCode >= 400 && err.statusCode < 500) || err.statusCode === 503)
+        ? err.statusCode
+        : 500;
     void reply.code(code).send({ error: code === 500 ? 'internal error' : err.message });
   });
 
@@ -165,10 +205,8 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     const s = parseSubject(req.body.subject);
     if (!s) throw new BadRequest(`${JSON.stringify(req.body.subject)} is not an IP address or CIDR network`);
     const policy = ctx.policy();
-    const base = s.kind === 'ip' ? s.text : s.text.slice(0, s.text.indexOf('/'));
-    if (policy.allowNetworks.has(base)) {
-      return reply.code(409).send({ error: `${s.text} is allowlisted; remove it from allowlist.networks first` });
-    }
+    const refused = refusedBan(s, policy, req.body.force === true);
+    if (refused) throw refused;
     const now = ctx.now();
     const durationMs = durationOf(req.body.duration);
     const reason = req.body.reason ?? 'banned by an administrator';

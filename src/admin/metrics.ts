@@ -10,12 +10,15 @@
  */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision, MailEvent } from '../engine/types.js';
+import type { ConnectionStats } from '../adapters/caps.js';
 import type { StoreStats } from '../store/types.js';
 import { TalliedCounter, TalliedHistogram } from './tallies.js';
 
+type AdapterStats = { requests: number; budgetMisses: number; errors: number; badRequests: number } & ConnectionStats;
+
 export interface MetricSources {
   store: () => StoreStats;
-  adapters: () => Record<string, { requests: number; budgetMisses: number; errors: number; badRequests: number }>;
+  adapters: () => Record<string, AdapterStats>;
   alerts: () => {
     sent: Record<string, number>;
     failed: Record<string, number>;
@@ -59,6 +62,15 @@ export class Metrics {
     };
     gauge('mailwarden_active_bans', 'Bans in force.', [], (g) => g.set(src.store().activeBans));
     gauge('mailwarden_active_suspensions', 'Users suspended now.', [], (g) => g.set(src.store().activeSuspensions));
+    gauge(
+      'mailwarden_persistence_degraded',
+      '1 while writes to the data directory fail (bans are enforced from memory and written when the disk takes them again).',
+      [],
+      (g) => g.set(src.store().persistence?.ok === false ? 1 : 0),
+    );
+    gauge('mailwarden_persistence_queued_writes', 'Writes waiting for the data directory.', [], (g) =>
+      g.set(src.store().persistence?.queued ?? 0),
+    );
     gauge('mailwarden_store_keys', 'Counter keys held by the store.', ['backend'], (g) => {
       const s = src.store();
       g.set({ backend: s.backend }, s.counterKeys);
@@ -90,17 +102,31 @@ export class Metrics {
     gauge('mailwarden_adapter_requests', 'Requests received since start, by adapter.', ['adapter'], (g) => {
       for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.requests);
     });
-    gauge(
+    /** A gauge by adapter and one more label, whose values each adapter's stats give. */
+    const perAdapter = (
+      name: string,
+      help: string,
+      label: string,
+      values: (s: AdapterStats) => Record<string, number>,
+    ): void =>
+      gauge(name, help, ['adapter', label], (g) => {
+        for (const [adapter, s] of Object.entries(src.adapters()))
+          for (const [value, n] of Object.entries(values(s))) g.set({ adapter, [label]: value }, n);
+      });
+    perAdapter(
       'mailwarden_adapter_failures',
       'Requests answered "no opinion" since start, by adapter and why: budget_miss (the decision was late), error (engine or store failed), bad_request.',
-      ['adapter', 'kind'],
-      (g) => {
-        for (const [adapter, s] of Object.entries(src.adapters())) {
-          g.set({ adapter, kind: 'budget_miss' }, s.budgetMisses);
-          g.set({ adapter, kind: 'error' }, s.errors);
-          g.set({ adapter, kind: 'bad_request' }, s.badRequests);
-        }
-      },
+      'kind',
+      (s) => ({ budget_miss: s.budgetMisses, error: s.errors, bad_request: s.badRequests }),
+    );
+    gauge('mailwarden_adapter_connections', 'Connections open now, by adapter.', ['adapter'], (g) => {
+      for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.connectionsOpen);
+    });
+    perAdapter(
+      'mailwarden_adapter_connections_refused',
+      'Connections refused since start, by adapter and why: listener_full (max_connections), peer_full (max_connections_per_peer).',
+      'reason',
+      (s) => ({ listener_full: s.connectionsRefused, peer_full: s.peerConnectionsRefused }),
     );
     gauge('mailwarden_alerts', 'Alerts since start, by channel and result.', ['channel', 'result'], (g) => {
       const a = src.alerts();

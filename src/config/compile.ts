@@ -7,6 +7,8 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { AlertSettings } from '../actions/notify.js';
+import type { ConnectionLimits } from '../adapters/caps.js';
+import type { PostfixServerOptions } from '../adapters/postfix/server.js';
 import { NetworkSet } from '../engine/address.js';
 import { formatDuration } from '../engine/decide.js';
 import { KNOWN_GOOD_RULE, ruleId, SHARED_RULE } from '../engine/plan.js';
@@ -33,7 +35,10 @@ export interface Settings {
   listen: { postfix: ListenTarget[]; dovecot: ListenTarget[]; admin: ListenTarget[] };
   logLevel: string;
   allowlist: { networks: string[]; users: string[] };
-  postfix: { budgetMs: number; idleTimeoutMs: number; maxLine: number; maxAttributes: number; repeatWindowMs: number };
+  postfix: Pick<
+    PostfixServerOptions,
+    'budgetMs' | 'idleTimeoutMs' | 'maxLine' | 'maxAttributes' | 'repeatWindowMs' | 'limits'
+  >;
   store: { maxKeys: number; snapshotMs: number };
   /** The shared store (`store.backend: redis` or MAILWARDEN_STORE); undefined for the embedded store. */
   redis: RedisSettings | undefined;
@@ -45,6 +50,10 @@ export interface Settings {
     maxDelayMs: number;
     smtpMaxDelayMs: number;
     repeatWindowMs: number;
+    limits: ConnectionLimits;
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    maxBody: number;
   };
   alerts: AlertSettings;
   policy: Policy;
@@ -100,6 +109,34 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
   const listenOf = (key: 'postfix' | 'dovecot' | 'admin', ov: Overrides['postfixListen']): ListenTarget[] =>
     (ov ? ov.value.split(',') : (cfg.listen?.[key] ?? DEFAULT_LISTEN[key])).map((s) => parseListen(s) as ListenTarget);
   const p = cfg.postfix ?? {};
+  const dv = cfg.dovecot ?? {};
+  const adapterProblems: ConfigProblem[] = [];
+  const limitsOf = (
+    section: 'postfix' | 'dovecot',
+    given: { max_connections?: number | undefined; max_connections_per_peer?: number | undefined },
+  ): ConnectionLimits => {
+    const max = given.max_connections ?? d[section].max_connections;
+    const perPeer = given.max_connections_per_peer ?? Math.max(1, Math.floor(max / 2));
+    if (perPeer > max)
+      adapterProblems.push({
+        code: 'MW_CONFIG_INVALID',
+        where: locate([section, 'max_connections_per_peer']),
+        message: `${section}.max_connections_per_peer (${perPeer}) must not exceed ${section}.max_connections (${max})`,
+      });
+    return { maxConnections: max, maxConnectionsPerPeer: perPeer };
+  };
+  const postfixLimits = limitsOf('postfix', p);
+  const dovecotLimits = limitsOf('dovecot', dv);
+  const headersTimeoutMs = dv.headers_timeout ?? ms(d.dovecot.headers_timeout);
+  const requestTimeoutMs = dv.request_timeout ?? ms(d.dovecot.request_timeout);
+  // node:http refuses a headers timeout longer than the whole request's.
+  if (headersTimeoutMs > requestTimeoutMs)
+    adapterProblems.push({
+      code: 'MW_CONFIG_INVALID',
+      where: locate(['dovecot', dv.headers_timeout === undefined ? 'request_timeout' : 'headers_timeout']),
+      message: `dovecot.headers_timeout (${formatDuration(headersTimeoutMs)}) must not exceed dovecot.request_timeout (${formatDuration(requestTimeoutMs)})`,
+    });
+  if (adapterProblems.length) throw new ConfigError(adapterProblems);
   return {
     file,
     dataDir: resolve(o.dataDir?.value ?? cfg.data_dir ?? d.data_dir),
@@ -116,6 +153,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxLine: p.max_line ?? d.postfix.max_line,
       maxAttributes: p.max_attributes ?? d.postfix.max_attributes,
       repeatWindowMs: p.repeat_window ?? ms(d.postfix.repeat_window),
+      limits: postfixLimits,
     },
     dovecot: {
       apiHeader: headerOf(cfg.dovecot?.api_header),
@@ -123,6 +161,10 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxDelayMs: cfg.dovecot?.max_delay ?? ms(d.dovecot.max_delay),
       smtpMaxDelayMs: cfg.dovecot?.smtp_max_delay ?? ms(d.dovecot.smtp_max_delay),
       repeatWindowMs: cfg.dovecot?.repeat_window ?? ms(d.dovecot.repeat_window),
+      limits: dovecotLimits,
+      headersTimeoutMs,
+      requestTimeoutMs,
+      maxBody: dv.max_body ?? d.dovecot.max_body,
     },
     alerts: compileAlerts(cfg),
     store: {
@@ -380,6 +422,11 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       max_delay: formatDuration(s.dovecot.maxDelayMs),
       smtp_max_delay: formatDuration(s.dovecot.smtpMaxDelayMs),
       repeat_window: formatDuration(s.dovecot.repeatWindowMs),
+      max_connections: s.dovecot.limits.maxConnections,
+      max_connections_per_peer: s.dovecot.limits.maxConnectionsPerPeer,
+      headers_timeout: formatDuration(s.dovecot.headersTimeoutMs),
+      request_timeout: formatDuration(s.dovecot.requestTimeoutMs),
+      max_body: s.dovecot.maxBody,
     },
     postfix: {
       budget: formatDuration(s.postfix.budgetMs),
@@ -387,6 +434,8 @@ export function describeSettings(s: Settings): Record<string, unknown> {
       max_line: s.postfix.maxLine,
       max_attributes: s.postfix.maxAttributes,
       repeat_window: formatDuration(s.postfix.repeatWindowMs),
+      max_connections: s.postfix.limits.maxConnections,
+      max_connections_per_peer: s.postfix.limits.maxConnectionsPerPeer,
     },
     node: s.node,
     store: {

@@ -31,8 +31,27 @@ export const DEFAULTS = {
   shared_address: { users: 2, window: '7d' },
   // Dovecot gives up on its policy server after 2 s (auth_policy_server_timeout_msecs) and
   // Postfix drops its SASL conversation after 10 s, so SMTP delays stay well below that.
-  dovecot: { budget: '500ms', max_delay: '15s', smtp_max_delay: '5s', repeat_window: '1s' },
-  postfix: { budget: '100ms', idle_timeout: '330s', max_line: 16384, max_attributes: 256, repeat_window: '10s' },
+  // Connection caps are per listener (and per peer address, by default half of it); the daemon lowers them
+  // to fit the open-file limit. Postfix holds one connection per smtpd process (default_process_limit 100).
+  // Dovecot gives up after 2 s, so a request still arriving after 10 s is only holding a connection.
+  dovecot: {
+    budget: '500ms',
+    max_delay: '15s',
+    smtp_max_delay: '5s',
+    repeat_window: '1s',
+    max_connections: 1024,
+    headers_timeout: '5s',
+    request_timeout: '10s',
+    max_body: 65_536,
+  },
+  postfix: {
+    budget: '100ms',
+    idle_timeout: '330s',
+    max_line: 16384,
+    max_attributes: 256,
+    repeat_window: '10s',
+    max_connections: 4096,
+  },
   store: {
     max_keys: 2_000_000,
     snapshot_interval: '60s',

@@ -3,12 +3,13 @@
  *
  * Every object is strict: an unknown key is an error (a typo in a limit must not
  * silently fall back to a default). Durations are `90s`, `5m`, `1h`, `7d`, or a
- * number of seconds. Defaults live in config/defaults.ts, not here, so that
- * `check-config` can show which values came from where.
+ * number of seconds, at most 3650d (MAX_DURATION_MS, engine/types.ts). Defaults
+ * live in config/defaults.ts, not here, so that `check-config` can show which
+ * values came from where.
  */
 import { z } from 'zod';
 import { parseSubject } from '../engine/address.js';
-import { EVENT_KINDS } from '../engine/types.js';
+import { EVENT_KINDS, MAX_DURATION_MS, MAX_DURATION_TEXT } from '../engine/types.js';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
@@ -28,6 +29,10 @@ export const duration = z.union([z.number(), z.string()]).transform((v, ctx) => 
       code: 'custom',
       message: `not a duration: ${JSON.stringify(v)}; write e.g. 30s, 5m, 1h, 7d, or a number of seconds`,
     });
+    return z.NEVER;
+  }
+  if (ms > MAX_DURATION_MS) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is too long: must be at most ${MAX_DURATION_TEXT}` });
     return z.NEVER;
   }
   return ms;
@@ -151,6 +156,9 @@ export const ruleSchema = z.strictObject({
   description: z.string().optional(),
 });
 
+// Connections a listener or one peer may hold (adapters/caps.ts); the daemon lowers them to fit the open-file limit.
+const connectionCount = z.number().int().min(1).max(1_000_000);
+
 // Local names like root@localhost are fine for an administrator's mailbox.
 const mailbox = z
   .string()
@@ -212,6 +220,11 @@ export const configSchema = z.strictObject({
       max_delay: positiveDuration.optional(),
       smtp_max_delay: positiveDuration.optional(),
       repeat_window: duration.optional(),
+      max_connections: connectionCount.optional(),
+      max_connections_per_peer: connectionCount.optional(),
+      headers_timeout: positiveDuration.optional(),
+      request_timeout: positiveDuration.optional(),
+      max_body: z.number().int().min(1024).max(1_048_576).optional(),
     })
     .optional(),
   postfix: z
@@ -221,6 +234,8 @@ export const configSchema = z.strictObject({
       max_line: z.number().int().min(512).max(1_048_576).optional(),
       max_attributes: z.number().int().min(8).max(10_000).optional(),
       repeat_window: duration.optional(),
+      max_connections: connectionCount.optional(),
+      max_connections_per_peer: connectionCount.optional(),
     })
     .optional(),
   node: z

@@ -105,6 +105,7 @@ void describe('built-in defaults', () => {
       maxLine: 16384,
       maxAttributes: 256,
       repeatWindowMs: 10_000,
+      limits: { maxConnections: 4096, maxConnectionsPerPeer: 2048 },
     });
     assert.deepEqual(s.store, { maxKeys: 2_000_000, snapshotMs: 60_000 });
     const p = s.policy;
@@ -122,6 +123,10 @@ void describe('built-in defaults', () => {
       maxDelayMs: 15_000,
       smtpMaxDelayMs: 5000,
       repeatWindowMs: 1000,
+      limits: { maxConnections: 1024, maxConnectionsPerPeer: 512 },
+      headersTimeoutMs: 5000,
+      requestTimeoutMs: 10_000,
+      maxBody: 65_536,
     });
     assert.deepEqual(s.alerts, {
       cooldownMs: HOUR,
@@ -442,12 +447,19 @@ void describe('a full valid config', () => {
     '  max_delay: 10s',
     '  smtp_max_delay: 4s',
     '  repeat_window: 0',
+    '  max_connections: 200',
+    '  max_connections_per_peer: 150',
+    '  headers_timeout: 1s',
+    '  request_timeout: 3s',
+    '  max_body: 8192',
     'postfix:',
     '  budget: 250ms',
     '  idle_timeout: 5m',
     '  max_line: 4096',
     '  max_attributes: 64',
     '  repeat_window: 0',
+    '  max_connections: 500',
+    '  max_connections_per_peer: 100',
     'store:',
     '  max_keys: 100000',
     '  snapshot_interval: 30',
@@ -553,6 +565,10 @@ void describe('a full valid config', () => {
       maxDelayMs: 10_000,
       smtpMaxDelayMs: 4000,
       repeatWindowMs: 0,
+      limits: { maxConnections: 200, maxConnectionsPerPeer: 150 },
+      headersTimeoutMs: 1000,
+      requestTimeoutMs: 3000,
+      maxBody: 8192,
     });
     assert.deepEqual(s.alerts, {
       cooldownMs: 30 * 60_000,
@@ -572,6 +588,7 @@ void describe('a full valid config', () => {
       maxLine: 4096,
       maxAttributes: 64,
       repeatWindowMs: 0,
+      limits: { maxConnections: 500, maxConnectionsPerPeer: 100 },
     });
     assert.deepEqual(s.store, { maxKeys: 100_000, snapshotMs: 30_000 });
 
@@ -702,6 +719,20 @@ void describe('durations', () => {
     const s = load(yaml('bans:', '  duration: 90', 'rules:', '  - name: smtp-connections-per-ip', '    window: 120'));
     assert.equal(s.policy.escalation.baseMs, 90_000);
     assert.equal(rule(s, 'smtp-connections-per-ip').windowMs, 120_000);
+  });
+
+  void test('a duration is at most 3650d: longer ones are refused, naming the limit', () => {
+    assert.equal(load(yaml('bans:', '  max: 3650d')).policy.escalation.maxMs, 3650 * DAY);
+    for (const value of ['999999999999d', '3651d', '1e300']) {
+      const p = oneProblem(yaml('bans:', `  max: ${value}`), 'MW_CONFIG_INVALID', 'mailwarden.yaml:2:8');
+      assert.match(p.message, /bans\.max: .* is too long: must be at most 3650d/, value);
+    }
+    const w = oneProblem(
+      yaml('rules:', '  - name: smtp-connections-per-ip', '    window: 99999w'),
+      'MW_CONFIG_INVALID',
+      'mailwarden.yaml:3:13',
+    );
+    assert.match(w.message, /must be at most 3650d/);
   });
 });
 
@@ -1585,6 +1616,11 @@ void describe('describeSettings', () => {
       max_delay: '15s',
       smtp_max_delay: '5s',
       repeat_window: '1s',
+      max_connections: 1024,
+      max_connections_per_peer: 512,
+      headers_timeout: '5s',
+      request_timeout: '10s',
+      max_body: 65_536,
     });
     assert.deepEqual(d.alerts, {
       cooldown: '1h',
@@ -1599,6 +1635,8 @@ void describe('describeSettings', () => {
       max_line: 16384,
       max_attributes: 256,
       repeat_window: '10s',
+      max_connections: 4096,
+      max_connections_per_peer: 2048,
     });
     assert.deepEqual(d.store, { max_keys: 2_000_000, snapshot_interval: '1m' });
     const rules = d.rules as Array<Record<string, unknown>>;
