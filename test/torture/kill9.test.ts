@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { attempt } from '../helpers/dovecot.js';
 import { prng } from '../helpers/prng.js';
 import { PolicyClient, request } from '../helpers/postfix.js';
-import { CANARY, size, tortured, type Tortured } from './torture.js';
+import { allBans, CANARY, size, tortured, type Tortured } from './torture.js';
 
 void describe('fault suite: kill -9 while banning', { timeout: 1_800_000 }, () => {
   let dir: string;
@@ -35,11 +35,7 @@ void describe('fault suite: kill -9 while banning', { timeout: 1_800_000 }, () =
       t = await tortured(join(dir, 'data'), t?.d);
       const live = t;
       // Everything acknowledged so far is in force after the restart.
-      const listed = new Set(
-        ((await (await live.api('/v1/bans?limit=100000')).json()) as { items: Array<{ subject: string }> }).items.map(
-          (b) => b.subject,
-        ),
-      );
+      const listed = await allBans(live);
       const missing = [...acked].filter((s) => !listed.has(s));
       assert.deepEqual(missing, [], `round ${round}: acknowledged bans lost`);
       const c = await PolicyClient.open({ port: live.d.postfixPort });
@@ -79,11 +75,7 @@ void describe('fault suite: kill -9 while banning', { timeout: 1_800_000 }, () =
       await live.d.kill('SIGKILL');
     }
     t = await tortured(join(dir, 'data'), t?.d);
-    const listed = new Set(
-      ((await (await t.api('/v1/bans?limit=100000')).json()) as { items: Array<{ subject: string }> }).items.map(
-        (b) => b.subject,
-      ),
-    );
+    const listed = await allBans(t);
     assert.deepEqual(
       [...acked].filter((s) => !listed.has(s)),
       [],

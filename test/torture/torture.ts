@@ -47,6 +47,19 @@ export async function tortured(dataDir: string, ports?: Parameters<typeof startD
   return t;
 }
 
+/** Every ban in force, page by page (the API answers at most 1,000 a page). */
+export async function allBans(t: Tortured): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let offset = 0; ; offset += 1000) {
+    const page = (await (await t.api(`/v1/bans?limit=1000&offset=${offset}`)).json()) as {
+      total: number;
+      items: Array<{ subject: string }>;
+    };
+    for (const b of page.items) out.add(b.subject);
+    if (page.items.length === 0 || offset + page.items.length >= page.total) return out;
+  }
+}
+
 /** Resident memory of a process, in MB (Linux /proc). */
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
