@@ -72,19 +72,28 @@ export class SqlitePersistence {
   constructor(file: string) {
     let db: Database.Database;
     let unwritable: string | undefined;
+    const prepare = (d: Database.Database): Database.Database => {
+      d.pragma('synchronous = NORMAL');
+      d.pragma('busy_timeout = 2000');
+      d.exec(SCHEMA);
+      return d;
+    };
     try {
       if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       db = new Database(file);
-      db.pragma('journal_mode = WAL');
+      try {
+        db.pragma('journal_mode = WAL');
+        prepare(db);
+      } catch (err) {
+        db.close();
+        throw err;
+      }
     } catch (err) {
       unwritable = err instanceof Error ? err.message : String(err);
-      db = existsSync(file) ? new Database(rollbackImage(readFileSync(file))) : new Database(':memory:');
+      db = prepare(existsSync(file) ? new Database(rollbackImage(readFileSync(file))) : new Database(':memory:'));
     }
     this.db = db;
     this.unwritable = unwritable;
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 2000');
-    this.db.exec(SCHEMA);
     this.stmts = {
       putBan: db.prepare(
         'INSERT OR REPLACE INTO bans (subject, since, until, rule, reason, offence, actor) VALUES (@subject, @since, @until, @rule, @reason, @offence, @actor)',

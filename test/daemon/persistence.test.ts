@@ -13,6 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
 import { attempt } from '../helpers/dovecot.js';
 import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { PolicyClient, request } from '../helpers/postfix.js';
@@ -124,6 +125,22 @@ void describe('the data directory fails under the daemon', { timeout: 120_000 },
     const metrics = await (await api('/metrics')).text();
     assert.match(metrics, /^mailwarden_persistence_degraded 1$/m);
     assert.match(d.output(), /persistence degraded: .*bans are enforced from memory/);
+    // The dashboard says it on every page, in a real browser.
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${d.adminPort}/`);
+      await page.evaluate(`sessionStorage.setItem('mailwarden.token', ${JSON.stringify(token)})`);
+      await page.reload();
+      const banner = page.locator('[data-degraded="persistence"]');
+      await banner.waitFor({ timeout: 10_000 });
+      assert.match(await banner.innerText(), /Degraded: persistence\..*(full|disk).*writes waiting/s);
+    } finally {
+      await browser.close();
+    }
 
     // An administrator's ban is not acknowledged when it cannot be written.
     const manual = await api('/v1/bans', {
