@@ -101,7 +101,9 @@ export function buildAlert(
 ): Alert {
   const bans = made.bans.map((b) => ({ subject: b.subject, until: iso(b.until) }));
   const s = made.suspensions.find((x) => x.user === e.user);
-  const commands = [`mailwarden explain ${e.user ?? e.ip}`];
+  // A system alert (e.g. persistence) has no user or address to explain.
+  const who = e.user ?? e.ip;
+  const commands = who ? [`mailwarden explain ${who}`] : [];
   if (s) commands.push(`mailwarden users resume ${s.user}    # after the password has been changed`);
   for (const b of bans) commands.push(`mailwarden bans remove ${b.subject}`);
   return {
@@ -128,7 +130,7 @@ export function alertText(a: Alert): { subject: string; text: string } {
     `Rule:    ${a.rule}`,
     `Subject: ${a.subject}`,
     ...(a.user ? [`User:    ${a.user}`] : []),
-    `Source:  ${a.ip}`,
+    ...(a.ip ? [`Source:  ${a.ip}`] : []),
     `Action:  ${a.action}`,
     `Reason:  ${a.reason}`,
     ...(a.suspension ? [`Suspended: ${a.suspension.user} may not send until ${a.suspension.until}`] : []),
@@ -139,9 +141,7 @@ export function alertText(a: Alert): { subject: string; text: string } {
       .filter(([, v]) => v !== undefined)
       .map(([k, v]) => `  ${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`),
     '',
-    'Next steps:',
-    ...a.commands.map((c) => `  ${c}`),
-    '',
+    ...(a.commands.length ? ['Next steps:', ...a.commands.map((c) => `  ${c}`), ''] : []),
   ];
   return {
     subject: `[mailwarden] ${a.rule}: ${a.user ?? a.subject} (${a.action}${a.suspension ? ', suspended' : ''})`,
