@@ -201,6 +201,18 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     return { total: hits.length, offset, limit, items: hits.slice(offset, offset + limit) };
   });
 
+  // Every ban in force that covers an address or network: the exact one and any wider network holding it.
+  app.get<{ Params: { address: string } }>('/v1/bans/check/:address', async (req) => {
+    const s = parseSubject(decodeURIComponent(req.params.address));
+    if (!s) throw new BadRequest(`${JSON.stringify(req.params.address)} is not an IP address or CIDR network`);
+    const bans = (await ctx.store.listBans(ctx.now())).filter((b) => {
+      const outer = parseSubject(b.subject);
+      return outer !== undefined && contains(outer, s);
+    });
+    const allowed = ctx.policy().allowNetworks.overlapping(s);
+    return { subject: s.text, allowlisted: allowed !== undefined && contains(allowed, s), bans };
+  });
+
   app.post<{ Body: BanBody }>('/v1/bans', { schema: { body: banBody } }, async (req, reply) => {
     const s = parseSubject(req.body.subject);
     if (!s) throw new BadRequest(`${JSON.stringify(req.body.subject)} is not an IP address or CIDR network`);

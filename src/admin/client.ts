@@ -2,17 +2,128 @@
  * admin/client — how the CLI talks to a running daemon: HTTP over the admin
  * unix socket in the data dir. Errors come back as one readable sentence
  * (daemon not running, permission denied, or the API's own message).
+ *
+ * Which data dir: findDaemon() tries, in order, --data, MAILWARDEN_DATA, the
+ * `data_dir` line of the config file (read on its own, so a broken file never
+ * locks the administrator out), then the well-known places, and takes the
+ * first with a live admin.sock. A dir named by --data or MAILWARDEN_DATA is
+ * the only one tried: acting on some other daemon than the one named would
+ * be worse than saying it is not there.
  */
+import { readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { userInfo } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 
 export class AdminError extends Error {
   override name = 'AdminError';
+  /** The HTTP status, or 0 when the daemon was not reached at all. */
   readonly status: number;
   constructor(message: string, status: number) {
     super(message);
     this.status = status;
   }
+  get unreachable(): boolean {
+    return this.status === 0;
+  }
+}
+
+export interface DataDirCandidate {
+  dir: string;
+  /** Where the CLI got it, said back when nothing answers: "--data", "MAILWARDEN_DATA", "config …". */
+  from: string;
+}
+
+export interface SearchInput {
+  flag?: string | undefined;
+  env: NodeJS.ProcessEnv;
+  configFile?: string | undefined;
+  cwd: string;
+  /** The quick start's data dir: the repository's `data/` next to the installed dist/main.js. */
+  installDataDir: string;
+}
+
+/** Installed services keep their state here (the systemd unit and packages use it). */
+export const SYSTEM_DATA_DIR = '/var/lib/mailwarden';
+
+/**
+ * The `data_dir` value of a config file, read without parsing the rest: a file
+ * the daemon refused (after a bad SIGHUP) must still point the CLI at it.
+ */
+export function configDataDir(file: string): string | undefined {
+  let text: string;
+  try {
+    if (statSync(file).size > 4 * 1024 * 1024) return undefined;
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = /^data_dir[ \t]*:[ \t]*(.*)$/m.exec(text);
+  if (!m) return undefined;
+  let v = (m[1] ?? '').trim();
+  const quoted = /^(["'])(.*?)\1/.exec(v);
+  if (quoted) v = quoted[2] ?? '';
+  else v = v.replace(/\s+#.*$/, '').trim();
+  return v || undefined;
+}
+
+export function dataDirCandidates(i: SearchInput): { explicit: boolean; candidates: DataDirCandidate[] } {
+  if (i.flag) return { explicit: true, candidates: [{ dir: resolve(i.cwd, i.flag), from: '--data' }] };
+  const envDir = i.env.MAILWARDEN_DATA;
+  if (envDir) return { explicit: true, candidates: [{ dir: resolve(i.cwd, envDir), from: 'MAILWARDEN_DATA' }] };
+  const out: DataDirCandidate[] = [];
+  if (i.configFile) {
+    const v = configDataDir(i.configFile);
+    if (v) {
+      // The daemon resolves a relative data_dir against its own working directory, which the CLI cannot
+      // know: the one here and the config file's own directory are the likely ones.
+      out.push({ dir: resolve(i.cwd, v), from: `data_dir in ${i.configFile}` });
+      if (!isAbsolute(v)) out.push({ dir: resolve(dirname(i.configFile), v), from: `data_dir in ${i.configFile}` });
+    }
+  }
+  out.push({ dir: resolve(i.cwd, 'data'), from: 'default ./data' });
+  out.push({ dir: i.installDataDir, from: 'the quick start' });
+  out.push({ dir: SYSTEM_DATA_DIR, from: 'installed service' });
+  const seen = new Set<string>();
+  return { explicit: false, candidates: out.filter((c) => !seen.has(c.dir) && seen.add(c.dir)) };
+}
+
+type Probe = 'live' | 'absent' | 'denied';
+
+/** Whether something accepts connections on the socket (a crashed daemon leaves a dead one behind). */
+export function probe(socketPath: string, timeoutMs = 2000): Promise<Probe> {
+  return new Promise((done) => {
+    const s = connect(socketPath);
+    const finish = (r: Probe): void => {
+      s.destroy();
+      done(r);
+    };
+    s.setTimeout(timeoutMs, () => finish('absent'));
+    s.once('connect', () => finish('live'));
+    s.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'EACCES' ? 'denied' : 'absent'));
+  });
+}
+
+/** The admin socket of the first candidate with a live daemon, or an AdminError saying where it looked. */
+export async function findDaemon(i: SearchInput): Promise<string> {
+  const { explicit, candidates } = dataDirCandidates(i);
+  const looked: string[] = [];
+  for (const c of candidates) {
+    const sock = join(c.dir, 'admin.sock');
+    const p = await probe(sock);
+    if (p === 'live') return sock;
+    if (p === 'denied')
+      throw new AdminError(`permission denied on ${sock}; run as the user that runs the daemon (or root)`, 0);
+    looked.push(`  ${sock}  (${c.from})`);
+  }
+  const how = explicit
+    ? `check ${candidates[0]?.from ?? 'the data directory'}, or start it with: mailwarden serve`
+    : 'point the CLI at its data directory with --data DIR or MAILWARDEN_DATA=DIR, or start it with: mailwarden serve';
+  throw new AdminError(
+    `mailwarden is not running where the CLI looked; no daemon answers at:\n${looked.join('\n')}\n${how}`,
+    0,
+  );
 }
 
 export async function call<T>(socketPath: string, method: string, path: string, body?: unknown): Promise<T> {

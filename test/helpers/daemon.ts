@@ -5,10 +5,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { REPO } from './postfix.js';
 
 const MAIN = join(REPO, 'src', 'main.ts');
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -28,10 +31,16 @@ export interface RunResult {
   stderr: string;
 }
 
-export function runCli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+/** Runs the CLI; `cwd` (default: the repository) shows it finds the daemon from anywhere. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  opts: { cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      cwd: REPO,
+    // An absolute tsx loader: from another directory, `--import tsx` would be looked up there.
+    const p = spawn(process.execPath, ['--import', TSX, MAIN, ...args], {
+      cwd: opts.cwd ?? REPO,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
