@@ -19,7 +19,14 @@ import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { Decider } from './decider.js';
-import { ADMIN_MAX_CONNECTIONS, fitConnectionCaps, openFileLimit, prepareUnixSocket } from './listen.js';
+import {
+  ADMIN_MAX_CONNECTIONS,
+  describeTarget,
+  fitConnectionCaps,
+  openFileLimit,
+  prepareUnixSocket,
+} from './listen.js';
+import { setLogFormat } from './log.js';
 import type { DiskHealth } from './store/disk-writes.js';
 import { openStore } from './store/open.js';
 
@@ -38,6 +45,37 @@ export function ensureToken(dataDir: string): string {
   return token;
 }
 
+/**
+ * A listener that cannot open at start. It is the operator's to fix, not a bug, so it is one line that
+ * says what to do, with no stack trace (the CLI prints `mailwarden: ` and the error's stack).
+ */
+export class ListenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ListenError';
+    this.stack = message;
+  }
+}
+
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'address already in use; stop the other process or set',
+  EACCES: 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE); set',
+  EADDRNOTAVAIL: 'this host has no such address; set',
+};
+
+/** Runs a listener's start, turning "address in use" and its kin into a ListenError naming the config key. */
+async function listening<T>(what: string, key: string, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    const failure = e.code === undefined ? undefined : LISTEN_FAILURES[e.code];
+    if (failure === undefined || e.address === undefined) throw err;
+    const addr = e.port === undefined ? e.address : describeTarget({ kind: 'tcp', host: e.address, port: e.port });
+    throw new ListenError(`cannot listen on ${addr} (${what}): ${failure} ${key}`);
+  }
+}
+
 export interface DaemonHandle {
   settings: Settings;
   bound: { postfix: string[]; dovecot: string[]; admin: string[] };
@@ -52,6 +90,8 @@ export async function startDaemon(
   now: () => number = Date.now,
 ): Promise<DaemonHandle> {
   const started = now();
+  // log.format is in the settings; the CLI made the logger before it had them.
+  setLogFormat(logger, settings.logFormat);
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
   // The embedded store, or in cluster mode Redis backed by local memory (store/open.ts).
   let onDisk = (_h: DiskHealth): void => undefined;
@@ -163,10 +203,13 @@ export async function startDaemon(
   const token = ensureToken(settings.dataDir);
   const admins: FastifyInstance[] = [];
   const bound = { postfix: [] as string[], dovecot: [] as string[], admin: [] as string[] };
+  const dashboards: string[] = [];
 
   try {
-    bound.postfix = await postfix.start(settings.listen.postfix);
-    bound.dovecot = await dovecot.start(settings.listen.dovecot);
+    bound.postfix = await listening('Postfix policy', 'listen.postfix', () => postfix.start(settings.listen.postfix));
+    bound.dovecot = await listening('Dovecot auth policy', 'listen.dovecot', () =>
+      dovecot.start(settings.listen.dovecot),
+    );
     const local = buildAdminApi(ctx, { token: undefined });
     const sock = adminSocketPath(settings.dataDir);
     try {
@@ -190,10 +233,12 @@ export async function startDaemon(
       // The CLI's socket above is never capped; these must not take the descriptors it needs.
       app.server.maxConnections = ADMIN_MAX_CONNECTIONS;
       if (t.kind === 'unix') await prepareUnixSocket(t.path);
-      const addr =
-        t.kind === 'unix' ? await app.listen({ path: t.path }) : await app.listen({ host: t.host, port: t.port });
+      const addr = await listening('admin API and dashboard', 'listen.admin', () =>
+        t.kind === 'unix' ? app.listen({ path: t.path }) : app.listen({ host: t.host, port: t.port }),
+      );
       admins.push(app);
       bound.admin.push(addr.replace(/^http:\/\//, ''));
+      if (t.kind === 'tcp') dashboards.push(`${addr}/`);
     }
   } catch (err) {
     await postfix.stop();
@@ -208,8 +253,11 @@ export async function startDaemon(
   }, settings.store.snapshotMs);
   snapshot.unref();
 
+  // First, so a person reading the start line finds where to point the browser and where its token is.
   logger.info(
     {
+      dashboard: dashboards[0] ?? 'none (listen.admin has no TCP address)',
+      tokenFile: join(settings.dataDir, 'admin.token'),
       version: VERSION,
       config: settings.file ?? '(built-in defaults)',
       data: settings.dataDir,

@@ -4,22 +4,28 @@
  *
  *   mailwarden serve                       run the daemon
  *   mailwarden check-config [file]         validate a config, print the effective policy
- *   mailwarden bans list|add|remove        manage bans
+ *   mailwarden status | reload             the running daemon
+ *   mailwarden bans list|check|add|remove  manage bans
  *   mailwarden users list|suspend|resume   manage suspended users
  *   mailwarden explain <ip|network|user>   why is it limited, banned or suspended?
  *
  * Every command but serve and check-config talks to the running daemon over
- * the admin unix socket in the data dir. Where settings come from, strongest
+ * the admin unix socket in a data dir found by admin/client.ts findDaemon
+ * (never by loading the whole config). Where settings come from, strongest
  * first: flags, MAILWARDEN_* environment variables, the config file, defaults.
+ *
+ * Exit codes: 0 done; 1 refused, not found or bad input; 2 the daemon was not
+ * reached (or, for serve and check-config, the config is wrong).
  */
-import { resolve } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import { call, AdminError } from './admin/client.js';
+import { call, AdminError, findDaemon } from './admin/client.js';
 import { describeSettings, type Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, overridesFromEnv, type Overrides } from './config/load.js';
-import { adminSocketPath, startDaemon, VERSION } from './daemon.js';
+import { startDaemon, VERSION } from './daemon.js';
 import { isoTime } from './engine/decide.js';
 import type { BanRecord, SuspensionRecord } from './engine/types.js';
 import type { Explanation } from './explain.js';
@@ -64,17 +70,40 @@ function settingsOrExit(file: string | undefined, ov: Overrides): Settings {
 
 const iso = (t: number): string => isoTime(t).replace('.000Z', 'Z');
 
-function printBans(bans: BanRecord[]): void {
-  if (bans.length === 0) return void console.log('no active bans');
-  for (const b of bans) {
-    console.log(
-      `${b.subject.padEnd(24)} until ${iso(b.until)}  offence ${b.offence}  rule ${b.rule}  by ${b.actor}  ${b.reason}`,
-    );
+/** The quick start's data dir: `data/` at the top of the repository this file was installed from. */
+const INSTALL_DATA_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'data');
+
+/** Fields that hold ms since the epoch in API answers; --json prints them as ISO-8601. */
+const TIME_FIELDS = new Set(['since', 'until', 'time', 'keysSampledAt']);
+
+function withIsoTimes(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withIsoTimes);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    out[k] = TIME_FIELDS.has(k) && typeof x === 'number' ? isoTime(x) : withIsoTimes(x);
   }
+  return out;
+}
+
+const json = (v: unknown): void => console.log(JSON.stringify(withIsoTimes(v), null, 2));
+
+const count = (n: number): string => n.toLocaleString('en-US');
+
+/** "showing 1–100 of 1,106; --offset 100 for more": a list never stops without saying so. */
+function pageLine(total: number, offset: number, shown: number, what: string): string {
+  if (total === 0) return `no ${what}`;
+  if (shown === 0) return `none shown: ${count(total)} ${what} in all, --offset ${offset} is past the end`;
+  const last = offset + shown;
+  const more = last < total ? `; --offset ${last} for more` : '';
+  return `showing ${count(offset + 1)}–${count(last)} of ${count(total)} ${what}${more}`;
+}
+
+function banLine(b: BanRecord): string {
+  return `${b.subject.padEnd(24)} until ${iso(b.until)}  offence ${b.offence}  rule ${b.rule}  by ${b.actor}  ${b.reason}`;
 }
 
 function printSuspensions(items: SuspensionRecord[]): void {
-  if (items.length === 0) return void console.log('no suspended users');
   for (const s of items)
     console.log(`${s.user.padEnd(32)} until ${iso(s.until)}  rule ${s.rule}  by ${s.actor}  ${s.reason}`);
 }
@@ -97,22 +126,121 @@ function printExplanation(e: Explanation): void {
   }
 }
 
+interface StatusView {
+  version: string;
+  pid: number;
+  uptimeSeconds: number;
+  configFile: string | null;
+  dataDir: string;
+  rules: Array<{ name: string; mode: string }>;
+  store: {
+    backend: string;
+    counterKeys: number;
+    activeBans: number;
+    activeSuspensions: number;
+    mode?: string;
+    pending?: number;
+    persistence?: { ok: boolean; queued: number; dropped: number; error: string | null; since: number | null };
+    redis?: { connected: boolean; lastError: string | null };
+  };
+  postfix: { listen: string[]; requests?: number; budgetMisses?: number; errors?: number };
+  dovecot: { listen: string[]; requests?: number; budgetMisses?: number; errors?: number };
+  alerts?: { channels?: unknown };
+}
+
+/** What is wrong right now, one line each; empty when the daemon is healthy. */
+function degraded(st: StatusView): string[] {
+  const out: string[] = [];
+  const p = st.store.persistence;
+  if (p && !p.ok) {
+    out.push(
+      `store.persistence: the data directory refuses writes${p.since ? ` since ${iso(p.since)}` : ''}` +
+        ` (${p.error ?? 'unknown error'}); ${p.queued} write(s) queued, ${p.dropped} audit row(s) dropped`,
+    );
+  }
+  if (st.store.mode === 'local-fallback') out.push('store.mode: local-fallback (Redis unreachable or slow)');
+  if (st.store.redis && !st.store.redis.connected)
+    out.push(`store.redis: not connected${st.store.redis.lastError ? ` (${st.store.redis.lastError})` : ''}`);
+  if (st.store.pending) out.push(`store.pending: ${st.store.pending} change(s) not yet pushed to Redis`);
+  return out;
+}
+
+function printStatus(st: StatusView, socket: string): void {
+  const rules = st.rules.filter((r) => r.mode !== 'off');
+  const observe = rules.filter((r) => r.mode === 'observe').length;
+  const lines = [
+    `mailwarden ${st.version}, pid ${st.pid}, up ${st.uptimeSeconds}s`,
+    `config     ${st.configFile ?? '(built-in defaults)'}`,
+    `data       ${st.dataDir}`,
+    `admin      ${socket}`,
+    `postfix    ${st.postfix.listen.join(', ') || '(not listening)'}  requests ${count(st.postfix.requests ?? 0)}`,
+    `dovecot    ${st.dovecot.listen.join(', ') || '(not listening)'}  requests ${count(st.dovecot.requests ?? 0)}`,
+    `store      ${st.store.backend}${st.store.mode ? ` (${st.store.mode})` : ''}  counters ${count(st.store.counterKeys)}`,
+    `bans       ${count(st.store.activeBans)}   suspended users ${count(st.store.activeSuspensions)}`,
+    `rules      ${rules.length}${observe ? ` (${observe} observe only)` : ''}`,
+  ];
+  for (const l of lines) console.log(l);
+  const bad = degraded(st);
+  console.log(bad.length ? `DEGRADED:\n${bad.map((b) => `  ${b}`).join('\n')}` : 'state      ok');
+}
+
+interface BanPage {
+  total: number;
+  offset: number;
+  limit: number;
+  items: BanRecord[];
+}
+interface BanCheck {
+  subject: string;
+  allowlisted: boolean;
+  bans: BanRecord[];
+}
+
+const PAGE_MAX = 1000;
+
+function intOption(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0)
+    throw new AdminError(`${name} must be a whole number ≥ 0, not ${JSON.stringify(v)}`, 400);
+  return n;
+}
+
 async function main(argv: string[]): Promise<void> {
   const program = new Command('mailwarden')
     .version(VERSION)
     .description('Guards Postfix and Dovecot against password guessing and spam from stolen accounts.')
     .option('-c, --config <file>', 'YAML config file (or MAILWARDEN_CONFIG)')
-    .option('-d, --data <dir>', 'data directory (or MAILWARDEN_DATA; default ./data)')
+    .option(
+      '-d, --data <dir>',
+      "data directory (or MAILWARDEN_DATA); the CLI otherwise looks in the config's data_dir, ./data, the quick start's data/ and /var/lib/mailwarden",
+    )
     .showHelpAfterError();
 
-  const admin = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+  let socket: string | undefined;
+  const adminSocket = async (): Promise<string> => {
     const o = program.opts<GlobalOpts>();
-    const ov = overrides(o);
-    // Only the data dir matters here: a broken config file must not lock the administrator out.
-    const dataDir = ov.dataDir ? resolve(ov.dataDir.value) : settingsOrExit(configFile(o), ov).dataDir;
-    return call<T>(adminSocketPath(dataDir), method, path, body);
+    // Only the data dir matters here, found without loading the config: a broken one must not lock the
+    // administrator out.
+    socket ??= await findDaemon({
+      flag: o.data,
+      env: process.env,
+      configFile: configFile(o),
+      cwd: process.cwd(),
+      installDataDir: INSTALL_DATA_DIR,
+    });
+    return socket;
   };
-  const json = (v: unknown): void => console.log(JSON.stringify(v, null, 2));
+  const admin = async <T>(method: string, path: string, body?: unknown): Promise<T> =>
+    call<T>(await adminSocket(), method, path, body);
+  const allBans = async (): Promise<BanRecord[]> => {
+    const out: BanRecord[] = [];
+    for (;;) {
+      const r = await admin<BanPage>('GET', `/v1/bans?limit=${PAGE_MAX}&offset=${out.length}`);
+      out.push(...r.items);
+      if (r.items.length === 0 || out.length >= r.total) return out;
+    }
+  };
 
   program
     .command('serve')
@@ -129,9 +257,16 @@ async function main(argv: string[]): Promise<void> {
       const ov = overrides(o);
       const settings = settingsOrExit(file, ov);
       const logger = createLogger(settings.logLevel);
-      const d = await startDaemon(settings, logger, { file, overrides: ov });
+      // Signals are handled from the first moment: one that comes while the daemon starts stops it once started.
+      const held: { d?: Awaited<ReturnType<typeof startDaemon>> } = {};
+      let wanted: string | undefined;
       let stopping = false;
       const stop = (sig: string): void => {
+        const d = held.d;
+        if (d === undefined) {
+          wanted = sig;
+          return;
+        }
         if (stopping) return;
         stopping = true;
         logger.info({ signal: sig }, 'stopping');
@@ -145,32 +280,74 @@ async function main(argv: string[]): Promise<void> {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGHUP', () => void d.reload());
+      process.on('SIGHUP', () => void held.d?.reload());
+      held.d = await startDaemon(settings, logger, { file, overrides: ov });
+      if (wanted !== undefined) stop(wanted);
     });
 
   program
     .command('check-config [file]')
     .description('validate a config file and print the effective policy (built-in defaults without a file)')
-    .action((file: string | undefined) => {
+    .option('--json', 'print JSON')
+    .action((file: string | undefined, c: { json?: boolean }) => {
       const o = program.opts<GlobalOpts>();
       const s = settingsOrExit(file ?? configFile(o), overrides(o));
+      if (c.json) return json({ file: s.file ?? null, settings: describeSettings(s) });
       process.stdout.write(
         `# ${s.file ? `${s.file}: OK` : 'no config file: built-in defaults'}\n${stringify(describeSettings(s))}`,
       );
     });
 
-  const bans = program.command('bans').description('list, add and remove bans');
+  program
+    .command('status')
+    .description('the running daemon: listeners, store, degraded states, counts, version')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const st = await admin<StatusView>('GET', '/v1/status');
+      if (o.json) json({ ...st, adminSocket: await adminSocket() });
+      else printStatus(st, await adminSocket());
+    });
+
+  program
+    .command('reload')
+    .description('re-read the config file; a wrong one is refused and the running one stays')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const r = await admin<{ reloaded: boolean }>('POST', '/v1/reload');
+      if (o.json) json(r);
+      else console.log('configuration reloaded');
+    });
+
+  const bans = program.command('bans').description('list, check, add and remove bans');
   bans
     .command('list')
     .option('-q, --query <text>', 'filter by address, rule or reason')
+    .option('--limit <n>', `how many to show (at most ${PAGE_MAX})`, '100')
+    .option('--offset <n>', 'how many to skip', '0')
     .option('--json', 'print JSON')
-    .action(async (o: { query?: string; json?: boolean }) => {
-      const r = await admin<{ items: BanRecord[] }>(
-        'GET',
-        `/v1/bans?limit=1000${o.query ? `&q=${encodeURIComponent(o.query)}` : ''}`,
-      );
+    .action(async (o: { query?: string; limit: string; offset: string; json?: boolean }) => {
+      const limit = intOption('--limit', o.limit, 100);
+      const offset = intOption('--offset', o.offset, 0);
+      const q = o.query ? `&q=${encodeURIComponent(o.query)}` : '';
+      const r = await admin<BanPage>('GET', `/v1/bans?limit=${Math.max(1, limit)}&offset=${offset}${q}`);
+      if (o.json) return json(r);
+      for (const b of r.items) console.log(banLine(b));
+      console.log(pageLine(r.total, r.offset, r.items.length, o.query ? 'matching bans' : 'active bans'));
+    });
+  bans
+    .command('check <address>')
+    .description('every ban that covers an address or network, wider networks included (exit 1 when none)')
+    .option('--json', 'print JSON')
+    .action(async (address: string, o: { json?: boolean }) => {
+      const r = await admin<BanCheck>('GET', `/v1/bans/check/${encodeURIComponent(address)}`);
       if (o.json) json(r);
-      else printBans(r.items);
+      else {
+        if (r.bans.length === 0) console.log(`${r.subject} is not banned`);
+        else console.log(`${r.subject} is banned by ${r.bans.length} ban(s):`);
+        for (const b of r.bans) console.log(`  ${banLine(b)}`);
+        if (r.allowlisted) console.log(`${r.subject} is allowlisted: no ban applies to it`);
+      }
+      if (r.bans.length === 0) process.exitCode = 1;
     });
   bans
     .command('add <subject>')
@@ -178,47 +355,94 @@ async function main(argv: string[]): Promise<void> {
     .option('--duration <d>', 'e.g. 2h, 7d, at most 3650d (default: the escalating ban length)')
     .option('--reason <text>', 'why (kept in the audit trail)')
     .option('--force', 'ban a network wider than IPv4 /8 or IPv6 /16, or one holding allowlisted addresses')
-    .action(async (subject: string, o: { duration?: string; reason?: string; force?: boolean }) => {
+    .option('--json', 'print JSON')
+    .action(async (subject: string, o: { duration?: string; reason?: string; force?: boolean; json?: boolean }) => {
       const body = { subject, duration: o.duration, reason: o.reason, force: o.force };
       const b = await admin<BanRecord>('POST', '/v1/bans', body);
-      console.log(`banned ${b.subject} until ${iso(b.until)}`);
+      if (o.json) json(b);
+      else console.log(`banned ${b.subject} until ${iso(b.until)}`);
     });
   bans
-    .command('remove <subject>')
+    .command('remove [subjects...]')
     .alias('rm')
-    .description('lift a ban')
-    .action(async (subject: string) => {
-      await admin('DELETE', `/v1/bans/${encodeURIComponent(subject)}`);
-      console.log(`unbanned ${subject}`);
+    .description('lift bans: the subjects given, every ban of a rule (--rule), or every ban (--all --yes)')
+    .option('--rule <name>', 'lift every ban made by this rule (manual: those made by an administrator)')
+    .option('--all', 'lift every ban (needs --yes)')
+    .option('--yes', 'confirm --all')
+    .option('--json', 'print JSON')
+    .action(async (subjects: string[], o: { rule?: string; all?: boolean; yes?: boolean; json?: boolean }) => {
+      const ways = [subjects.length > 0, o.rule !== undefined, o.all === true].filter(Boolean).length;
+      if (ways !== 1)
+        throw new AdminError('give the subjects to unban, or --rule NAME, or --all --yes (one of them)', 400);
+      if (o.all && !o.yes) throw new AdminError('--all lifts every ban; add --yes to confirm', 400);
+      let targets = subjects;
+      if (!subjects.length) {
+        const every = await allBans();
+        targets = (o.rule === undefined ? every : every.filter((b) => b.rule === o.rule)).map((b) => b.subject);
+      }
+      const removed: BanRecord[] = [];
+      const notBanned: Array<{ subject: string; coveredBy: BanRecord[] }> = [];
+      for (const subject of targets) {
+        try {
+          const r = await admin<{ removed: BanRecord }>('DELETE', `/v1/bans/${encodeURIComponent(subject)}`);
+          removed.push(r.removed);
+          if (!o.json) console.log(`unbanned ${r.removed.subject}`);
+        } catch (err) {
+          if (!(err instanceof AdminError) || err.status !== 404) throw err;
+          // Not banned itself, but maybe inside a banned network: say which, or the operator thinks it is free.
+          const c = await admin<BanCheck>('GET', `/v1/bans/check/${encodeURIComponent(subject)}`);
+          notBanned.push({ subject: c.subject, coveredBy: c.bans });
+          if (!o.json) {
+            const cover = c.bans.map((b) => `${b.subject} (rule ${b.rule})`).join(', ');
+            process.stderr.write(
+              `mailwarden: ${c.subject} is not banned${cover ? `, but is covered by ${cover}: remove that to free it` : ''}\n`,
+            );
+          }
+        }
+      }
+      if (o.json) json({ removed, notBanned });
+      else if (!subjects.length) console.log(`${removed.length} ban(s) lifted`);
+      if (subjects.length && notBanned.length) process.exitCode = 1;
     });
 
   const users = program.command('users').description('list, suspend and resume users');
   users
     .command('list')
+    .option('--limit <n>', 'how many to show', '100')
+    .option('--offset <n>', 'how many to skip', '0')
     .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }) => {
+    .action(async (o: { limit: string; offset: string; json?: boolean }) => {
+      const limit = intOption('--limit', o.limit, 100);
+      const offset = intOption('--offset', o.offset, 0);
       const r = await admin<{ items: SuspensionRecord[] }>('GET', '/v1/users');
-      if (o.json) json(r);
-      else printSuspensions(r.items);
+      // The API answers every suspension at once; the CLI pages them like bans.
+      const items = r.items.slice(offset, offset + limit);
+      if (o.json) return json({ total: r.items.length, offset, limit, items });
+      printSuspensions(items);
+      console.log(pageLine(r.items.length, offset, items.length, 'suspended users'));
     });
   users
     .command('suspend <user>')
     .description('stop a user from sending mail')
     .option('--duration <d>', 'e.g. 1d, at most 3650d (default: suspensions.duration)')
     .option('--reason <text>', 'why (kept in the audit trail)')
-    .action(async (user: string, o: { duration?: string; reason?: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (user: string, o: { duration?: string; reason?: string; json?: boolean }) => {
       const s = await admin<SuspensionRecord>('POST', `/v1/users/${encodeURIComponent(user)}/suspend`, {
         duration: o.duration,
         reason: o.reason,
       });
-      console.log(`suspended ${s.user} until ${iso(s.until)}`);
+      if (o.json) json(s);
+      else console.log(`suspended ${s.user} until ${iso(s.until)}`);
     });
   users
     .command('resume <user>')
     .description('let a suspended user send again')
-    .action(async (user: string) => {
-      await admin('POST', `/v1/users/${encodeURIComponent(user)}/resume`);
-      console.log(`resumed ${user.toLowerCase()}`);
+    .option('--json', 'print JSON')
+    .action(async (user: string, o: { json?: boolean }) => {
+      const r = await admin<{ resumed: SuspensionRecord }>('POST', `/v1/users/${encodeURIComponent(user)}/resume`);
+      if (o.json) json(r);
+      else console.log(`resumed ${r.resumed.user}`);
     });
 
   program
@@ -237,7 +461,7 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv).catch((err: unknown) => {
   if (err instanceof AdminError) {
     process.stderr.write(`mailwarden: ${err.message}\n`);
-    process.exit(1);
+    process.exit(err.unreachable ? 2 : 1);
   }
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { ThrottledLog } from '../src/log.js';
+import { logFormat, prettyLine, ThrottledLog } from '../src/log.js';
 import { captureLogger } from './helpers/harness.js';
 
 describe('ThrottledLog: warnings rate-limited per kind', () => {
@@ -39,5 +39,49 @@ describe('ThrottledLog: warnings rate-limited per kind', () => {
     assert.equal(logs.length, 2);
     assert.equal(logs[1]?.suppressed, 4);
     assert.equal(logs[1]?.level, 50);
+  });
+});
+
+describe('log.format: pretty lines', () => {
+  const line = (o: Record<string, unknown>): string =>
+    prettyLine(JSON.stringify({ level: 30, time: Date.UTC(2026, 11, 3, 0, 20, 29, 123), name: 'mailwarden', ...o }));
+
+  test('time, level, message, then key=value; quoted only when needed', () => {
+    assert.equal(
+      line({
+        msg: 'mailwarden started',
+        dashboard: 'http://127.0.0.1:10033/',
+        tokenFile: '/var/lib/mailwarden/admin.token',
+        postfix: ['127.0.0.1:10031', '/run/mw.sock'],
+        admin: [],
+        rules: 23,
+        config: '(built-in defaults)',
+        node: null,
+      }),
+      '2026-12-03T00:20:29.123Z INFO  mailwarden started dashboard=http://127.0.0.1:10033/ ' +
+        'tokenFile=/var/lib/mailwarden/admin.token postfix=127.0.0.1:10031,/run/mw.sock admin=[] rules=23 ' +
+        'config="(built-in defaults)" node=null\n',
+    );
+  });
+
+  test('levels by name; an error by its message, its stack indented below', () => {
+    assert.equal(line({ level: 40, msg: 'slow' }), '2026-12-03T00:20:29.123Z WARN  slow\n');
+    const err = {
+      type: 'Error',
+      message: 'disk full',
+      stack: 'Error: disk full\n    at a (x.ts:1:1)\n    at b (y.ts:2:2)',
+    };
+    assert.equal(
+      line({ level: 50, msg: 'counter snapshot failed', err }),
+      '2026-12-03T00:20:29.123Z ERROR counter snapshot failed err="disk full"\n    at a (x.ts:1:1)\n    at b (y.ts:2:2)\n',
+    );
+    assert.equal(prettyLine('not json'), 'not json\n');
+  });
+
+  test('the default: pretty at a terminal, JSON anywhere else; log.format wins', () => {
+    assert.equal(logFormat(undefined, true), 'pretty');
+    assert.equal(logFormat(undefined, false), 'json');
+    assert.equal(logFormat('json', true), 'json');
+    assert.equal(logFormat('pretty', false), 'pretty');
   });
 });

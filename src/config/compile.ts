@@ -34,6 +34,8 @@ export interface Settings {
   dataDir: string;
   listen: { postfix: ListenTarget[]; dovecot: ListenTarget[]; admin: ListenTarget[] };
   logLevel: string;
+  /** `log.format`; undefined: pretty when stdout is a terminal, else JSON lines. */
+  logFormat: 'pretty' | 'json' | undefined;
   allowlist: { networks: string[]; users: string[] };
   postfix: Pick<
     PostfixServerOptions,
@@ -146,6 +148,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       admin: listenOf('admin', o.adminListen),
     },
     logLevel: cfg.log?.level ?? d.log.level,
+    logFormat: cfg.log?.format,
     allowlist: { networks: [...(cfg.allowlist?.networks ?? d.allowlist.networks)], users: [...policy.allowUsers] },
     postfix: {
       budgetMs: p.budget ?? ms(d.postfix.budget),
@@ -403,7 +406,7 @@ export function describeSettings(s: Settings): Record<string, unknown> {
     config_file: s.file ?? '(none: built-in defaults)',
     data_dir: s.dataDir,
     listen: { postfix: listen(s.listen.postfix), dovecot: listen(s.listen.dovecot), admin: listen(s.listen.admin) },
-    log: { level: s.logLevel },
+    log: { level: s.logLevel, format: s.logFormat ?? 'pretty on a terminal, else json' },
     networks: { ipv4_prefix: p.ipv4Prefix, ipv6_prefix: p.ipv6Prefix },
     allowlist: s.allowlist,
     bans: {

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, visit, type Alias, type Document } from 'yaml';
 import type { z } from 'zod';
 import { compileSettings, type Settings } from './compile.js';
-import { ConfigError, type ConfigProblem } from './errors.js';
+import { ConfigError, suggest, type ConfigProblem } from './errors.js';
 import { configSchema, isRedisUrl, parseListen, type ParsedConfig } from './schema.js';
 
 /** Values from the environment or command-line flags; `from` names the source for errors. */
@@ -94,7 +94,7 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
     ]);
   }
   const locate: Locate = (path, key) => at(offsetOf(doc, path, key));
-  const parsed = configSchema.safeParse(raw);
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new ConfigError(parsed.error.issues.flatMap((i) => problemsOf(i, [], locate)));
   return finish(file, parsed.data, locate, overrides);
 }
@@ -141,10 +141,11 @@ function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): Config
   const path = [...prefix, ...issue.path];
   const name = path.length ? path.join('.') : 'the config';
   if (issue.code === 'unrecognized_keys') {
+    const allowed = keysAt(configSchema, path);
     return issue.keys.map((k) => ({
       code: 'MW_CONFIG_UNKNOWN_KEY',
       where: locate(path, k),
-      message: `unknown key ${JSON.stringify(k)} in ${name}; remove it or check its spelling (docs/CONFIG.md lists every key)`,
+      message: `unknown key ${JSON.stringify(k)} in ${name}; ${unknownKeyHint(k, allowed)}`,
     }));
   }
   if (issue.code === 'invalid_union') {
@@ -160,15 +161,129 @@ function problemsOf(issue: Issue, prefix: PropertyKey[], locate: Locate): Config
       [];
     return branch.flatMap((i) => problemsOf(i, path, locate));
   }
-  let message = issue.message;
-  if (issue.code === 'invalid_value')
-    message = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
-  else if (issue.code === 'invalid_type') message = `must be ${article(issue.expected)}`;
-  return [{ code: 'MW_CONFIG_INVALID', where: locate(path), message: `${name}: ${message}` }];
+  if (issue.code === 'invalid_key') {
+    // Reported at the key itself, which is what is wrong (e.g. an empty address in rules.N.overrides).
+    const key = String(path[path.length - 1]);
+    const parent = path.slice(0, -1);
+    return issue.issues.map((i) => ({
+      code: 'MW_CONFIG_INVALID',
+      where: locate(parent, key),
+      message: `${parent.join('.') || 'the config'}: the key ${JSON.stringify(key)} ${plainWords(i)}`,
+    }));
+  }
+  return [{ code: 'MW_CONFIG_INVALID', where: locate(path), message: `${name}: ${plainWords(issue)}` }];
+}
+
+function unknownKeyHint(key: string, allowed: string[]): string {
+  const near = suggest(key, allowed);
+  if (near !== undefined) return `did you mean ${JSON.stringify(near)}?`;
+  // A short list helps more than a pointer to the docs; the top level has too many keys for one line.
+  if (allowed.length > 0 && allowed.length <= 8)
+    return `the keys here are ${allowed.map((a) => JSON.stringify(a)).join(', ')}`;
+  return 'remove it or check its spelling (docs/CONFIG.md lists every key)';
+}
+
+/** What a validation issue means, in the words an administrator would use instead of the validator's. */
+function plainWords(issue: Issue): string {
+  const input: unknown = issue.input;
+  // A message the schema wrote itself (e.g. the webhook secret's) already says it plainly.
+  if (issue.code !== 'custom' && !/^(Too (small|big)|Invalid)/.test(issue.message)) return issue.message;
+  switch (issue.code) {
+    case 'invalid_value': {
+      const choices = issue.values.map((v) => JSON.stringify(v)).join(', ');
+      if (typeof input !== 'string' && typeof input !== 'number' && typeof input !== 'boolean')
+        return `must be one of ${choices}`;
+      const near = typeof input === 'string' ? suggest(input, issue.values.map(String)) : undefined;
+      const hint = near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`;
+      return `${JSON.stringify(input)} is not one of ${choices}${hint}`;
+    }
+    case 'invalid_type':
+      return `must be ${typeName(issue.expected)}, not ${valueName(input)}`;
+    case 'too_small':
+    case 'too_big': {
+      const small = issue.code === 'too_small';
+      const n = Number(small ? issue.minimum : issue.maximum);
+      if (issue.origin === 'number' || issue.origin === 'int' || issue.origin === 'bigint') {
+        if (small) return issue.inclusive ? `must be at least ${n}` : `must be greater than ${n}`;
+        return issue.inclusive ? `must be at most ${n}` : `must be less than ${n}`;
+      }
+      if (issue.origin === 'string') {
+        if (small && n === 1) return 'must not be empty';
+        return `must be ${small ? 'at least' : 'at most'} ${n} characters long`;
+      }
+      if (issue.origin === 'array') {
+        if (small && n === 1) return 'must not be an empty list';
+        return `must have ${small ? 'at least' : 'at most'} ${n} entries`;
+      }
+      return issue.message;
+    }
+    case 'not_multiple_of':
+      return `must be a multiple of ${String(issue.divisor)}`;
+    case 'invalid_format':
+      return 'is not written the expected way';
+    default:
+      return issue.message;
+  }
+}
+
+function typeName(expected: string): string {
+  const names: Record<string, string> = {
+    number: 'a number',
+    int: 'a whole number',
+    string: 'text',
+    boolean: 'true or false',
+    array: 'a list',
+    object: 'a mapping of keys to values',
+  };
+  return names[expected] ?? article(expected);
+}
+
+function valueName(v: unknown): string {
+  if (v === null || v === undefined) return 'empty';
+  if (typeof v === 'string') return 'text';
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return 'a list';
+  return 'a mapping';
 }
 
 function article(t: string): string {
   return /^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`;
+}
+
+interface SchemaDef {
+  type: string;
+  shape?: Record<string, unknown>;
+  innerType?: unknown;
+  element?: unknown;
+  options?: unknown[];
+  in?: unknown;
+  valueType?: unknown;
+}
+
+/** The keys the schema allows in the mapping at `path` (rules.0.then → action, delay, …), for suggestions. */
+export function keysAt(schema: unknown, path: ReadonlyArray<PropertyKey>): string[] {
+  const d = (schema as { _zod?: { def?: SchemaDef } } | undefined)?._zod?.def;
+  if (d === undefined) return [];
+  const [head, ...rest] = path;
+  switch (d.type) {
+    case 'optional':
+    case 'nullable':
+    case 'default':
+    case 'readonly':
+      return keysAt(d.innerType, path);
+    case 'pipe':
+      return keysAt(d.in, path);
+    case 'union':
+      return [...new Set((d.options ?? []).flatMap((o) => keysAt(o, path)))];
+    case 'object':
+      return head === undefined ? Object.keys(d.shape ?? {}) : keysAt(d.shape?.[String(head)], rest);
+    case 'array':
+      return head === undefined ? [] : keysAt(d.element, rest);
+    case 'record':
+      return head === undefined ? [] : keysAt(d.valueType, rest);
+    default:
+      return [];
+  }
 }
 
 function firstLine(s: string): string {

@@ -173,7 +173,13 @@ export const configSchema = z.strictObject({
       admin: listenList.optional(),
     })
     .optional(),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).optional() }).optional(),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).optional(),
+      // No default here: unset means pretty on a terminal, JSON otherwise (decided at start, log.ts).
+      format: z.enum(['pretty', 'json']).optional(),
+    })
+    .optional(),
   networks: z
     .strictObject({
       ipv4_prefix: z.number().int().min(8).max(32).optional(),

@@ -121,12 +121,11 @@ void describe('config: node and the shared store', () => {
       ),
       [
         'mw.yaml:1:7: node: node names are 1-64 characters of A-Z, a-z, 0-9, _ . - (e.g. mx1) [MW_CONFIG_INVALID]',
-        'mw.yaml:3:12: store.backend: must be one of "memory", "redis" [MW_CONFIG_INVALID]',
+        'mw.yaml:3:12: store.backend: "valkey" is not one of "memory", "redis" [MW_CONFIG_INVALID]',
         'mw.yaml:4:8: store.url: not a Redis URL; write redis://host:6379/0 (rediss:// for TLS; redis://:password@host:6379/0 with a password) [MW_CONFIG_INVALID]',
         'mw.yaml:5:11: store.prefix: a prefix is 1-64 characters of A-Z, a-z, 0-9, _ . : - (no braces: mailwarden adds the hash tag) [MW_CONFIG_INVALID]',
-        // (zod reports refinements of nested values after the others)
-        'mw.yaml:7:12: store.timeout: must be longer than 0 [MW_CONFIG_INVALID]',
         'mw.yaml:6:15: store.sentinels.0: write host:port, e.g. 10.0.0.5:6379 or [2001:db8::5]:6379 [MW_CONFIG_INVALID]',
+        'mw.yaml:7:12: store.timeout: must be longer than 0 [MW_CONFIG_INVALID]',
       ],
     );
     assert.deepEqual(

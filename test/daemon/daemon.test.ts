@@ -169,7 +169,7 @@ describe('CLI without a daemon, and check-config', () => {
   test('a command says the daemon is not running, instead of a stack trace', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mw-cli-'));
     const r = await runCli(['bans', 'list'], { MAILWARDEN_DATA: dir });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /mailwarden is not running/);
     rmSync(dir, { recursive: true, force: true });
   });

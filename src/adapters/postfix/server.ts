@@ -118,9 +118,10 @@ export class PostfixPolicyServer {
     const bound: string[] = [];
     for (const t of targets) {
       const server = createServer(ACCEPT_PAUSED, (raw) => this.serve(raw));
-      server.on('error', (err) => this.o.logger.error({ err }, 'postfix policy listener error'));
       this.caps.watch(server);
       bound.push(await listenOn(server, t));
+      // Only once listening: a failure to listen is the caller's to report (one line, daemon.ts), not a logged stack.
+      server.on('error', (err) => this.o.logger.error({ err }, 'postfix policy listener error'));
       this.servers.push(server);
     }
     return bound;
