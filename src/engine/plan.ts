@@ -139,6 +139,14 @@ interface Step {
   prefix: string;
   /** What a distinct rule's members are; undefined for the other counts. */
   distinct: DistinctField | undefined;
+  /** The rule counts failed logins by distinct member (`countsGuesses`). */
+  guess: boolean;
+  /** The rule checks login attempts before the password check. */
+  checksAttempts: boolean;
+  /** Its action refuses (reject, tempfail). */
+  refusing: boolean;
+  /** Its known-good exception and shared condition, as op flags (`gateFlags`). */
+  gate: number;
 }
 
 /** What plan() needs of a policy, worked out once per policy rather than once per event. */
@@ -170,6 +178,10 @@ function indexOf(policy: Policy): PolicyIndex {
       role,
       prefix: keyPrefix(rule.uses ? rule.uses.rule : rule.name),
       distinct: counted.count.startsWith('distinct:') ? (counted.count.slice(9) as DistinctField) : undefined,
+      guess: countsGuesses(rule),
+      checksAttempts: rule.checkOn.includes('auth-attempt'),
+      refusing: REFUSING.has(rule.then.action),
+      gate: gateFlags(rule),
     });
     for (const kind of new Set([...rule.on, ...rule.checkOn])) {
       byKind.set(kind, [...(byKind.get(kind) ?? []), step(rule.on.includes(kind) ? 'count' : 'check')]);
@@ -389,7 +401,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   const seen: Seen = { event, policy, network: undefined };
   let ewmas: Array<[number, CounterOp]> | undefined;
   let companions: Array<[number, Rule, string, Charge, number]> | undefined;
-  for (const { rule, role, prefix, distinct } of ix.byKind.get(event.kind) ?? NO_STEPS) {
+  for (const { rule, role, prefix, distinct, guess, refusing, gate } of ix.byKind.get(event.kind) ?? NO_STEPS) {
     if (!whenHolds(rule, event, role)) continue;
     const subject = subjectOf(rule, seen);
     if (subject === undefined) continue;
@@ -413,7 +425,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
       // An attempt checked against a guessing rule is also one of its in-flight guesses.
       const charge: Charge =
         role === 'check'
-          ? attempt && countsGuesses(rule)
+          ? attempt && guess
             ? 'pending'
             : 'never'
           : fact
@@ -421,8 +433,8 @@ export function plan(event: MailEvent, policy: Policy): Plan {
             : acts
               ? 'if-pass'
               : 'if-conform';
-      const veto = charge === 'if-pass' || (role === 'check' && acts && REFUSING.has(rule.then.action));
-      const flags = gateFlags(rule) | (veto ? VETO : 0);
+      const veto = charge === 'if-pass' || (role === 'check' && acts && refusing);
+      const flags = gate | (veto ? VETO : 0);
       const windowMs = rule.windowMs;
       if (distinct !== undefined) {
         const member = distinctMember(distinct, seen);
@@ -539,9 +551,8 @@ function planGuesses(out: Plan, seen: Seen, ix: PolicyIndex): void {
   const event = seen.event;
   const success = succeeded(event);
   if (!success && event.refused !== true) return; // a checked failure is counted as a fact
-  for (const { rule, prefix, distinct } of ix.guesses) {
-    const checks = rule.checkOn.includes('auth-attempt');
-    if (!checks && !(success && distinct === 'user')) continue;
+  for (const { rule, prefix, distinct, checksAttempts, gate } of ix.guesses) {
+    if (!checksAttempts && !(success && distinct === 'user')) continue;
     if (!whenHolds(rule, event, 'check')) continue;
     const subject = subjectOf(rule, seen);
     const member = distinctMember(distinct as DistinctField, seen);
@@ -549,7 +560,7 @@ function planGuesses(out: Plan, seen: Seen, ix: PolicyIndex): void {
     // A right password is no guess, and a user who logs in is no target of spraying.
     const charge: DistinctCharge = success && (distinct === 'pwhash' || distinct === 'user') ? 'forget' : 'settle';
     const key = keyWith(prefix, subject);
-    const flags = gateFlags(rule) & ~EXCEPT_KNOWN_GOOD;
+    const flags = gate & ~EXCEPT_KNOWN_GOOD;
     out.counters.push({
       type: 'distinct',
       rule: rule.name,
