@@ -270,9 +270,7 @@ export class MemoryStore implements Store {
           reason: e.reason,
           actor,
         };
-        // A person's suspension is on disk before it is acknowledged; a rule's is enforced at once and written when it can be.
-        if (actor === AUTOMATIC) this.disk.write(() => this.db.saveSuspension(s));
-        else this.disk.now(() => this.db.saveSuspension(s));
+        this.persist(actor, () => this.db.saveSuspension(s));
         this.suspensions.set(e.user, s);
         this.audit(now, 'suspend', e.user, e.rule, e.reason, actor, { ...e.evidence, until });
         out.suspensions.push(s);
@@ -298,9 +296,7 @@ export class MemoryStore implements Store {
       offence,
       actor,
     };
-    // A person's ban is on disk before it is acknowledged; a rule's is enforced at once and written when it can be.
-    if (actor === AUTOMATIC) this.disk.write(() => this.db.saveBan(rec, true));
-    else this.disk.now(() => this.db.saveBan(rec, true));
+    this.persist(actor, () => this.db.saveBan(rec, true));
     this.bans.set(rec);
     this.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
     const out = [rec];
@@ -419,6 +415,15 @@ export class MemoryStore implements Store {
       this.lastAudit.set(k, now);
       this.audit(now, h.observe ? 'observe' : 'limit', h.subject, h.rule, h.reason, AUTOMATIC, hitEvidence(event, h));
     }
+  }
+
+  /**
+   * A rule's ban or suspension is enforced at once and written when the disk can take it; a
+   * person's is on disk before it is acknowledged (or refused: PersistenceError).
+   */
+  private persist(actor: string, write: () => void): void {
+    if (actor === AUTOMATIC) this.disk.write(write);
+    else this.disk.now(write);
   }
 
   /** An audit row: written when the disk allows, dropped first if the disk stays away long. */
