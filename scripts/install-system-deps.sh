@@ -11,6 +11,7 @@ PACKAGES=(
   hydra                     # test/e2e: a real brute-force tool against IMAP and SMTP
   chromium                  # test/admin/dashboard.test.ts: the dashboard in a real browser (playwright-core)
   redis-server redis-tools  # cluster mode: a real Redis (and a three-node Redis Cluster) started by the tests
+  prometheus                # test/admin/monitoring.test.ts: promtool checks the alert rules and a live /metrics
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -3,15 +3,18 @@
  *
  * Counted on the hot path, in plain numbers (admin/tallies): decisions by
  * adapter, action and rule, and the decision latency per adapter (a
- * histogram). Everything else is read from
- * the components' own counters when Prometheus scrapes (collect callbacks),
- * so it costs nothing between scrapes. No label ever holds an address or a
- * user: series stay bounded (rule names come from the config).
+ * histogram). Bans and suspensions made are counted as the decider commits
+ * them (the rare path). Everything else is read from the components' own
+ * counters when Prometheus scrapes (collect callbacks), so it costs nothing
+ * between scrapes. What only grows while the process lives is a counter named
+ * `_total`, so that rate() and increase() see a restart as a reset; what goes
+ * up and down is a gauge. No label ever holds an address or a user: series
+ * stay bounded (rule names come from the config).
  */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision, MailEvent } from '../engine/types.js';
 import type { ConnectionStats } from '../adapters/caps.js';
-import type { StoreStats } from '../store/types.js';
+import type { CommitResult, StoreStats } from '../store/types.js';
 import { TalliedCounter, TalliedHistogram } from './tallies.js';
 
 type AdapterStats = { requests: number; budgetMisses: number; errors: number; badRequests: number } & ConnectionStats;
@@ -28,14 +31,34 @@ export interface MetricSources {
   };
 }
 
+/** One series: its label values and its value. */
+type Sample = [labels: Record<string, string>, value: number];
+
+const PREFIX = 'mailwarden_';
+/**
+ * prom-client's default gauges named `_total`, which `promtool check metrics` rejects; each
+ * is the sum of the by-type gauge that stays (`…_active_handles{type}` and so on).
+ */
+const MISNAMED_DEFAULTS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+/** Up to 1 s: both budgets (Postfix 100 ms, Dovecot 500 ms) fall inside, so a late decision still has a bucket. */
+const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly decisions: TalliedCounter<'adapter' | 'action' | 'rule'>;
   private readonly latency: TalliedHistogram;
+  // prom-client Counters: a ban is rare, so hashing its label set costs nothing that matters.
+  private readonly bans: Counter<'rule'>;
+  private readonly suspensions: Counter<'rule'>;
 
   constructor(src: MetricSources) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'mailwarden_' });
+    collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(PREFIX + name);
     this.decisions = new TalliedCounter({
       name: 'mailwarden_decisions_total',
       help: 'Decisions made, by adapter (postfix, dovecot), action and rule ("" when no rule fired).',
@@ -46,95 +69,127 @@ export class Metrics {
       'mailwarden_decision_seconds',
       'Time to decide one request, by adapter.',
       'adapter',
-      [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      LATENCY_BUCKETS,
       this.registry,
     );
-    const gauge = (name: string, help: string, labelNames: string[], collect: (g: Gauge) => void): void => {
+    this.bans = new Counter({
+      name: 'mailwarden_bans_total',
+      help: 'Bans made by rules since start, by rule (an IPv6 prefix banned for the /64s inside it counts too).',
+      labelNames: ['rule'],
+      registers,
+    });
+    this.suspensions = new Counter({
+      name: 'mailwarden_suspensions_total',
+      help: 'Users suspended by rules since start, by rule.',
+      labelNames: ['rule'],
+      registers,
+    });
+
+    const gauge = (name: string, help: string, labelNames: string[], read: () => Sample[]): void => {
       new Gauge({
         name,
         help,
         labelNames,
         registers,
         collect(this: Gauge) {
-          collect(this);
+          for (const [labels, v] of read()) this.set(labels, v);
         },
       });
     };
-    gauge('mailwarden_active_bans', 'Bans in force.', [], (g) => g.set(src.store().activeBans));
-    gauge('mailwarden_active_suspensions', 'Users suspended now.', [], (g) => g.set(src.store().activeSuspensions));
+    // The components count since start; their count is the counter's value (reset() then inc() sets it).
+    const counter = (name: string, help: string, labelNames: string[], read: () => Sample[]): void => {
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect(this: Counter) {
+          this.reset();
+          for (const [labels, v] of read()) this.inc(labels, v);
+        },
+      });
+    };
+    const byAdapter = (value: (s: AdapterStats) => number) => (): Sample[] =>
+      Object.entries(src.adapters()).map(([adapter, s]): Sample => [{ adapter }, value(s)]);
+    /** A sample per adapter and value of one more label. */
+    const perAdapter = (label: string, values: (s: AdapterStats) => Record<string, number>) => (): Sample[] =>
+      Object.entries(src.adapters()).flatMap(([adapter, s]) =>
+        Object.entries(values(s)).map(([value, n]): Sample => [{ adapter, [label]: value }, n]),
+      );
+    const one = (v: number): Sample[] => [[{}, v]];
+
+    gauge('mailwarden_active_bans', 'Bans in force.', [], () => one(src.store().activeBans));
+    gauge('mailwarden_active_suspensions', 'Users suspended now.', [], () => one(src.store().activeSuspensions));
     gauge(
       'mailwarden_persistence_degraded',
       '1 while writes to the data directory fail (bans are enforced from memory and written when the disk takes them again).',
       [],
-      (g) => g.set(src.store().persistence?.ok === false ? 1 : 0),
+      () => one(src.store().persistence?.ok === false ? 1 : 0),
     );
-    gauge('mailwarden_persistence_queued_writes', 'Writes waiting for the data directory.', [], (g) =>
-      g.set(src.store().persistence?.queued ?? 0),
+    gauge('mailwarden_persistence_queued_writes', 'Writes waiting for the data directory.', [], () =>
+      one(src.store().persistence?.queued ?? 0),
     );
-    gauge('mailwarden_store_keys', 'Counter keys held by the store.', ['backend'], (g) => {
+    gauge('mailwarden_store_keys', 'Counter keys held by the store.', ['backend'], () => {
       const s = src.store();
-      g.set({ backend: s.backend }, s.counterKeys);
+      return [[{ backend: s.backend }, s.counterKeys]];
     });
+    counter(
+      'mailwarden_store_evicted_keys_total',
+      'Counter keys evicted (unused for a whole generation of store.max_keys / 2) since start.',
+      [],
+      () => one(src.store().evictions),
+    );
     gauge(
       'mailwarden_store_fallback',
       'Cluster mode: 1 while decisions come from local memory because Redis is unreachable or slow.',
       [],
-      (g) => g.set(src.store().mode === 'local-fallback' ? 1 : 0),
+      () => one(src.store().mode === 'local-fallback' ? 1 : 0),
+    );
+    counter('mailwarden_store_fallbacks_total', 'Cluster mode: times this node fell back to local memory.', [], () =>
+      one(src.store().fallbacks ?? 0),
+    );
+    counter('mailwarden_store_local_decisions_total', 'Cluster mode: requests decided from local memory.', [], () =>
+      one(src.store().localDecisions ?? 0),
     );
     gauge(
-      'mailwarden_store_fallbacks',
-      'Cluster mode: times this node fell back to local memory since start.',
+      'mailwarden_store_pending_changes',
+      'Cluster mode: bans, suspensions and lifts made during an outage, waiting to be pushed to Redis.',
       [],
-      (g) => g.set(src.store().fallbacks ?? 0),
+      () => one(src.store().pending ?? 0),
+    );
+    counter(
+      'mailwarden_adapter_requests_total',
+      'Requests received, by adapter.',
+      ['adapter'],
+      byAdapter((s) => s.requests),
+    );
+    counter(
+      'mailwarden_adapter_failures_total',
+      'Requests answered "no opinion" (Postfix DUNNO, Dovecot status 0), by adapter and why: budget_miss (the decision was late), error (engine or store failed), bad_request.',
+      ['adapter', 'kind'],
+      perAdapter('kind', (s) => ({ budget_miss: s.budgetMisses, error: s.errors, bad_request: s.badRequests })),
     );
     gauge(
-      'mailwarden_store_local_decisions',
-      'Cluster mode: requests decided from local memory since start.',
-      [],
-      (g) => g.set(src.store().localDecisions ?? 0),
+      'mailwarden_adapter_connections',
+      'Connections open now, by adapter.',
+      ['adapter'],
+      byAdapter((s) => s.connectionsOpen),
     );
-    gauge(
-      'mailwarden_store_evicted_keys',
-      'Counter keys evicted (unused for a whole generation of store.max_keys / 2) since start.',
-      [],
-      (g) => g.set(src.store().evictions),
+    counter(
+      'mailwarden_adapter_connections_refused_total',
+      'Connections refused, by adapter and why: listener_full (max_connections), peer_full (max_connections_per_peer).',
+      ['adapter', 'reason'],
+      perAdapter('reason', (s) => ({ listener_full: s.connectionsRefused, peer_full: s.peerConnectionsRefused })),
     );
-    gauge('mailwarden_adapter_requests', 'Requests received since start, by adapter.', ['adapter'], (g) => {
-      for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.requests);
-    });
-    /** A gauge by adapter and one more label, whose values each adapter's stats give. */
-    const perAdapter = (
-      name: string,
-      help: string,
-      label: string,
-      values: (s: AdapterStats) => Record<string, number>,
-    ): void =>
-      gauge(name, help, ['adapter', label], (g) => {
-        for (const [adapter, s] of Object.entries(src.adapters()))
-          for (const [value, n] of Object.entries(values(s))) g.set({ adapter, [label]: value }, n);
-      });
-    perAdapter(
-      'mailwarden_adapter_failures',
-      'Requests answered "no opinion" since start, by adapter and why: budget_miss (the decision was late), error (engine or store failed), bad_request.',
-      'kind',
-      (s) => ({ budget_miss: s.budgetMisses, error: s.errors, bad_request: s.badRequests }),
-    );
-    gauge('mailwarden_adapter_connections', 'Connections open now, by adapter.', ['adapter'], (g) => {
-      for (const [adapter, s] of Object.entries(src.adapters())) g.set({ adapter }, s.connectionsOpen);
-    });
-    perAdapter(
-      'mailwarden_adapter_connections_refused',
-      'Connections refused since start, by adapter and why: listener_full (max_connections), peer_full (max_connections_per_peer).',
-      'reason',
-      (s) => ({ listener_full: s.connectionsRefused, peer_full: s.peerConnectionsRefused }),
-    );
-    gauge('mailwarden_alerts', 'Alerts since start, by channel and result.', ['channel', 'result'], (g) => {
+    counter('mailwarden_alerts_total', 'Alerts, by channel and result.', ['channel', 'result'], () => {
       const a = src.alerts();
-      for (const [channel, n] of Object.entries(a.sent)) g.set({ channel, result: 'sent' }, n);
-      for (const [channel, n] of Object.entries(a.failed)) g.set({ channel, result: 'failed' }, n);
-      g.set({ channel: 'any', result: 'retried' }, a.retried);
-      g.set({ channel: 'any', result: 'dropped' }, a.dropped);
-      g.set({ channel: 'any', result: 'suppressed' }, a.suppressed);
+      return [
+        ...Object.entries(a.sent).map(([channel, n]): Sample => [{ channel, result: 'sent' }, n]),
+        ...Object.entries(a.failed).map(([channel, n]): Sample => [{ channel, result: 'failed' }, n]),
+        [{ channel: 'any', result: 'retried' }, a.retried],
+        [{ channel: 'any', result: 'dropped' }, a.dropped],
+        [{ channel: 'any', result: 'suppressed' }, a.suppressed],
+      ];
     });
   }
 
@@ -142,5 +197,11 @@ export class Metrics {
     const adapter = event.kind.startsWith('auth-') ? 'dovecot' : 'postfix';
     this.decisions.inc([adapter, d.action, d.rule]);
     this.latency.observe(adapter, seconds);
+  }
+
+  /** The bans and suspensions a rule's decision just made (the decider's `onCommitted`). */
+  committed(done: CommitResult): void {
+    for (const b of done.bans) this.bans.inc({ rule: b.rule });
+    for (const s of done.suspensions) this.suspensions.inc({ rule: s.rule });
   }
 }

@@ -157,7 +157,7 @@ describe('admin API and metrics', () => {
     assert.equal(value(/mailwarden_active_bans (\d+)/), 1);
     assert.ok(value(/mailwarden_decision_seconds_count\{adapter="postfix"\} (\d+)/) >= 30);
     assert.match(m, /mailwarden_process_cpu_seconds_total/);
-    assert.match(m, /mailwarden_adapter_failures\{adapter="postfix",kind="budget_miss"\} 0/);
+    assert.match(m, /mailwarden_adapter_failures_total\{adapter="postfix",kind="budget_miss"\} 0/);
     assert.match(m, /mailwarden_store_fallback 0/);
     assert.match(m, /mailwarden_store_keys\{backend="memory"\} \d+/);
     // no label may hold an address or a user: series must stay bounded

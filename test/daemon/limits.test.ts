@@ -89,7 +89,7 @@ describe('daemon: more connections than open files', { skip: hasPrlimit ? false 
     assert.equal(metrics.status, 200);
     assert.match(
       await metrics.text(),
-      new RegExp(`mailwarden_adapter_connections_refused\\{adapter="postfix",reason="listener_full"\\} ${TOTAL - cap}`),
+      new RegExp(`mailwarden_adapter_connections_refused_total\\{adapter="postfix",reason="listener_full"\\} ${TOTAL - cap}`),
     );
 
     // So do the Dovecot endpoint and a connection that was let in.
