@@ -18,6 +18,7 @@ import { Metrics } from './admin/metrics.js';
 import type { Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
+import { RuntimeAllowlist } from './allowlist.js';
 import { Decider } from './decider.js';
 import {
   ADMIN_MAX_CONNECTIONS,
@@ -61,6 +62,7 @@ const LISTEN_FAILURES: Record<string, string> = {
   EADDRINUSE: 'address already in use; stop the other process or set',
   EACCES: 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE); set',
   EADDRNOTAVAIL: 'this host has no such address; set',
+  EEXIST: 'a file that is not a socket is in the way; move it or set',
 };
 
 /** Runs a listener's start, turning "address in use" and its kin into a ListenError naming the config key. */
@@ -152,6 +154,16 @@ export async function startDaemon(
     maxBody: settings.dovecot.maxBody,
   });
   let current = settings;
+  // The config's policy plus the runtime allowlist (node-local: the cluster's local memory).
+  const allowlist = new RuntimeAllowlist(
+    'local' in store ? store.local : store,
+    () => current,
+    (policy) => {
+      decider.policy = policy;
+    },
+    now,
+  );
+  allowlist.refresh();
   const activity = new Activity(now(), () => decider.policy);
   const metrics = new Metrics({
     store: () => store.stats(now()),
@@ -163,6 +175,7 @@ export async function startDaemon(
     metrics.decision(event, d, seconds);
   };
   decider.onCommitted = (done, time) => {
+    metrics.committed(done);
     for (const b of done.bans)
       activity.publish({ time, kind: 'ban', subject: b.subject, rule: b.rule, reason: b.reason });
     for (const x of done.suspensions)
@@ -177,6 +190,7 @@ export async function startDaemon(
     configFile: current.file ?? null,
     dataDir: current.dataDir,
     rules: current.policy.rules.map((r) => ({ name: r.name, mode: r.mode })),
+    allowlist: { config: current.allowlist.networks.length + current.allowlist.users.length, runtime: allowlist.runtimeCount() },
     store: store.stats(now()),
     postfix: { listen: bound.postfix, ...postfix.stats },
     dovecot: { listen: bound.dovecot, ...dovecot.stats },
@@ -186,8 +200,8 @@ export async function startDaemon(
   const reload = (): Promise<{ ok: boolean; problems?: string }> => {
     try {
       const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
-      decider.policy = next.policy;
       current = next;
+      allowlist.refresh();
       logger.info(
         { config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length },
         'configuration reloaded',
@@ -199,7 +213,7 @@ export async function startDaemon(
       return Promise.resolve({ ok: false, problems });
     }
   };
-  const ctx = { store, policy: () => decider.policy, now, status, activity, metrics, reload };
+  const ctx = { store, allowlist, policy: () => decider.policy, now, status, activity, metrics, reload };
   const token = ensureToken(settings.dataDir);
   const admins: FastifyInstance[] = [];
   const bound = { postfix: [] as string[], dovecot: [] as string[], admin: [] as string[] };
@@ -213,8 +227,10 @@ export async function startDaemon(
     const local = buildAdminApi(ctx, { token: undefined });
     const sock = adminSocketPath(settings.dataDir);
     try {
-      await prepareUnixSocket(sock);
-      await local.listen({ path: sock });
+      await listening('CLI admin socket', 'data_dir (another mailwarden may be using this data directory)', async () => {
+        await prepareUnixSocket(sock);
+        await local.listen({ path: sock });
+      });
       chmodSync(sock, 0o600);
       admins.push(local);
       bound.admin.push(sock);
@@ -232,10 +248,10 @@ export async function startDaemon(
       const app = buildAdminApi(ctx, { token });
       // The CLI's socket above is never capped; these must not take the descriptors it needs.
       app.server.maxConnections = ADMIN_MAX_CONNECTIONS;
-      if (t.kind === 'unix') await prepareUnixSocket(t.path);
-      const addr = await listening('admin API and dashboard', 'listen.admin', () =>
-        t.kind === 'unix' ? app.listen({ path: t.path }) : app.listen({ host: t.host, port: t.port }),
-      );
+      const addr = await listening('admin API and dashboard', 'listen.admin', async () => {
+        if (t.kind === 'unix') await prepareUnixSocket(t.path);
+        return t.kind === 'unix' ? app.listen({ path: t.path }) : app.listen({ host: t.host, port: t.port });
+      });
       admins.push(app);
       bound.admin.push(addr.replace(/^http:\/\//, ''));
       if (t.kind === 'tcp') dashboards.push(`${addr}/`);
@@ -279,6 +295,7 @@ export async function startDaemon(
     reload: async () => (await reload()).ok,
     stop: async () => {
       clearInterval(snapshot);
+      allowlist.close();
       await postfix.stop();
       await dovecot.stop();
       await Promise.all(admins.map((a) => a.close()));

@@ -70,6 +70,11 @@ export function describeTarget(t: ListenTarget): string {
   return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
 
+/** An error shaped like node's own listen errors (code, address), so the daemon words both alike. */
+function inTheWay(code: string, path: string, message: string): NodeJS.ErrnoException & { address: string } {
+  return Object.assign(new Error(message), { code, address: path });
+}
+
 /** Makes `path` free for a new unix socket: removes a stale one left by a crash, refuses a live one. */
 export async function prepareUnixSocket(path: string): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
@@ -79,7 +84,7 @@ export async function prepareUnixSocket(path: string): Promise<void> {
   } catch {
     return;
   }
-  if (!isSocket) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  if (!isSocket) throw inTheWay('EEXIST', path, `${path} exists and is not a socket; refusing to replace it`);
   const alive = await new Promise<boolean>((resolve) => {
     const c = connect(path);
     c.once('connect', () => {
@@ -88,7 +93,7 @@ export async function prepareUnixSocket(path: string): Promise<void> {
     });
     c.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`another process is listening on ${path}`);
+  if (alive) throw inTheWay('EADDRINUSE', path, `another process is listening on ${path}`);
   unlinkSync(path);
 }
 

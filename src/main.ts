@@ -7,6 +7,9 @@
  *   mailwarden status | reload             the running daemon
  *   mailwarden bans list|check|add|remove  manage bans
  *   mailwarden users list|suspend|resume   manage suspended users
+ *   mailwarden allow list|add|remove       the runtime allowlist
+ *   mailwarden audit [--since] [--subject] the audit trail (export with --all)
+ *   mailwarden backup <file>               a consistent copy of the database, while running
  *   mailwarden explain <ip|network|user>   why is it limited, banned or suspended?
  *
  * Every command but serve and check-config talks to the running daemon over
@@ -17,18 +20,23 @@
  * Exit codes: 0 done; 1 refused, not found or bad input; 2 the daemon was not
  * reached (or, for serve and check-config, the config is wrong).
  */
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import { call, AdminError, findDaemon } from './admin/client.js';
+import { call, AdminError, findDaemon, findDataDir } from './admin/client.js';
 import { describeSettings, type Settings } from './config/compile.js';
 import { ConfigError } from './config/errors.js';
 import { loadSettings, overridesFromEnv, type Overrides } from './config/load.js';
-import { startDaemon, VERSION } from './daemon.js';
+import { ListenError, startDaemon, VERSION } from './daemon.js';
 import { isoTime } from './engine/decide.js';
 import type { BanRecord, SuspensionRecord } from './engine/types.js';
+import type { AllowEntry } from './allowlist.js';
+import { parseSubject } from './engine/address.js';
 import type { Explanation } from './explain.js';
+import { backupDatabase, type BackupReport } from './store/backup.js';
+import { DATABASE_FILE, SchemaError } from './store/sqlite.js';
+import type { AuditRow } from './store/types.js';
 import { createLogger } from './log.js';
 
 interface GlobalOpts {
@@ -103,6 +111,19 @@ function banLine(b: BanRecord): string {
   return `${b.subject.padEnd(24)} until ${iso(b.until)}  offence ${b.offence}  rule ${b.rule}  by ${b.actor}  ${b.reason}`;
 }
 
+function allowLine(e: AllowEntry): string {
+  const until = e.until === null ? 'until removed' : `until ${iso(e.until)}`;
+  const from = e.source === 'config' ? 'config file' : `${until}  by ${e.actor}  ${e.reason}`;
+  return `${e.subject.padEnd(32)} ${e.kind.padEnd(7)} ${from}`;
+}
+
+function auditLine(a: AuditRow): string {
+  const ev = Object.entries(a.evidence)
+    .map(([k, v]) => `${k}=${TIME_FIELDS.has(k) && typeof v === 'number' ? iso(v) : JSON.stringify(withIsoTimes(v))}`)
+    .join(' ');
+  return `${iso(a.time)} ${a.kind.padEnd(7)} ${a.subject} rule ${a.rule} by ${a.actor}${a.node ? `@${a.node}` : ''}: ${a.reason}${ev ? `  ${ev}` : ''}`;
+}
+
 function printSuspensions(items: SuspensionRecord[]): void {
   for (const s of items)
     console.log(`${s.user.padEnd(32)} until ${iso(s.until)}  rule ${s.rule}  by ${s.actor}  ${s.reason}`);
@@ -133,6 +154,7 @@ interface StatusView {
   configFile: string | null;
   dataDir: string;
   rules: Array<{ name: string; mode: string }>;
+  allowlist: { config: number; runtime: number };
   store: {
     backend: string;
     counterKeys: number;
@@ -178,18 +200,20 @@ function printStatus(st: StatusView, socket: string): void {
     `store      ${st.store.backend}${st.store.mode ? ` (${st.store.mode})` : ''}  counters ${count(st.store.counterKeys)}`,
     `bans       ${count(st.store.activeBans)}   suspended users ${count(st.store.activeSuspensions)}`,
     `rules      ${rules.length}${observe ? ` (${observe} observe only)` : ''}`,
+    `allowlist  ${count(st.allowlist.config)} from the config file, ${count(st.allowlist.runtime)} added at run time`,
   ];
   for (const l of lines) console.log(l);
   const bad = degraded(st);
   console.log(bad.length ? `DEGRADED:\n${bad.map((b) => `  ${b}`).join('\n')}` : 'state      ok');
 }
 
-interface BanPage {
+interface Page<T> {
   total: number;
   offset: number;
   limit: number;
-  items: BanRecord[];
+  items: T[];
 }
+type BanPage = Page<BanRecord>;
 interface BanCheck {
   subject: string;
   allowlisted: boolean;
@@ -330,9 +354,17 @@ async function main(argv: string[]): Promise<void> {
       const offset = intOption('--offset', o.offset, 0);
       const q = o.query ? `&q=${encodeURIComponent(o.query)}` : '';
       const r = await admin<BanPage>('GET', `/v1/bans?limit=${Math.max(1, limit)}&offset=${offset}${q}`);
-      if (o.json) return json(r);
+      // An address searched for may be banned by a network around it, which a text search does not find.
+      const cover =
+        o.query && parseSubject(o.query)
+          ? (await admin<BanCheck>('GET', `/v1/bans/check/${encodeURIComponent(o.query)}`)).bans.filter(
+              (b) => !r.items.some((x) => x.subject === b.subject),
+            )
+          : [];
+      if (o.json) return json(o.query && parseSubject(o.query) ? { ...r, coveredBy: cover } : r);
       for (const b of r.items) console.log(banLine(b));
       console.log(pageLine(r.total, r.offset, r.items.length, o.query ? 'matching bans' : 'active bans'));
+      for (const b of cover) console.log(`${o.query ?? ''} is covered by ${b.subject} (rule ${b.rule}, until ${iso(b.until)})`);
     });
   bans
     .command('check <address>')
@@ -414,12 +446,10 @@ async function main(argv: string[]): Promise<void> {
     .action(async (o: { limit: string; offset: string; json?: boolean }) => {
       const limit = intOption('--limit', o.limit, 100);
       const offset = intOption('--offset', o.offset, 0);
-      const r = await admin<{ items: SuspensionRecord[] }>('GET', '/v1/users');
-      // The API answers every suspension at once; the CLI pages them like bans.
-      const items = r.items.slice(offset, offset + limit);
-      if (o.json) return json({ total: r.items.length, offset, limit, items });
-      printSuspensions(items);
-      console.log(pageLine(r.items.length, offset, items.length, 'suspended users'));
+      const r = await admin<Page<SuspensionRecord>>('GET', `/v1/users?limit=${Math.max(1, limit)}&offset=${offset}`);
+      if (o.json) return json(r);
+      printSuspensions(r.items);
+      console.log(pageLine(r.total, r.offset, r.items.length, 'suspended users'));
     });
   users
     .command('suspend <user>')
@@ -445,6 +475,121 @@ async function main(argv: string[]): Promise<void> {
       else console.log(`resumed ${r.resumed.user}`);
     });
 
+  const allow = program
+    .command('allow')
+    .description('the runtime allowlist: addresses, networks and users exempt from every limit and ban');
+  allow
+    .command('list')
+    .option('--limit <n>', `how many to show (at most ${PAGE_MAX})`, '100')
+    .option('--offset <n>', 'how many to skip', '0')
+    .option('--json', 'print JSON')
+    .action(async (o: { limit: string; offset: string; json?: boolean }) => {
+      const limit = intOption('--limit', o.limit, 100);
+      const offset = intOption('--offset', o.offset, 0);
+      const r = await admin<Page<AllowEntry>>('GET', `/v1/allowlist?limit=${Math.max(1, limit)}&offset=${offset}`);
+      if (o.json) return json(r);
+      for (const e of r.items) console.log(allowLine(e));
+      console.log(pageLine(r.total, r.offset, r.items.length, 'allowlist entries'));
+    });
+  allow
+    .command('add <subject>')
+    .description('exempt an address, a network (CIDR) or a user from every limit and ban; kept across restarts')
+    .option('--duration <d>', 'e.g. 2h, 7d, at most 3650d (default: until removed)')
+    .option('--reason <text>', 'why (kept in the audit trail)')
+    .option('--force', 'allowlist a network wider than IPv4 /8 or IPv6 /16')
+    .option('--json', 'print JSON')
+    .action(async (subject: string, o: { duration?: string; reason?: string; force?: boolean; json?: boolean }) => {
+      const body = { subject, duration: o.duration, reason: o.reason, force: o.force };
+      const e = await admin<AllowEntry & { bansOverlapping: BanRecord[] }>('POST', '/v1/allowlist', body);
+      if (o.json) return json(e);
+      console.log(`allowlisted ${e.subject}${e.until === null ? '' : ` until ${iso(e.until)}`}`);
+      for (const b of e.bansOverlapping)
+        console.log(`  note: the ban of ${b.subject} (rule ${b.rule}) stays, but no longer stops ${e.subject}`);
+    });
+  allow
+    .command('remove <subjects...>')
+    .alias('rm')
+    .description('take entries off the runtime allowlist (config file entries are changed in the file)')
+    .option('--json', 'print JSON')
+    .action(async (subjects: string[], o: { json?: boolean }) => {
+      const removed: AllowEntry[] = [];
+      const refused: Array<{ subject: string; error: string }> = [];
+      for (const subject of subjects) {
+        try {
+          const r = await admin<{ removed: AllowEntry }>('DELETE', `/v1/allowlist/${encodeURIComponent(subject)}`);
+          removed.push(r.removed);
+          if (!o.json) console.log(`removed ${r.removed.subject} from the allowlist`);
+        } catch (err) {
+          if (!(err instanceof AdminError) || err.unreachable) throw err;
+          refused.push({ subject, error: err.message });
+          if (!o.json) process.stderr.write(`mailwarden: ${err.message}\n`);
+        }
+      }
+      if (o.json) json({ removed, refused });
+      if (refused.length) process.exitCode = 1;
+    });
+
+  program
+    .command('audit')
+    .description('the audit trail, newest first: bans, lifts, suspensions, rule hits, allowlist changes')
+    .option('--since <when>', 'from this time (2026-12-01T08:00Z) or this long ago (24h, 7d)')
+    .option('--subject <s>', 'only this address, network or user (exactly)')
+    .option('--limit <n>', `how many to show (at most ${PAGE_MAX})`, '100')
+    .option('--offset <n>', 'how many to skip', '0')
+    .option('--all', 'every row that matches, page after page (for an export)')
+    .option('--json', 'print JSON (with --all: one JSON object per line)')
+    .action(
+      async (o: { since?: string; subject?: string; limit: string; offset: string; all?: boolean; json?: boolean }) => {
+        const q = (limit: number, offset: number): string =>
+          `/v1/audit?limit=${limit}&offset=${offset}` +
+          (o.since ? `&since=${encodeURIComponent(o.since)}` : '') +
+          (o.subject ? `&subject=${encodeURIComponent(o.subject)}` : '');
+        const print = (a: AuditRow): void => console.log(o.json ? JSON.stringify(withIsoTimes(a)) : auditLine(a));
+        if (o.all) {
+          // Newest first; rows written while paging shift the pages, so the ids already printed are skipped.
+          const seen = new Set<number>();
+          for (let offset = 0; ; ) {
+            const r = await admin<Page<AuditRow>>('GET', q(PAGE_MAX, offset));
+            for (const a of r.items) if (!seen.has(a.id) && seen.add(a.id)) print(a);
+            offset += r.items.length;
+            if (r.items.length === 0 || offset >= r.total) break;
+          }
+          if (!o.json) console.log(`${count(seen.size)} audit rows`);
+          return;
+        }
+        const r = await admin<Page<AuditRow>>(
+          'GET',
+          q(Math.max(1, intOption('--limit', o.limit, 100)), intOption('--offset', o.offset, 0)),
+        );
+        if (o.json) return json(r);
+        r.items.forEach(print);
+        console.log(pageLine(r.total, r.offset, r.items.length, 'audit rows'));
+      },
+    );
+
+  program
+    .command('backup <file>')
+    .description('copy the database to FILE, consistent while the daemon runs (restore: docs/OPERATIONS.md)')
+    .option('--json', 'print JSON')
+    .action(async (file: string, o: { json?: boolean }) => {
+      const g = program.opts<GlobalOpts>();
+      const dir = await findDataDir(
+        { flag: g.data, env: process.env, configFile: configFile(g), cwd: process.cwd(), installDataDir: INSTALL_DATA_DIR },
+        DATABASE_FILE,
+      );
+      let r: BackupReport;
+      try {
+        r = await backupDatabase(join(dir, DATABASE_FILE), resolve(file));
+      } catch (err) {
+        throw new AdminError(err instanceof Error ? err.message : String(err), 1);
+      }
+      if (o.json) return json(r);
+      console.log(
+        `backed up ${join(dir, DATABASE_FILE)} to ${r.file} (${count(r.bytes)} bytes, schema ${r.schemaVersion}): ` +
+          `${count(r.bans)} bans, ${count(r.suspensions)} suspensions, ${count(r.allowlist)} allowlist entries, ${count(r.auditRows)} audit rows`,
+      );
+    });
+
   program
     .command('explain <subject>')
     .description('why an address, network or user is limited, banned or suspended')
@@ -462,6 +607,10 @@ main(process.argv).catch((err: unknown) => {
   if (err instanceof AdminError) {
     process.stderr.write(`mailwarden: ${err.message}\n`);
     process.exit(err.unreachable ? 2 : 1);
+  }
+  if (err instanceof SchemaError || err instanceof ListenError) {
+    process.stderr.write(`mailwarden: ${err.message}\n`);
+    process.exit(err instanceof SchemaError ? 2 : 1);
   }
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);

@@ -16,17 +16,20 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { parseDuration } from '../config/schema.js';
-import { contains, parseSubject, type ParsedSubject } from '../engine/address.js';
+import { contains, parseSubject, tooBroad, type ParsedSubject } from '../engine/address.js';
 import type { Policy } from '../engine/policy.js';
 import { MAX_DURATION_MS, MAX_DURATION_TEXT } from '../engine/types.js';
+import { RuntimeAllowlist } from '../allowlist.js';
 import { explain } from '../explain.js';
 import type { Store } from '../store/types.js';
 import type { Activity, FeedItem } from './activity.js';
+import { badRequest, conflict } from './errors.js';
 import { registerDashboard } from './dashboard.js';
 import type { Metrics } from './metrics.js';
 
 export interface AdminContext {
   store: Store;
+  allowlist: RuntimeAllowlist;
   policy: () => Policy;
   now: () => number;
   status: () => Record<string, unknown>;
@@ -64,8 +67,11 @@ const banBody = {
   },
 } as const;
 
-/** Shorter prefixes than these cover so much of the Internet that a ban needs `force`. */
-const NARROWEST_UNFORCED = { v4: 8, v6: 16 };
+/** An allowlist entry: like a ban, but the subject may be a user too. */
+const allowBody = {
+  ...banBody,
+  properties: { ...banBody.properties, subject: { type: 'string', minLength: 1, maxLength: 320 } },
+} as const;
 
 const suspendBody = {
   type: 'object',
@@ -89,40 +95,65 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
-class BadRequest extends Error {
-  readonly statusCode = 400;
+interface PageQuery {
+  limit?: string;
+  offset?: string;
 }
 
-class Conflict extends Error {
-  readonly statusCode = 409;
+/** A list's paging: at most 1000 a page, 100 unless asked. */
+function paging(q: PageQuery): { limit: number; offset: number } {
+  return {
+    limit: Math.min(1000, Math.max(1, Math.floor(Number(q.limit ?? 100)) || 100)),
+    offset: Math.max(0, Math.floor(Number(q.offset ?? 0)) || 0),
+  };
+}
+
+/** One page of a list, with its total: no list is ever cut off without saying so. */
+function page<T>(all: readonly T[], q: PageQuery): { total: number; offset: number; limit: number; items: T[] } {
+  const { limit, offset } = paging(q);
+  return { total: all.length, offset, limit, items: all.slice(offset, offset + limit) };
+}
+
+/** `since` of the audit export: epoch ms, an ISO-8601 time, or a duration back from now (`24h`). */
+function sinceOf(raw: string | undefined, now: number): number {
+  if (raw === undefined || raw === '') return 0;
+  if (/^\d+$/.test(raw)) return Number(raw);
+  const back = parseDuration(raw);
+  if (back !== undefined && back > 0) return now - back;
+  const t = Date.parse(raw);
+  if (Number.isNaN(t)) {
+    throw badRequest(`since ${JSON.stringify(raw)} is neither a time (2026-12-01T08:00:00Z) nor a duration back (24h, 7d)`);
+  }
+  return t;
+}
+
+/** A subject as it is stored: an address or network in canonical form, a user in lower case. */
+function canonicalSubject(raw: string): string {
+  return parseSubject(raw)?.text ?? raw.trim().toLowerCase();
 }
 
 function durationOf(v: string | number | undefined): number | undefined {
   if (v === undefined) return undefined;
   const ms = parseDuration(v);
-  if (ms === undefined) throw new BadRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
-  if (ms <= 0) throw new BadRequest(`duration must be longer than 0`);
-  if (ms > MAX_DURATION_MS) throw new BadRequest(`duration must be at most ${MAX_DURATION_TEXT}`);
+  if (ms === undefined) throw badRequest(`duration ${JSON.stringify(v)} is not a duration; write e.g. 30m, 2h, 7d`);
+  if (ms <= 0) throw badRequest(`duration must be longer than 0`);
+  if (ms > MAX_DURATION_MS) throw badRequest(`duration must be at most ${MAX_DURATION_TEXT}`);
   return ms;
 }
 
 /** Why a ban of `s` is refused (over-broad without force, or against the allowlist), or undefined. */
 function refusedBan(s: ParsedSubject, policy: Policy, force: boolean): Error | undefined {
-  const narrowest = s.v6 ? NARROWEST_UNFORCED.v6 : NARROWEST_UNFORCED.v4;
-  if (s.prefix < narrowest && !force) {
-    const size = s.v6 ? `2^${128 - s.prefix}` : String(2 ** (32 - s.prefix));
-    return new BadRequest(
-      `${s.text} covers ${size} addresses; a ban wider than /${narrowest} (${s.v6 ? 'IPv6' : 'IPv4'}) needs force: ` +
-        'pass --force (CLI) or "force": true (API)',
-    );
-  }
+  const broad = tooBroad(s);
+  if (broad && !force) return badRequest(`${broad}; such a ban needs force: pass --force (CLI) or "force": true (API)`);
   const allowed = policy.allowNetworks.overlapping(s);
   if (allowed === undefined) return undefined;
   if (contains(allowed, s)) {
-    return new Conflict(`${s.text} is allowlisted (${allowed.text}); remove it from allowlist.networks first`);
+    return conflict(
+      `${s.text} is allowlisted (${allowed.text}); remove it from the allowlist first (mailwarden allow list shows where it is)`,
+    );
   }
   if (force) return undefined;
-  return new Conflict(
+  return conflict(
     `${s.text} holds the allowlisted ${allowed.text}, which no ban can cover; ban a narrower network, ` +
       'or pass --force (CLI) or "force": true (API) to ban the rest of it',
   );
@@ -190,21 +221,19 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
       : reply.code(400).send({ error: r.problems ?? 'the new configuration was refused' });
   });
 
-  app.get<{ Querystring: { q?: string; limit?: string; offset?: string } }>('/v1/bans', async (req) => {
+  app.get<{ Querystring: PageQuery & { q?: string } }>('/v1/bans', async (req) => {
     const all = await ctx.store.listBans(ctx.now());
     const q = req.query.q?.toLowerCase();
     const hits = q
       ? all.filter((b) => b.subject.includes(q) || b.rule.includes(q) || b.reason.toLowerCase().includes(q))
       : all;
-    const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100));
-    const offset = Math.max(0, Number(req.query.offset ?? 0) || 0);
-    return { total: hits.length, offset, limit, items: hits.slice(offset, offset + limit) };
+    return page(hits, req.query);
   });
 
   // Every ban in force that covers an address or network: the exact one and any wider network holding it.
   app.get<{ Params: { address: string } }>('/v1/bans/check/:address', async (req) => {
     const s = parseSubject(decodeURIComponent(req.params.address));
-    if (!s) throw new BadRequest(`${JSON.stringify(req.params.address)} is not an IP address or CIDR network`);
+    if (!s) throw badRequest(`${JSON.stringify(req.params.address)} is not an IP address or CIDR network`);
     const bans = (await ctx.store.listBans(ctx.now())).filter((b) => {
       const outer = parseSubject(b.subject);
       return outer !== undefined && contains(outer, s);
@@ -215,7 +244,7 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
 
   app.post<{ Body: BanBody }>('/v1/bans', { schema: { body: banBody } }, async (req, reply) => {
     const s = parseSubject(req.body.subject);
-    if (!s) throw new BadRequest(`${JSON.stringify(req.body.subject)} is not an IP address or CIDR network`);
+    if (!s) throw badRequest(`${JSON.stringify(req.body.subject)} is not an IP address or CIDR network`);
     const policy = ctx.policy();
     const refused = refusedBan(s, policy, req.body.force === true);
     if (refused) throw refused;
@@ -250,7 +279,7 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     '/v1/bans/:subject',
     async (req, reply) => {
       const s = parseSubject(decodeURIComponent(req.params.subject));
-      if (!s) throw new BadRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
+      if (!s) throw badRequest(`${JSON.stringify(req.params.subject)} is not an IP address or CIDR network`);
       const gone = await ctx.store.unban(
         s.text,
         actorOf(req, trusted),
@@ -263,14 +292,48 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     },
   );
 
-  app.get('/v1/users', async () => ({ items: await ctx.store.listSuspensions(ctx.now()) }));
+  app.get<{ Querystring: PageQuery }>('/v1/users', async (req) =>
+    page(await ctx.store.listSuspensions(ctx.now()), req.query),
+  );
+
+  app.get<{ Querystring: PageQuery }>('/v1/allowlist', (req) => page(ctx.allowlist.list(), req.query));
+
+  app.post<{ Body: BanBody }>('/v1/allowlist', { schema: { body: allowBody } }, async (req, reply) => {
+    const entry = ctx.allowlist.add(
+      {
+        subject: req.body.subject,
+        reason: req.body.reason,
+        durationMs: durationOf(req.body.duration),
+        force: req.body.force,
+      },
+      actorOf(req, trusted),
+    );
+    const s = parseSubject(entry.subject);
+    // Bans sharing addresses with an allowlisted network stay, but no longer stop those: say which.
+    const bansOverlapping = s ? RuntimeAllowlist.bansOverlapping(s, await ctx.store.listBans(ctx.now())) : [];
+    return reply.code(201).send({ ...entry, bansOverlapping });
+  });
+
+  app.delete<{ Params: { subject: string } }>('/v1/allowlist/:subject', (req) => ({
+    removed: ctx.allowlist.remove(decodeURIComponent(req.params.subject), actorOf(req, trusted)),
+  }));
+
+  app.get<{ Querystring: PageQuery & { since?: string; subject?: string } }>('/v1/audit', async (req) => {
+    const { limit, offset } = paging(req.query);
+    const since = sinceOf(req.query.since, ctx.now());
+    const raw = req.query.subject;
+    if (raw !== undefined && (!raw.trim() || raw.length > 320)) throw badRequest('subject: give an address, a network or a user');
+    const subject = raw === undefined ? undefined : canonicalSubject(raw);
+    const found = await ctx.store.auditSearch({ since, subject, limit, offset });
+    return { since: new Date(since).toISOString(), subject: subject ?? null, total: found.total, offset, limit, items: found.items };
+  });
 
   app.post<{ Params: { user: string }; Body: SuspendBody | undefined }>(
     '/v1/users/:user/suspend',
     { schema: { body: suspendBody } },
     async (req, reply) => {
       const user = req.params.user.trim().toLowerCase();
-      if (!user || user.length > 320) throw new BadRequest('a user name is required');
+      if (!user || user.length > 320) throw badRequest('a user name is required');
       const durationMs = durationOf(req.body?.duration) ?? ctx.policy().suspensionMs;
       const reason = req.body?.reason ?? 'suspended by an administrator';
       const done = await ctx.store.commit(
@@ -301,7 +364,7 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
 
   app.get<{ Params: { subject: string } }>('/v1/explain/:subject', async (req) => {
     const raw = decodeURIComponent(req.params.subject);
-    if (!raw.trim() || raw.length > 320) throw new BadRequest('give an IP address, a network or a user');
+    if (!raw.trim() || raw.length > 320) throw badRequest('give an IP address, a network or a user');
     return explain(raw, ctx.policy(), ctx.store, ctx.now());
   });
 

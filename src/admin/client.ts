@@ -10,7 +10,7 @@
  * the only one tried: acting on some other daemon than the one named would
  * be worse than saying it is not there.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { userInfo } from 'node:os';
@@ -124,6 +124,25 @@ export async function findDaemon(i: SearchInput): Promise<string> {
     `mailwarden is not running where the CLI looked; no daemon answers at:\n${looked.join('\n')}\n${how}`,
     0,
   );
+}
+
+/**
+ * The data directory for commands that read its files themselves (backup): the running daemon's,
+ * or else the first candidate holding a database, so a stopped daemon's data can be copied too.
+ */
+export async function findDataDir(i: SearchInput, file: string): Promise<string> {
+  try {
+    return dirname(await findDaemon(i));
+  } catch (err) {
+    if (!(err instanceof AdminError) || err.message.startsWith('permission denied')) throw err;
+    const { candidates } = dataDirCandidates(i);
+    const found = candidates.find((c) => existsSync(join(c.dir, file)));
+    if (found) return found.dir;
+    throw new AdminError(
+      `no ${file} in ${candidates.map((c) => c.dir).join(', ')}; point the CLI at the data directory with --data DIR`,
+      1,
+    );
+  }
 }
 
 export async function call<T>(socketPath: string, method: string, path: string, body?: unknown): Promise<T> {

@@ -127,6 +127,17 @@ export interface ParsedSubject {
  * An address or CIDR given by an administrator or config, canonicalised.
  * `10.1.2.3/24` becomes `10.1.2.0/24`; `/32` and `/128` become plain addresses.
  */
+/** Shorter prefixes than these cover so much of the Internet that a ban or an allowlist entry needs `force`. */
+export const NARROWEST_UNFORCED = { v4: 8, v6: 16 };
+
+/** How much of the Internet a network wider than NARROWEST_UNFORCED covers, in words; undefined when narrower. */
+export function tooBroad(s: ParsedSubject): string | undefined {
+  const narrowest = s.v6 ? NARROWEST_UNFORCED.v6 : NARROWEST_UNFORCED.v4;
+  if (s.prefix >= narrowest) return undefined;
+  const size = s.v6 ? `2^${128 - s.prefix}` : String(2 ** (32 - s.prefix));
+  return `${s.text} covers ${size} addresses, more than a /${narrowest} (${s.v6 ? 'IPv6' : 'IPv4'})`;
+}
+
 export function parseSubject(raw: string): ParsedSubject | undefined {
   const s = raw.trim();
   const slash = s.indexOf('/');

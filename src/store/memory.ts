@@ -39,6 +39,9 @@ import { SqlitePersistence } from './sqlite.js';
 import {
   AUDIT_THROTTLE_MS,
   hitEvidence,
+  type AllowRecord,
+  type AuditPage,
+  type AuditQuery,
   type AuditRow,
   type CommitResult,
   type Store,
@@ -427,6 +430,31 @@ export class MemoryStore implements Store {
   }
 
   /** An audit row: written when the disk allows, dropped first if the disk stays away long. */
+  /** The runtime allowlist entries in force (src/allowlist.ts); node-local in cluster mode too. */
+  allowEntries(now: number): AllowRecord[] {
+    return this.db.loadAllow(now);
+  }
+
+  /** Adds or replaces a runtime allowlist entry: on disk before it is acknowledged, or PersistenceError. */
+  putAllow(rec: AllowRecord): void {
+    this.disk.now(() => this.db.saveAllow(rec));
+    this.audit(rec.since, 'allow', rec.subject, 'allowlist', rec.reason, rec.actor, { until: rec.until });
+  }
+
+  /** Removes a runtime allowlist entry; the removed one, or undefined when there was none. */
+  dropAllow(subject: string, actor: string, now: number, reason: string): AllowRecord | undefined {
+    const had = this.db.loadAllow(now).find((e) => e.subject === subject);
+    if (!had) return undefined;
+    this.disk.now(() => this.db.deleteAllow(subject));
+    this.audit(now, 'unallow', subject, 'allowlist', reason, actor, { was: had });
+    return had;
+  }
+
+  /** The audit trail by time and subject (`mailwarden audit`). */
+  auditSearch(q: AuditQuery): Promise<AuditPage> {
+    return Promise.resolve(this.db.auditSearch(q));
+  }
+
   private audit(...row: Parameters<SqlitePersistence['audit']>): void {
     this.disk.write(() => this.db.audit(...row), true);
   }

@@ -12,6 +12,7 @@ import type { DiskHealth } from './disk-writes.js';
 import { MemoryStore } from './memory.js';
 import { createRedisClient, RedisStore } from './redis.js';
 import { ResilientStore } from './resilient.js';
+import { DATABASE_FILE } from './sqlite.js';
 
 export type NodeStore = MemoryStore | ResilientStore;
 
@@ -23,7 +24,7 @@ export async function openStore(
 ): Promise<NodeStore> {
   const warn = (fields: Record<string, unknown>, message: string): void => logger.warn(fields, message);
   const local = new MemoryStore({
-    file: join(settings.dataDir, 'mailwarden.sqlite'),
+    file: join(settings.dataDir, DATABASE_FILE),
     maxKeys: settings.store.maxKeys,
     lookbackMs: settings.policy.escalation.lookbackMs,
     now,

@@ -170,6 +170,9 @@ local function indexBan(P, subject, untilT, now)
 end
 `;
 
+/** Rows kept in the stream of every subject's audit rows (the per-subject streams keep their own). */
+export const AUDITLOG_MAX = 50_000;
+
 /** State-changing helpers (records, audit, pub/sub) of the commit, unban, resume and restore scripts. */
 const RECORDS = `${BANLENS}
 local P = ARGV[2]
@@ -199,6 +202,10 @@ local function audit(time, kind, subject, rule, reason, actor, ev, extra, who)
   redis.call('XADD', k, 'MAXLEN', '~', auditMax, '*', 'id', id, 't', num(time), 'k', kind, 's', subject,
     'r', rule, 'why', reason, 'a', actor, 'n', who or node, 'ev', ev, 'x', extra)
   redis.call('PEXPIRE', k, auditTtl)
+  -- Every subject's rows in one stream too, by time, for the export (AUDITLOG_LUA).
+  redis.call('XADD', P .. 'auditlog', 'MAXLEN', '~', ${AUDITLOG_MAX}, '*', 'id', id, 't', num(time), 'k', kind,
+    's', subject, 'r', rule, 'why', reason, 'a', actor, 'n', who or node, 'ev', ev, 'x', extra)
+  redis.call('PEXPIRE', P .. 'auditlog', auditTtl)
 end
 local function publish(msg)
   redis.call('PUBLISH', P .. 'events', cjson.encode(msg))
@@ -621,6 +628,30 @@ local out = {}
 for i = 3, #ARGV do
   for _, e in ipairs(redis.call('XREVRANGE', P .. 'audit:' .. ARGV[i], '+', '-', 'COUNT', limit)) do
     out[#out + 1] = e[2]
+  end
+end
+return out
+`;
+
+/**
+ * AUDITLOG — MemoryStore.auditSearch: rows newest first from a time on (the row's own time, as
+ * the node that wrote it saw it), of every subject or one. ARGV: P, since (epoch ms),
+ * subject|'', limit, offset. Returns the total, then the page's rows. The streams are capped
+ * (AUDITLOG_MAX, the per-subject max), which bounds the walk.
+ */
+export const AUDITLOG_LUA = `
+local P, since, subject = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local limit, offset = tonumber(ARGV[4]), tonumber(ARGV[5])
+local key = P .. 'auditlog'
+if subject ~= '' then key = P .. 'audit:' .. subject end
+local out = { 0 }
+for _, e in ipairs(redis.call('XREVRANGE', key, '+', '-')) do
+  local f = e[2]
+  local t = nil
+  for i = 1, #f, 2 do if f[i] == 't' then t = tonumber(f[i + 1]) break end end
+  if t ~= nil and t >= since then
+    out[1] = out[1] + 1
+    if out[1] > offset and out[1] <= offset + limit then out[#out + 1] = f end
   end
 end
 return out

@@ -47,6 +47,7 @@ import { checkBan, checkSuspension, type Checked } from './records.js';
 import {
   APPLY_LUA,
   AUDIT_LUA,
+  AUDITLOG_LUA,
   COMMIT_LUA,
   HITS_LUA,
   LIFT_LUA,
@@ -59,6 +60,8 @@ import {
   AUDIT_THROTTLE_MS,
   hitEvidence,
   type AuditKind,
+  type AuditPage,
+  type AuditQuery,
   type AuditRow,
   type CommitResult,
   type Store,
@@ -112,6 +115,7 @@ interface Scripts {
   mwHits: Script;
   mwList: Script;
   mwAudit: Script;
+  mwAuditLog: Script;
   mwStats: Script;
 }
 
@@ -244,6 +248,31 @@ export function createRedisClient(s: RedisSettings, name: string): RedisClient {
   return new Redis(s.url, common);
 }
 
+/** An audit row as the Lua scripts return it (a stream entry's fields); evidence that does not parse is shown as it is. */
+function auditRowOf(flat: string[]): AuditRow {
+  const m = flatToMap(flat);
+  const json = (name: string): Record<string, unknown> => {
+    const text = m.get(name) ?? '{}';
+    try {
+      const v: unknown = JSON.parse(text);
+      return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : { unreadable: text };
+    } catch {
+      return { unreadable: text.slice(0, 200) };
+    }
+  };
+  return {
+    id: Number(m.get('id')),
+    time: Number(m.get('t')),
+    kind: m.get('k') as AuditKind,
+    subject: m.get('s') ?? '',
+    rule: m.get('r') ?? '',
+    reason: m.get('why') ?? '',
+    actor: m.get('a') ?? '',
+    evidence: { ...json('ev'), ...json('x') },
+    node: m.get('n') ?? '',
+  };
+}
+
 function defineScripts(client: RedisClient): Scripts {
   const defs: Array<[keyof Scripts, string, boolean]> = [
     ['mwApply', APPLY_LUA, false],
@@ -254,6 +283,7 @@ function defineScripts(client: RedisClient): Scripts {
     ['mwHits', HITS_LUA, false],
     ['mwList', LIST_LUA, true],
     ['mwAudit', AUDIT_LUA, true],
+    ['mwAuditLog', AUDITLOG_LUA, true],
     ['mwStats', STATS_LUA, true],
   ];
   for (const [name, lua, readOnly] of defs) {
@@ -537,25 +567,16 @@ export class RedisStore implements Store {
     if (subjects.length === 0 || limit <= 0) return [];
     const unique = [...new Set(subjects)];
     const r = (await this.scripts.mwAudit(1, this.bansKey, this.P, String(limit), ...unique)) as string[][];
-    const rows = r.map((flat): AuditRow => {
-      const m = flatToMap(flat);
-      const evidence = {
-        ...(JSON.parse(m.get('ev') ?? '{}') as Record<string, unknown>),
-        ...(JSON.parse(m.get('x') ?? '{}') as Record<string, unknown>),
-      };
-      return {
-        id: Number(m.get('id')),
-        time: Number(m.get('t')),
-        kind: m.get('k') as AuditKind,
-        subject: m.get('s') ?? '',
-        rule: m.get('r') ?? '',
-        reason: m.get('why') ?? '',
-        actor: m.get('a') ?? '',
-        evidence,
-        node: m.get('n') ?? '',
-      };
-    });
-    return rows.sort((a, b) => b.id - a.id).slice(0, limit);
+    return r
+      .map(auditRowOf)
+      .sort((a, b) => b.id - a.id)
+      .slice(0, limit);
+  }
+
+  async auditSearch(q: AuditQuery): Promise<AuditPage> {
+    const args = [this.P, String(Math.max(0, Math.floor(q.since))), q.subject ?? '', String(q.limit), String(q.offset)];
+    const [total, ...rows] = (await this.scripts.mwAuditLog(1, this.bansKey, ...args)) as [number, ...string[][]];
+    return { total: Number(total), items: rows.map(auditRowOf) };
   }
 
   async peek(ops: readonly CounterOp[], now: number): Promise<number[]> {

@@ -33,7 +33,7 @@ import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import type { MemoryStore } from './memory.js';
 import type { RedisStore, RestoreItem, StoreEvent } from './redis.js';
-import type { AuditRow, CommitResult, Store, StoreStats } from './types.js';
+import type { AuditPage, AuditQuery, AuditRow, CommitResult, Store, StoreStats } from './types.js';
 
 export interface ResilientOptions {
   redis: RedisStore;
@@ -422,6 +422,10 @@ export class ResilientStore implements Store {
     return this.read('audit trail', (store) => store.auditFor(subjects, limit));
   }
 
+  auditSearch(q: AuditQuery): Promise<AuditPage> {
+    return this.read('audit trail', (store) => store.auditSearch(q));
+  }
+
   peek(ops: readonly CounterOp[], now: number): Promise<number[]> {
     return this.read('peek', (store) => store.peek(ops, now));
   }
@@ -434,7 +438,8 @@ export class ResilientStore implements Store {
       backend: this.backend,
       mode: this.mode,
       counterKeys: onRedis ? shared.counterKeys : local.counterKeys,
-      evictions: onRedis ? 0 : local.evictions,
+      // A counter (mailwarden_store_evicted_keys_total): the local table's own count, never reset to 0.
+      evictions: local.evictions,
       // The local cache mirrors the cluster's bans and suspensions (and holds the ones made during an outage).
       activeBans: local.activeBans,
       activeSuspensions: local.activeSuspensions,

@@ -18,10 +18,17 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { BanRecord, SuspensionRecord } from '../engine/types.js';
-import type { AuditKind, AuditRow } from './types.js';
+import type { AllowRecord, AuditKind, AuditPage, AuditQuery, AuditRow } from './types.js';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS bans (subject TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL,
+/**
+ * The schema, one step per release that changed it; the file's `user_version` says how many
+ * steps it has taken. Step 1 is release 0.1.0's schema as it was (it had no version: a file
+ * with tables and user_version 0 is at step 1, and its IF NOT EXISTS statements change nothing).
+ * A step is applied in one transaction with the version bump, so a crash leaves the old schema.
+ * Never edit a released step: add one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS bans (subject TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL,
   rule TEXT NOT NULL, reason TEXT NOT NULL, offence INTEGER NOT NULL, actor TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS suspensions (user TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL,
   rule TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT NOT NULL);
@@ -32,8 +39,36 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INT
 CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, id);
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, tat REAL, members TEXT);
 CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY AUTOINCREMENT, item TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-`;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 0.2.0: the runtime allowlist (`mailwarden allow add`), and the audit trail by time (`mailwarden audit --since`).
+  `CREATE TABLE allowlist (subject TEXT PRIMARY KEY, kind TEXT NOT NULL, since INTEGER NOT NULL, until INTEGER,
+  reason TEXT NOT NULL, actor TEXT NOT NULL);
+CREATE INDEX audit_time ON audit (time);`,
+];
+
+/** The embedded store's file in the data directory. */
+export const DATABASE_FILE = 'mailwarden.sqlite';
+
+/** A database this release cannot use: written by a newer one (downgrade) — the file is left as it is. */
+export class SchemaError extends Error {}
+
+/** Brings a database to the newest schema; returns the version it had. */
+export function migrate(db: Database.Database): number {
+  const found = db.pragma('user_version', { simple: true }) as number;
+  if (found > MIGRATIONS.length) {
+    throw new SchemaError(
+      `${db.name} has schema version ${found}, written by a newer mailwarden; this one knows versions up to ` +
+        `${MIGRATIONS.length}. Run the newer release again, or restore a backup made by this one (docs/OPERATIONS.md)`,
+    );
+  }
+  for (let v = found; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] ?? '');
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return found;
+}
 
 interface AuditDbRow {
   id: number;
@@ -44,6 +79,21 @@ interface AuditDbRow {
   reason: string;
   actor: string;
   evidence: string;
+}
+
+/** A row read back from the file: evidence that does not parse is shown as it is, not thrown. */
+function auditRow(r: AuditDbRow): AuditRow {
+  let evidence: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(r.evidence);
+    evidence =
+      parsed && typeof parsed === 'object' && !Array.isArray(parsed)
+        ? (parsed as Record<string, unknown>)
+        : { unreadable: r.evidence.slice(0, 200) };
+  } catch {
+    evidence = { unreadable: String(r.evidence).slice(0, 200) };
+  }
+  return { ...r, kind: r.kind as AuditKind, evidence };
 }
 
 /**
@@ -75,7 +125,7 @@ export class SqlitePersistence {
     const prepare = (d: Database.Database): Database.Database => {
       d.pragma('synchronous = NORMAL');
       d.pragma('busy_timeout = 2000');
-      d.exec(SCHEMA);
+      migrate(d);
       return d;
     };
     try {
@@ -89,6 +139,7 @@ export class SqlitePersistence {
         throw err;
       }
     } catch (err) {
+      if (err instanceof SchemaError) throw err;
       unwritable = err instanceof Error ? err.message : String(err);
       db = prepare(existsSync(file) ? new Database(rollbackImage(readFileSync(file))) : new Database(':memory:'));
     }
@@ -110,6 +161,7 @@ export class SqlitePersistence {
       pruneOffences: db.prepare('DELETE FROM offences WHERE time <= ?'),
       pruneBans: db.prepare('DELETE FROM bans WHERE until <= ?'),
       pruneSusp: db.prepare('DELETE FROM suspensions WHERE until <= ?'),
+      pruneAllow: db.prepare('DELETE FROM allowlist WHERE until <= ?'),
       audit: db.prepare(
         'INSERT INTO audit (time, kind, subject, rule, reason, actor, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)',
       ),
@@ -122,6 +174,11 @@ export class SqlitePersistence {
       countPending: db.prepare('SELECT count(*) AS n FROM pending'),
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       putMeta: db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)'),
+      putAllow: db.prepare(
+        'INSERT OR REPLACE INTO allowlist (subject, kind, since, until, reason, actor) VALUES (@subject, @kind, @since, @until, @reason, @actor)',
+      ),
+      delAllow: db.prepare('DELETE FROM allowlist WHERE subject = ?'),
+      allAllow: db.prepare('SELECT * FROM allowlist WHERE until IS NULL OR until > ? ORDER BY since'),
       clearBans: db.prepare('DELETE FROM bans'),
       clearSusp: db.prepare('DELETE FROM suspensions'),
     };
@@ -159,10 +216,11 @@ export class SqlitePersistence {
     return (this.stmts.countOffences.get(subject, since) as { n: number }).n;
   }
 
-  /** Drops expired bans, suspensions, and offences older than the look-back. */
+  /** Drops expired bans, suspensions and allowlist entries, and offences older than the look-back. */
   prune(now: number, lookbackMs: number): void {
     this.stmts.pruneBans.run(now);
     this.stmts.pruneSusp.run(now);
+    this.stmts.pruneAllow.run(now);
     this.stmts.pruneOffences.run(now - lookbackMs);
   }
 
@@ -184,11 +242,39 @@ export class SqlitePersistence {
     const rows = this.db
       .prepare(`SELECT * FROM audit WHERE subject IN (${marks}) ORDER BY id DESC LIMIT ?`)
       .all(...subjects, limit) as AuditDbRow[];
-    return rows.map((r) => ({
-      ...r,
-      kind: r.kind as AuditKind,
-      evidence: JSON.parse(r.evidence) as Record<string, unknown>,
-    }));
+    return rows.map(auditRow);
+  }
+
+  /**
+   * The audit trail newest first, from `since` on, optionally of one subject (an exact address,
+   * network or user), paged; `total` counts every match.
+   */
+  auditSearch(q: AuditQuery): AuditPage {
+    const where: string[] = ['time >= ?'];
+    const args: Array<string | number> = [q.since];
+    if (q.subject !== undefined) {
+      where.push('subject = ?');
+      args.push(q.subject);
+    }
+    const cond = where.join(' AND ');
+    const total = (this.db.prepare(`SELECT count(*) AS n FROM audit WHERE ${cond}`).get(...args) as { n: number }).n;
+    const rows = this.db
+      .prepare(`SELECT * FROM audit WHERE ${cond} ORDER BY id DESC LIMIT ? OFFSET ?`)
+      .all(...args, q.limit, q.offset) as AuditDbRow[];
+    return { total, items: rows.map(auditRow) };
+  }
+
+  saveAllow(entry: AllowRecord): void {
+    this.stmts.putAllow.run(entry);
+  }
+
+  deleteAllow(subject: string): void {
+    this.stmts.delAllow.run(subject);
+  }
+
+  /** The runtime allowlist entries that have not expired. */
+  loadAllow(now: number): AllowRecord[] {
+    return this.stmts.allAllow.all(now) as AllowRecord[];
   }
 
   /**
@@ -228,11 +314,7 @@ export class SqlitePersistence {
   /** Audit rows after `id`, oldest first. */
   auditAfter(id: number, limit: number): AuditRow[] {
     const rows = this.stmts.auditAfter.all(id, limit) as AuditDbRow[];
-    return rows.map((r) => ({
-      ...r,
-      kind: r.kind as AuditKind,
-      evidence: JSON.parse(r.evidence) as Record<string, unknown>,
-    }));
+    return rows.map(auditRow);
   }
 
   addPending(item: string): void {

@@ -10,7 +10,26 @@ import type { DiskHealth } from './disk-writes.js';
 import type { CounterOp, Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 
-export type AuditKind = 'ban' | 'unban' | 'suspend' | 'resume' | 'limit' | 'observe';
+export type AuditKind = 'ban' | 'unban' | 'suspend' | 'resume' | 'limit' | 'observe' | 'allow' | 'unallow';
+
+/** An entry of the runtime allowlist (`mailwarden allow add`): an address or network, or a user. */
+export interface AllowRecord {
+  subject: string;
+  kind: 'network' | 'user';
+  since: number;
+  /** Epoch ms, or null: until removed. */
+  until: number | null;
+  reason: string;
+  actor: string;
+}
+
+/** Which audit rows to export: newest first, from `since` (epoch ms), of one subject if given. */
+export interface AuditQuery {
+  since: number;
+  subject?: string | undefined;
+  limit: number;
+  offset: number;
+}
 
 /** A rule hit is audited once per rule and subject in this long (every backend, so every node agrees). */
 export const AUDIT_THROTTLE_MS = 60_000;
@@ -41,6 +60,12 @@ export interface AuditRow {
   evidence: Record<string, unknown>;
   /** The mailwarden node that wrote the row (shared Redis store only). */
   node?: string | undefined;
+}
+
+export interface AuditPage {
+  /** Every row that matches, of which `items` is one page. */
+  total: number;
+  items: AuditRow[];
 }
 
 export interface CommitResult {
@@ -93,6 +118,8 @@ export interface Store {
   recordHits(event: MailEvent, hits: readonly RuleHit[], now: number): MaybePromise<void>;
   /** Newest first. */
   auditFor(subjects: readonly string[], limit: number): Promise<AuditRow[]>;
+  /** The audit trail newest first, by time and subject, paged (`mailwarden audit`). */
+  auditSearch(q: AuditQuery): Promise<AuditPage>;
   /** Current counts of these counters, without charging them. */
   peek(ops: readonly CounterOp[], now: number): Promise<number[]>;
   stats(now: number): StoreStats;

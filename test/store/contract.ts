@@ -861,6 +861,48 @@ export function storeContract(name: string, make: MakeStore): void {
             );
           },
         ));
+      void test('auditSearch: every subject newest first from a time on, or one subject; total and pages', () =>
+        withStore(
+          rulesPolicy('  - {name: x, on: [connect], key: ip, count: events, limit: 9, window: 1m}'),
+          async (h) => {
+            const p = h.policy;
+            const start = h.now;
+            await h.store.commit([banEffect(p, '198.51.100.1', { durationMs: HOUR })], h.now, 'cli');
+            h.advance(SECOND);
+            await h.store.commit([suspendEffect('m@example.org', HOUR)], h.now, 'cli');
+            h.advance(SECOND);
+            await h.store.commit([banEffect(p, '198.51.100.2', { durationMs: HOUR })], h.now, 'cli');
+            await h.store.unban('198.51.100.1', 'cli', h.now, 'lifted');
+            const all = await h.store.auditSearch({ since: 0, limit: 10, offset: 0 });
+            assert.equal(all.total, 4);
+            assert.deepEqual(
+              all.items.map((r) => [r.kind, r.subject]),
+              [
+                ['unban', '198.51.100.1'],
+                ['ban', '198.51.100.2'],
+                ['suspend', 'm@example.org'],
+                ['ban', '198.51.100.1'],
+              ],
+            );
+            const recent = await h.store.auditSearch({ since: start + SECOND, limit: 10, offset: 0 });
+            assert.deepEqual(
+              [recent.total, recent.items.map((r) => r.subject)],
+              [3, ['198.51.100.1', '198.51.100.2', 'm@example.org']],
+            );
+            const one = await h.store.auditSearch({ since: 0, subject: '198.51.100.1', limit: 10, offset: 0 });
+            assert.deepEqual(
+              [one.total, one.items.map((r) => r.kind)],
+              [2, ['unban', 'ban']],
+            );
+            const page = await h.store.auditSearch({ since: 0, limit: 2, offset: 1 });
+            assert.deepEqual(
+              [page.total, page.items.map((r) => r.subject)],
+              [4, ['198.51.100.2', 'm@example.org']],
+            );
+            const none = await h.store.auditSearch({ since: h.now + 1, limit: 10, offset: 0 });
+            assert.deepEqual([none.total, none.items], [0, []]);
+          },
+        ));
     });
 
     void describe('peek', () => {
