@@ -25,6 +25,7 @@ import {
   describeTarget,
   fitConnectionCaps,
   openFileLimit,
+  exposureWarnings,
   prepareUnixSocket,
 } from './listen.js';
 import { setLogFormat } from './log.js';
@@ -122,6 +123,7 @@ export async function startDaemon(
   const atStart = store.stats(now()).persistence;
   if (atStart && !atStart.ok) onDisk(atStart);
   const decider = new Decider(settings.policy, store, logger, notifier);
+  for (const w of exposureWarnings(settings)) logger.warn(w);
   const caps = fitConnectionCaps(settings, openFileLimit());
   if (caps.lowered)
     logger.warn(

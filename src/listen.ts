@@ -22,6 +22,46 @@ export const FD_RESERVE = 256;
 /** Connections each admin TCP listener (dashboard, API, scrapes) holds at most; the CLI's unix socket is not capped. */
 export const ADMIN_MAX_CONNECTIONS = 64;
 
+/** Whether a TCP host is this machine's loopback (127/8, ::1, localhost): reachable from here only. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
+/**
+ * One warning per listener reachable from the network, with the fix: the policy protocols carry
+ * no authentication (Dovecot's only an optional shared header), and the admin API speaks plain
+ * HTTP, so its token crosses the network in clear.
+ */
+export function exposureWarnings(s: Pick<Settings, 'listen' | 'dovecot'>): string[] {
+  const exposed = (ts: readonly ListenTarget[]): string[] =>
+    ts.flatMap((t) => (t.kind === 'tcp' && !isLoopback(t.host) ? [describeTarget(t)] : []));
+  const out: string[] = [];
+  for (const addr of exposed(s.listen.postfix)) {
+    out.push(
+      `listen.postfix ${addr} is reachable from the network, and the policy protocol has no authentication: ` +
+        'anyone who reaches it can read decisions and fill counters. Listen on 127.0.0.1 or a unix socket, ' +
+        'or let only your mail servers reach the port (firewall)',
+    );
+  }
+  for (const addr of exposed(s.listen.dovecot)) {
+    const secret = s.dovecot.apiHeader
+      ? 'dovecot.api_header is set, but it crosses the network in clear'
+      : 'set dovecot.api_header (a shared secret) too';
+    out.push(
+      `listen.dovecot ${addr} is reachable from the network: anyone who reaches it can report logins. ` +
+        `Listen on 127.0.0.1, or let only your Dovecot servers reach the port (firewall); ${secret}`,
+    );
+  }
+  for (const addr of exposed(s.listen.admin)) {
+    out.push(
+      `listen.admin ${addr} is reachable from the network, in plain HTTP: the admin token crosses it in clear. ` +
+        'Listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS reverse proxy',
+    );
+  }
+  return out;
+}
+
 /** The soft limit on open files from /proc/self/limits' text; undefined where there is none (not Linux). */
 export function openFileLimit(
   read: () => string = () => readFileSync('/proc/self/limits', 'utf8'),

@@ -37,6 +37,7 @@ import type { Explanation } from './explain.js';
 import { backupDatabase, type BackupReport } from './store/backup.js';
 import { DATABASE_FILE, SchemaError } from './store/sqlite.js';
 import type { AuditRow } from './store/types.js';
+import { exposureWarnings } from './listen.js';
 import { createLogger } from './log.js';
 
 interface GlobalOpts {
@@ -316,7 +317,9 @@ async function main(argv: string[]): Promise<void> {
     .action((file: string | undefined, c: { json?: boolean }) => {
       const o = program.opts<GlobalOpts>();
       const s = settingsOrExit(file ?? configFile(o), overrides(o));
-      if (c.json) return json({ file: s.file ?? null, settings: describeSettings(s) });
+      const warnings = exposureWarnings(s);
+      if (c.json) return json({ file: s.file ?? null, warnings, settings: describeSettings(s) });
+      for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(
         `# ${s.file ? `${s.file}: OK` : 'no config file: built-in defaults'}\n${stringify(describeSettings(s))}`,
       );

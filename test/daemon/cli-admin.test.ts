@@ -222,6 +222,20 @@ describe('CLI: allowlist, audit, backup', () => {
     assert.match(allow.stdout, /boss@example\.org/, 'the runtime allowlist came back too');
   });
 
+  test('check-config warns of a listener reachable from the network, and still says OK', async () => {
+    const file = join(dir, 'exposed.yaml');
+    writeFileSync(file, 'listen:\n  postfix: [0.0.0.0:10040]\n  admin: [127.0.0.1:10042]\n');
+    const r = await cli(['check-config', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /exposed\.yaml: OK/);
+    assert.deepEqual(
+      r.stderr.trim().split('\n').map((l) => l.slice(0, 40)),
+      ['warning: listen.postfix 0.0.0.0:10040 is'],
+    );
+    const j = JSON.parse((await cli(['check-config', file, '--json'])).stdout) as { warnings: string[] };
+    assert.equal(j.warnings.length, 1);
+  });
+
   test('a second daemon on the same data directory: one line naming the socket, exit 1', async () => {
     const second = await runCli(['serve'], {
       MAILWARDEN_DATA: join(dir, 'restored'),
