@@ -190,6 +190,7 @@ export async function startDaemon(
     pid: process.pid,
     uptimeSeconds: Math.round((now() - started) / 1000),
     configFile: current.file ?? null,
+    locale: current.locale,
     dataDir: current.dataDir,
     rules: current.policy.rules.map((r) => ({ name: r.name, mode: r.mode })),
     allowlist: { config: current.allowlist.networks.length + current.allowlist.users.length, runtime: allowlist.runtimeCount() },

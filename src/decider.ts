@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import type { Notifier } from './actions/notify.js';
 import { banDecision, decide, isoTime } from './engine/decide.js';
+import { replyLocale } from './engine/messages.js';
 import { plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
 import type { BanRecord, Decision, MailEvent } from './engine/types.js';
@@ -82,7 +83,7 @@ export class Decider {
       // no better answer than the original error
     }
     if (ban === undefined) throw err;
-    const d = banDecision(ban);
+    const d = banDecision(ban, replyLocale(this.policy.locale, event.protocol));
     const suppressed = this.throttle(`rescue|${event.ip}`, event.time);
     if (suppressed >= 0)
       this.logger.error(

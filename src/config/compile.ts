@@ -10,7 +10,7 @@ import type { AlertSettings } from '../actions/notify.js';
 import type { ConnectionLimits } from '../adapters/caps.js';
 import type { PostfixServerOptions } from '../adapters/postfix/server.js';
 import { NetworkSet } from '../engine/address.js';
-import { formatDuration } from '../engine/decide.js';
+import { formatDuration, LOCALES, type Locale } from '../engine/messages.js';
 import { KNOWN_GOOD_RULE, ruleId, SHARED_RULE } from '../engine/plan.js';
 import type { CountKind, Policy, Rule } from '../engine/policy.js';
 import type { EventKind } from '../engine/types.js';
@@ -46,6 +46,8 @@ export interface Settings {
   redis: RedisSettings | undefined;
   /** This node's name in audit rows, status and alerts (`node`, MAILWARDEN_NODE; default: the host name). */
   node: string;
+  /** The language of what mail users are told (`locale`, MAILWARDEN_LOCALE); the same as `policy.locale`. */
+  locale: Locale;
   dovecot: {
     apiHeader: { name: string; value: string } | undefined;
     budgetMs: number;
@@ -89,6 +91,8 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
     ]);
   }
   const policy: Policy = {
+    // load.ts has refused any other value of MAILWARDEN_LOCALE.
+    locale: LOCALES.find((l) => l === o.locale?.value) ?? cfg.locale ?? d.locale,
     ipv4Prefix: cfg.networks?.ipv4_prefix ?? d.networks.ipv4_prefix,
     ipv6Prefix,
     allowNetworks: new NetworkSet(cfg.allowlist?.networks ?? d.allowlist.networks),
@@ -176,6 +180,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
     },
     redis: compileRedis(cfg, locate, o),
     node: o.node?.value ?? cfg.node ?? hostname(),
+    locale: policy.locale,
     policy,
   };
 }
@@ -405,6 +410,7 @@ export function describeSettings(s: Settings): Record<string, unknown> {
   return {
     config_file: s.file ?? '(none: built-in defaults)',
     data_dir: s.dataDir,
+    locale: s.locale,
     listen: { postfix: listen(s.listen.postfix), dovecot: listen(s.listen.dovecot), admin: listen(s.listen.admin) },
     log: { level: s.logLevel, format: s.logFormat ?? 'pretty on a terminal, else json' },
     networks: { ipv4_prefix: p.ipv4Prefix, ipv6_prefix: p.ipv6Prefix },

@@ -4,6 +4,7 @@
  * overrides any of it; a rule in the file with a default rule's name is
  * merged over that rule, so one limit can be tuned without copying the rest.
  */
+import { builtInMessage } from '../engine/messages.js';
 import type { RawConfig } from './schema.js';
 
 export const DEFAULT_LISTEN = {
@@ -14,6 +15,7 @@ export const DEFAULT_LISTEN = {
 
 export const DEFAULTS = {
   data_dir: './data',
+  locale: 'en',
   log: { level: 'info' },
   networks: { ipv4_prefix: 24, ipv6_prefix: 64 },
   // Webmail and local submission usually come from the host itself; 127.0.0.2-255 stay limitable.
@@ -106,7 +108,7 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     count: 'distinct:pwhash',
     limit: 6,
     window: '1h',
-    then: { action: 'reject', message: 'Too many failed logins from your address; try again later' },
+    then: { action: 'reject', message: builtInMessage('addressGuessing') },
   },
   {
     name: 'auth-guess-ban',
@@ -180,10 +182,7 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     count: 'distinct:pwhash',
     limit: 6,
     window: '1h',
-    then: {
-      action: 'reject',
-      message: 'Too many failed logins for this account from your address; try again later',
-    },
+    then: { action: 'reject', message: builtInMessage('accountGuessingFromAddress') },
   },
   {
     name: 'auth-guess-user-network',
@@ -209,11 +208,7 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     limit: 5,
     window: '1h',
     except_known_good: true,
-    then: {
-      action: 'reject',
-      message:
-        'Login temporarily refused from this network; use a device you have used before or contact your administrator',
-    },
+    then: { action: 'reject', message: builtInMessage('accountUnderAttack') },
   },
   {
     name: 'auth-account-guess-cap',
@@ -227,11 +222,7 @@ export const DEFAULT_RULES: NonNullable<RawConfig['rules']> = [
     limit: 50,
     window: '1d',
     except_known_good: true,
-    then: {
-      action: 'reject',
-      message:
-        'Too many failed logins for this account today; log in from a device or network you have used before, or ask your mail administrator',
-    },
+    then: { action: 'reject', message: builtInMessage('accountGuessCap') },
   },
   {
     name: 'smtp-connections-per-ip',

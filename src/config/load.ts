@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, visit, type Alias, type Document } from 'yaml';
 import type { z } from 'zod';
+import { LOCALES } from '../engine/messages.js';
 import { compileSettings, type Settings } from './compile.js';
 import { ConfigError, suggest, type ConfigProblem } from './errors.js';
 import { configSchema, isRedisUrl, parseListen, type ParsedConfig } from './schema.js';
@@ -27,28 +28,35 @@ export interface Overrides {
   store?: Override | undefined;
   /** This node's name (MAILWARDEN_NODE). */
   node?: Override | undefined;
+  /** The language of what mail users are told (MAILWARDEN_LOCALE). */
+  locale?: Override | undefined;
 }
 
 export type Locate = (path: ReadonlyArray<PropertyKey>, key?: string) => string;
 
+/** A variable's value with its name, or undefined when it is unset or empty. */
+function fromEnv(env: NodeJS.ProcessEnv, name: string): Override | undefined {
+  const value = env[name];
+  return value ? { value, from: name } : undefined;
+}
+
 /** Env variables that may override the config (flags take precedence over them). */
 export function overridesFromEnv(env: NodeJS.ProcessEnv): Overrides {
-  const pick = (name: string): Override | undefined => (env[name] ? { value: env[name], from: name } : undefined);
   return {
-    dataDir: pick('MAILWARDEN_DATA'),
-    postfixListen: pick('MAILWARDEN_POSTFIX_LISTEN'),
-    dovecotListen: pick('MAILWARDEN_DOVECOT_LISTEN'),
-    adminListen: pick('MAILWARDEN_ADMIN_LISTEN'),
+    dataDir: fromEnv(env, 'MAILWARDEN_DATA'),
+    postfixListen: fromEnv(env, 'MAILWARDEN_POSTFIX_LISTEN'),
+    dovecotListen: fromEnv(env, 'MAILWARDEN_DOVECOT_LISTEN'),
+    adminListen: fromEnv(env, 'MAILWARDEN_ADMIN_LISTEN'),
   };
 }
 
 /**
- * The store and node variables (MAILWARDEN_STORE, MAILWARDEN_NODE). loadSettings reads them from
- * the process environment itself when the caller passes none, so every entry point sees them.
+ * The store and node variables (MAILWARDEN_STORE, MAILWARDEN_NODE). loadSettings reads them, and
+ * MAILWARDEN_LOCALE, from the process environment itself when the caller passes none, so every entry
+ * point sees them.
  */
 export function storeOverridesFromEnv(env: NodeJS.ProcessEnv): Pick<Overrides, 'store' | 'node'> {
-  const pick = (name: string): Override | undefined => (env[name] ? { value: env[name], from: name } : undefined);
-  return { store: pick('MAILWARDEN_STORE'), node: pick('MAILWARDEN_NODE') };
+  return { store: fromEnv(env, 'MAILWARDEN_STORE'), node: fromEnv(env, 'MAILWARDEN_NODE') };
 }
 
 export function loadSettings(file: string | undefined, overrides: Overrides = {}): Settings {
@@ -101,7 +109,12 @@ export function loadSettingsFromText(text: string, file: string, overrides: Over
 
 function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, given: Overrides): Settings {
   const env = storeOverridesFromEnv(process.env);
-  const overrides: Overrides = { ...given, store: given.store ?? env.store, node: given.node ?? env.node };
+  const overrides: Overrides = {
+    ...given,
+    store: given.store ?? env.store,
+    node: given.node ?? env.node,
+    locale: given.locale ?? fromEnv(process.env, 'MAILWARDEN_LOCALE'),
+  };
   const problems: ConfigProblem[] = [];
   const st = overrides.store;
   if (st && st.value !== 'memory' && !isRedisUrl(st.value)) {
@@ -117,6 +130,15 @@ function finish(file: string | undefined, cfg: ParsedConfig, locate: Locate, giv
       code: 'MW_CONFIG_ENV',
       where: nd.from,
       message: `${JSON.stringify(nd.value)} is not a node name; use 1-64 characters of A-Z, a-z, 0-9, _ . -`,
+    });
+  }
+  const lc = overrides.locale;
+  if (lc && !(LOCALES as readonly string[]).includes(lc.value)) {
+    const near = suggest(lc.value, LOCALES);
+    problems.push({
+      code: 'MW_CONFIG_ENV',
+      where: lc.from,
+      message: `${JSON.stringify(lc.value)} is not a locale; write en or ja${near === undefined ? '' : ` (did you mean ${JSON.stringify(near)}?)`}`,
     });
   }
   for (const o of [overrides.postfixListen, overrides.dovecotListen, overrides.adminListen]) {

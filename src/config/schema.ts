@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { parseSubject } from '../engine/address.js';
+import { LOCALES } from '../engine/messages.js';
 import { EVENT_KINDS, MAX_DURATION_MS, MAX_DURATION_TEXT } from '../engine/types.js';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/;
@@ -107,10 +108,27 @@ function isCidrOrIp(s: string): boolean {
   return parseSubject(s) !== undefined;
 }
 
+const messageText = z.string().max(200);
+
+/**
+ * A rule's message: one text for every locale, or one per locale. The English one is also every SMTP reply's
+ * (engine/messages.ts), and SMTP reply text is ASCII.
+ */
+const message = z.union([
+  messageText,
+  z.strictObject({
+    en: messageText.min(1).regex(/^[\x20-\x7e]*$/, {
+      message:
+        'the en text is also every SMTP reply, which must be plain ASCII: write it without accents or other non-ASCII characters',
+    }),
+    ja: messageText.min(1),
+  }),
+]);
+
 const thenObject = z.strictObject({
   action: z.enum(ACTIONS),
   delay: positiveDuration.optional(),
-  message: z.string().max(200).optional(),
+  message: message.optional(),
   ban: z.union([z.boolean(), z.enum(['ip', 'network'])]).optional(),
   suspend: positiveDuration.optional(),
   notify: z.boolean().optional(),
@@ -166,6 +184,7 @@ const mailbox = z
 
 export const configSchema = z.strictObject({
   data_dir: z.string().min(1).optional(),
+  locale: z.enum(LOCALES).optional(),
   listen: z
     .strictObject({
       postfix: listenList.optional(),

@@ -10,6 +10,7 @@
  */
 import { clientNetwork, isIPv6, networkOf } from './address.js';
 import { gateContext } from './gate.js';
+import { formatDuration, isoTime, MESSAGES, replyLocale, textIn, type Locale } from './messages.js';
 import type { Plan } from './plan.js';
 import type { Policy, Rule } from './policy.js';
 import {
@@ -39,66 +40,44 @@ export interface ApplyResult {
   counters: CounterResult[];
 }
 
-const NOUN: Record<string, string> = {
-  events: 'requests',
-  recipients: 'recipients',
-  messages: 'messages',
-  bytes: 'bytes',
-  failures: 'failed logins',
-  'distinct:pwhash': 'different passwords',
-  'distinct:ip': 'different addresses',
-  'distinct:network': 'different networks',
-  'distinct:user': 'different logins',
-  'distinct:recipient_domain': 'different recipient domains',
-};
+// The rest of mailwarden reads these two from here.
+export { formatDuration, isoTime };
 
-export function formatDuration(ms: number): string {
-  const units: Array<[string, number]> = [
-    ['w', 604_800_000],
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-  ];
-  for (const [u, size] of units) if (ms >= size && ms % size === 0) return `${ms / size}${u}`;
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
-function defaultReason(rule: Rule, subject: string, limit: number): string {
+/** A rule's refusal text: its own message, else the generated one. */
+function ruleReason(rule: Rule, subject: string, limit: number, locale: Locale): string {
+  const own = textIn(rule.then.message, locale);
+  if (own) return own;
   const counted = rule.uses ?? rule;
-  const what = NOUN[counted.count] ?? counted.count;
-  const per = formatDuration(counted.windowMs);
-  if (rule.baseline)
-    return `Unusual sending: ${what} from ${subject} far above its usual rate (over ${limit} per ${per}, rule ${rule.name})`;
-  if (rule.then.action === 'allow')
-    return `Unusual activity: ${what} from ${subject} (over ${limit} per ${per}, rule ${rule.name})`;
-  const tail = rule.then.action === 'reject' ? '' : '; try again later';
-  return `Too many ${what} from ${subject} (limit ${limit} per ${per}, rule ${rule.name})${tail}`;
+  const m = MESSAGES[locale];
+  const o = { count: counted.count, subject, limit, windowMs: counted.windowMs, rule: rule.name };
+  if (rule.baseline) return m.unusualRate(o);
+  if (rule.then.action === 'allow') return m.unusualActivity(o);
+  return m.tooMany(o, rule.then.action !== 'reject');
 }
 
-/** An ISO time that cannot throw: Date's toISOString() throws a RangeError for a time it cannot print. */
-export function isoTime(ms: number): string {
-  const d = new Date(ms);
-  return Number.isNaN(d.getTime()) ? `an unreadable time (${String(ms)})` : d.toISOString();
-}
-
-export function banReason(ban: BanRecord): string {
-  return `Access denied: ${ban.subject} is blocked until ${isoTime(ban.until)} (rule ${ban.rule})`;
+export function banReason(ban: BanRecord, locale: Locale = 'en'): string {
+  return MESSAGES[locale].banned(ban.subject, ban.until, ban.rule);
 }
 
 /** The refusal of a banned source (also what the decider answers when the rest of a decision failed). */
-export function banDecision(ban: BanRecord): Decision {
-  return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(ban), hits: [], effects: [] };
+export function banDecision(ban: BanRecord, locale: Locale = 'en'): Decision {
+  return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(ban, locale), hits: [], effects: [] };
 }
 
-export function suspensionReason(s: SuspensionRecord, login = false): string {
-  return `Account ${s.user} is suspended${login ? '' : ' from sending'} (rule ${s.rule}); contact your mail administrator`;
+export function suspensionReason(s: SuspensionRecord, login = false, locale: Locale = 'en'): string {
+  return MESSAGES[locale].suspended(s.user, s.rule, login);
 }
 
+/**
+ * The decision on one event. Its `reason` is what the client is told, in the language its protocol can
+ * carry (engine/messages.ts); every hit's reason, which the audit trail, bans, suspensions and alerts keep,
+ * is English.
+ */
 export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
-  if (result.ban) return banDecision(result.ban);
+  const locale = replyLocale(policy.locale, event.protocol);
+  if (result.ban) return banDecision(result.ban, locale);
   if (result.suspension) {
-    const reason = suspensionReason(result.suspension, event.kind === 'auth-attempt');
+    const reason = suspensionReason(result.suspension, event.kind === 'auth-attempt', locale);
     return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
   }
   const hits: RuleHit[] = [];
@@ -134,7 +113,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
       limit,
       action: rule.then.action,
       observe: rule.mode === 'observe' || plan.allowlisted,
-      reason: rule.then.message || defaultReason(rule, subject, limit),
+      reason: ruleReason(rule, subject, limit, 'en'),
     };
     hits.push(hit);
     fired.push(rule);
@@ -151,7 +130,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     action: winner.hit.action,
     delaySeconds: winner.hit.action === 'delay' ? winner.rule.then.delaySeconds : 0,
     rule: winner.rule.name,
-    reason: winner.hit.reason,
+    reason: locale === 'en' ? winner.hit.reason : ruleReason(winner.rule, winner.hit.subject, winner.hit.limit, locale),
     hits,
     effects,
   };

@@ -4,6 +4,7 @@
  * (re)load by config/compile.ts; the engine never reads YAML.
  */
 import type { NetworkSet } from './address.js';
+import type { Locale, LocalText } from './messages.js';
 import type { Action, BanScope, Escalation, EventKind, SubjectKind } from './types.js';
 
 export type DistinctField = 'pwhash' | 'ip' | 'network' | 'user' | 'recipient_domain';
@@ -13,8 +14,8 @@ export interface RuleThen {
   action: Action;
   /** For `delay`: seconds the client is held back. */
   delaySeconds: number;
-  /** Text shown to the client; a neutral default is used when empty. */
-  message: string;
+  /** Text shown to the client, one for every locale or one per locale; a neutral default is used when empty. */
+  message: LocalText;
   /** Ban the source (its address or its network) when the rule fires. */
   ban?: BanScope | undefined;
   /** Suspend the authenticated user for this long when the rule fires. */
@@ -80,6 +81,8 @@ export interface Rule {
 }
 
 export interface Policy {
+  /** The language of what mail users are told, where their protocol can carry it (engine/messages.ts). */
+  locale: Locale;
   ipv4Prefix: number;
   ipv6Prefix: number;
   allowNetworks: NetworkSet;

@@ -19,6 +19,7 @@
  *   capped lower than IMAP/POP3 delays.
  */
 import { canonicalIp } from '../../engine/address.js';
+import { replyLine } from '../../engine/messages.js';
 import type { Decision, MailEvent } from '../../engine/types.js';
 
 export type DovecotCommand = 'allow' | 'report';
@@ -83,6 +84,11 @@ export interface DovecotReply {
 
 export const ALLOW_REPLY: DovecotReply = { status: 0, msg: '' };
 
+// IMAP and POP3 carry the msg on a line of its own: room for 300 Japanese characters. For SMTP AUTH, Postfix
+// puts it after `535 5.7.8 Error: authentication failed: ` in a reply line of at most 512 octets (RFC 5321).
+const MSG_BYTES = 900;
+const SMTP_MSG_BYTES = 512 - '535 5.7.8 Error: authentication failed: \r\n'.length;
+
 /** A Decision as Dovecot's `{status, msg}`; delays capped per protocol. */
 export function toReply(
   d: Decision,
@@ -99,7 +105,6 @@ export function toReply(
     }
     case 'tempfail':
     case 'reject':
-      // eslint-disable-next-line no-control-regex
-      return { status: -1, msg: d.reason.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, 300) };
+      return { status: -1, msg: replyLine(d.reason, protocol === 'smtp' ? SMTP_MSG_BYTES : MSG_BYTES) };
   }
 }

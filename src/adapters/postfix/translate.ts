@@ -8,6 +8,7 @@
  * DATA and END-OF-MESSAGE; `instance` identifies one mail transaction.
  */
 import { canonicalIp } from '../../engine/address.js';
+import { replyLine } from '../../engine/messages.js';
 import type { Decision, EventKind, MailEvent } from '../../engine/types.js';
 import type { PolicyAttributes } from './parse.js';
 
@@ -59,10 +60,14 @@ export function toEvent(a: PolicyAttributes, now: number): Translation {
   };
 }
 
+// An SMTP reply line is at most 512 octets with its CRLF (RFC 5321 4.5.3.1.5), and Postfix sends a longer one
+// as it is (measured). Before this text it puts `554 5.7.1 <recipient>: Recipient address rejected: `, up to
+// 300 octets with the longest address; this leaves the rest.
+const SMTP_TEXT_OCTETS = 200;
+
 /** Text safe inside one SMTP reply line. */
-function clean(reason: string): string {
-  // eslint-disable-next-line no-control-regex
-  return reason.replace(/[\x00-\x1f\x7f]+/g, ' ').slice(0, 400) || 'Policy rejection';
+function smtpText(reason: string): string {
+  return replyLine(reason, SMTP_TEXT_OCTETS) || 'Policy rejection';
 }
 
 /** The `action=` value for a Decision (DESIGN.md: DUNNO / DEFER_IF_PERMIT / 450 / REJECT / HOLD). */
@@ -72,12 +77,12 @@ export function toAction(d: Decision): string {
       return 'DUNNO';
     // Postfix cannot tarpit without holding an smtpd process; a delay becomes a soft, deferrable refusal.
     case 'delay':
-      return `DEFER_IF_PERMIT ${clean(d.reason)}`;
+      return `DEFER_IF_PERMIT ${smtpText(d.reason)}`;
     case 'tempfail':
-      return `450 4.7.1 ${clean(d.reason)}`;
+      return `450 4.7.1 ${smtpText(d.reason)}`;
     case 'reject':
-      return `554 5.7.1 ${clean(d.reason)}`;
+      return `554 5.7.1 ${smtpText(d.reason)}`;
     case 'hold':
-      return `HOLD ${clean(d.reason)}`;
+      return `HOLD ${smtpText(d.reason)}`;
   }
 }
