@@ -5,9 +5,12 @@
  * and suspensions for server-sent events.
  *
  * Fed by the decider for every decision, so the per-event work is a few
- * array increments; allowed decisions never reach the feed. Memory is
- * bounded: 360 buckets per series, and at most TOP_CAP subjects per
- * 10-minute slice of the top lists.
+ * array increments; allowed decisions never reach the feed. A Dovecot login
+ * is two events, its allow and its report: the allow's refusal is the
+ * attempt's one row, and its report is neither a second row nor a second
+ * count in the top lists. Memory is bounded: 360 buckets per series, at most
+ * TOP_CAP subjects per 10-minute slice of the top lists, and SHOWN_CAP
+ * attempts awaiting their report.
  */
 import { clientNetwork } from '../engine/address.js';
 import type { Action, Decision, MailEvent } from '../engine/types.js';
@@ -18,6 +21,9 @@ const SLICE_MS = 600_000;
 const SLICES = 6;
 const TOP_CAP = 50_000;
 const RECENT = 50;
+const SHOWN_CAP = 4096;
+/** Longer than any login takes between its allow and its report (the allow's delay included). */
+const REPORT_WAIT_MS = 120_000;
 
 export const SERIES = [
   'decisions.allow',
@@ -37,6 +43,7 @@ export interface FeedItem {
   time: number;
   kind: 'decision' | 'ban' | 'unban' | 'suspend' | 'resume';
   adapter?: string | undefined;
+  protocol?: string | undefined;
   action?: string | undefined;
   rule?: string | undefined;
   ip?: string | undefined;
@@ -57,6 +64,8 @@ const DECISION_SERIES: Record<Action, SeriesName> = {
   hold: 'decisions.hold',
 };
 
+const attemptKey = (event: MailEvent): string => `${event.ip}|${event.protocol}|${event.user ?? ''}`;
+
 export class Activity {
   private readonly series = new Map<SeriesName, Float64Array>(SERIES.map((s) => [s, new Float64Array(POINTS)]));
   /** Epoch step index of the newest bucket. */
@@ -64,6 +73,8 @@ export class Activity {
   private slices: Slice[] = [];
   private readonly listeners = new Set<(item: FeedItem) => void>();
   private readonly recentItems: FeedItem[] = [];
+  /** Dovecot attempts refused or delayed at allow, per ip|protocol|user: how many, and the last one's time. */
+  private readonly shown = new Map<string, { n: number; time: number }>();
 
   constructor(
     now: number,
@@ -100,14 +111,18 @@ export class Activity {
       this.bump(`auth_failures.${p}`, at);
     }
     if (SENDING.has(event.kind) && d.hits.some((h) => !h.observe)) this.bump('flow_limit_hits', at);
+    // Before the allow test: a successful report ends its attempt's wait too.
+    if (event.kind === 'auth-result' && this.reported(event)) return;
     if (d.action === 'allow' && !failed) return;
     this.count(event);
     if (d.action !== 'allow') {
       const adapter = event.kind.startsWith('auth-') ? 'dovecot' : 'postfix';
+      if (event.kind === 'auth-attempt') this.attempted(event);
       this.publish({
         time: event.time,
         kind: 'decision',
         adapter,
+        protocol: event.protocol,
         action: d.action,
         rule: d.rule,
         ip: event.ip,
@@ -115,6 +130,31 @@ export class Activity {
         reason: d.reason,
       });
     }
+  }
+
+  /** Notes a Dovecot attempt that has its row, so that its report makes none. */
+  private attempted(event: MailEvent): void {
+    const key = attemptKey(event);
+    const had = this.shown.get(key);
+    const n = had && event.time - had.time < REPORT_WAIT_MS ? had.n + 1 : 1;
+    // Re-inserted at the end, so the first key is always the one waiting longest.
+    this.shown.delete(key);
+    this.shown.set(key, { n, time: event.time });
+    if (this.shown.size > SHOWN_CAP) this.shown.delete(this.shown.keys().next().value as string);
+  }
+
+  /**
+   * Whether this report's attempt already has its row: refused at allow (Dovecot says
+   * `policy_reject`), or delayed and noted by attempted().
+   */
+  private reported(event: MailEvent): boolean {
+    const key = attemptKey(event);
+    const had = this.shown.get(key);
+    if (had) {
+      if (had.n > 1) had.n--;
+      else this.shown.delete(key);
+    }
+    return event.refused === true || (had !== undefined && event.time - had.time < REPORT_WAIT_MS);
   }
 
   private count(event: MailEvent): void {

@@ -1,14 +1,17 @@
 // The mailwarden dashboard: preact + htm, plain ES modules, no build step.
 // Every API call carries the admin token (kept in sessionStorage); a 401
-// anywhere signs out and says why.
+// anywhere signs out and says why. Every word on screen comes from i18n.js.
 import { h, render } from 'preact';
 import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import uPlot from 'uplot';
+import { fmtClock, fmtNum, fmtRelative, fmtSpan, fmtTime, locale, setLocale, t, template } from './i18n.js';
 
 const html = htm.bind(h);
 
 const TOKEN_KEY = 'mailwarden.token';
+/** The daemon's locale as last seen, so the sign-in page (before any status) speaks it too. */
+const LOCALE_KEY = 'mailwarden.locale';
 const REFRESH_MS = 10_000;
 const FEED_MAX = 200;
 
@@ -49,6 +52,19 @@ async function api(token, path, init = {}) {
   return body;
 }
 
+const post = (body) => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
+/** The API refused because the subject is so wide (or holds allowlisted addresses) that it needs `force`. */
+const needsForce = (err) =>
+  err instanceof ApiError && (err.status === 400 || err.status === 409) && /"force": true/.test(err.message);
+
+/** The API's own words for a refusal, with its status; anything else as it came. */
+const refusal = (err) => (err instanceof ApiError ? `${err.status}: ${err.message}` : err.message || String(err));
+
 /**
  * Reads /v1/events (server-sent events) with fetch, since EventSource cannot
  * send the Authorization header. Calls onEvent for each JSON object; resolves
@@ -72,7 +88,7 @@ async function readEvents(token, signal, onOpen, onEvent) {
   const flush = () => {
     if (data.length === 0) return;
     try {
-      onEvent(JSON.parse(data.join('\n')));
+      onEvent(data.join('\n'));
       data = [];
     } catch {
       // not a whole JSON object yet: wait for more data lines or the blank line
@@ -101,43 +117,42 @@ async function readEvents(token, signal, onOpen, onEvent) {
 
 // ---------------------------------------------------------------- formatting
 
-const pad = (n) => String(n).padStart(2, '0');
-
-function fmtTime(ms) {
-  if (!Number.isFinite(ms)) return '—';
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+/** A translated text whose {placeholders} are elements (links, code), not only strings. */
+function tx(key, parts) {
+  return template(key)
+    .split(/\{(\w+)\}/)
+    .map((piece, i) => (i % 2 ? (parts[piece] ?? '') : piece));
 }
 
-function fmtClock(ms) {
-  const d = new Date(ms);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+const ISO_TIME = /\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\b/g;
+/** Evidence fields that hold a moment (epoch ms, or ISO text). */
+const TIME_FIELD = /^(time|since|until|at|expires)$/;
+
+/** One evidence value: moments as local date-times, nested records in braces. */
+function evidenceValue(key, v) {
+  if (v === null) return key === 'until' ? t('time.noEnd') : 'null';
+  if (Array.isArray(v)) return v.map((x) => evidenceValue('', x)).join(', ');
+  if (typeof v === 'object') return `{${fmtEvidence(v)}}`;
+  if (TIME_FIELD.test(key)) {
+    const ms = typeof v === 'number' ? v : Date.parse(String(v));
+    if (Number.isFinite(ms)) return fmtTime(ms);
+  }
+  return String(v);
 }
 
-function fmtSpan(seconds) {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${pad(s % 60)}s`;
-  const hrs = Math.floor(m / 60);
-  if (hrs < 48) return `${hrs}h ${pad(m % 60)}m`;
-  return `${Math.floor(hrs / 24)}d ${hrs % 24}h`;
-}
-
-function fmtRelative(ms) {
-  if (!Number.isFinite(ms)) return '';
-  const diff = (ms - Date.now()) / 1000;
-  return diff >= 0 ? `in ${fmtSpan(diff)}` : `${fmtSpan(-diff)} ago`;
-}
-
-const fmtNum = (n) => (typeof n === 'number' ? n.toLocaleString('en') : '—');
-
-/** Audit evidence as `key=value` pairs; nested values stay JSON. */
+/** Nested evidence as `key=value` pairs. */
 function fmtEvidence(ev) {
-  if (!ev || typeof ev !== 'object') return '';
   return Object.entries(ev)
-    .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
+    .map(([k, v]) => `${k}=${evidenceValue(k, v)}`)
     .join(' ');
+}
+
+/** Audit evidence: one `key value` pair a piece, so a date-time's space does not run into the next pair. */
+function Evidence({ ev }) {
+  if (!ev || typeof ev !== 'object') return '';
+  return html`<span class="evidence"
+    >${Object.entries(ev).map(([k, v]) => html`<span class="ev" key=${k}><b>${k}</b> ${evidenceValue(k, v)}</span> `)}</span
+  >`;
 }
 
 const explainHref = (subject) => `#/explain/${encodeURIComponent(subject)}`;
@@ -210,10 +225,12 @@ function useEventFeed(token) {
               setLink('live');
               backoff = 1000;
             },
-            (ev) => {
+            (raw) => {
+              const ev = JSON.parse(raw);
               if (paused.current) return;
-              const row = { ...ev, _id: ++n, time: typeof ev.time === 'number' ? ev.time : Date.now() };
-              setEvents((old) => [row, ...old].slice(0, FEED_MAX));
+              const row = { ...ev, _id: ++n, _raw: raw, time: typeof ev.time === 'number' ? ev.time : Date.now() };
+              // A reconnection starts with the daemon's recent events again: those already shown are not new rows.
+              setEvents((old) => (old.some((o) => o._raw === raw) ? old : [row, ...old].slice(0, FEED_MAX)));
             },
           );
         } catch (err) {
@@ -239,12 +256,46 @@ function useEventFeed(token) {
   return { events, link, paused: isPaused, setPause, clear };
 }
 
+/**
+ * An administrator's actions and what became of them, then `after` (reload what they changed).
+ * run(work, ok, failed) awaits work() and shows ok or failed(err); report(text) tells of an
+ * action a form has made.
+ */
+function useAction(after) {
+  const [notice, setNotice] = useState(null);
+  const run = useCallback(
+    async (work, ok, failed = (err) => t('action.failed', { error: refusal(err) })) => {
+      try {
+        await work();
+        setNotice({ ok: true, text: ok });
+      } catch (err) {
+        if (err instanceof Unauthorized) return;
+        setNotice({ ok: false, text: failed(err) });
+      }
+      after();
+    },
+    [after],
+  );
+  const report = useCallback(
+    (text) => {
+      setNotice({ ok: true, text });
+      after();
+    },
+    [after],
+  );
+  return { notice, run, report };
+}
+
 // ---------------------------------------------------------------- small parts
 
 function Problem({ error, what }) {
   if (!error) return null;
-  const text = error instanceof ApiError ? `${error.status}: ${error.message}` : error.message || String(error);
-  return html`<p class="problem" role="alert">Could not load ${what}: ${text}</p>`;
+  return html`<p class="problem" role="alert">${t('problem.load', { what, error: refusal(error) })}</p>`;
+}
+
+function Notice({ notice }) {
+  if (!notice) return null;
+  return html`<p class=${notice.ok ? 'notice' : 'problem'} role="status">${notice.text}</p>`;
 }
 
 function Empty({ children }) {
@@ -253,15 +304,184 @@ function Empty({ children }) {
 
 function SubjectLink({ subject }) {
   if (!subject) return html`<span class="muted">—</span>`;
-  return html`<a class="subject" href=${explainHref(subject)} title="Explain ${subject}">${subject}</a>`;
+  return html`<a class="subject" href=${explainHref(subject)} title=${t('explain.title', { subject })}>${subject}</a>`;
 }
 
-function Until({ ms }) {
-  return html`<span title=${fmtTime(ms)}>${fmtRelative(ms)}</span>`;
+/** A moment: the local date-time, and how long ago or ahead. */
+function When({ ms }) {
+  if (ms === null || ms === undefined) return html`<span class="when">${t('time.noEnd')}</span>`;
+  return html`<span class="when"
+    ><span class="date">${fmtTime(ms)}</span> <span class="rel">${fmtRelative(ms)}</span></span
+  >`;
 }
+
+/** Server text (reasons) can hold ISO times (UTC): shown as local date-times like every other. */
+const readable = (text) => (text ? String(text).replace(ISO_TIME, (iso) => fmtTime(Date.parse(iso))) : '');
 
 function Badge({ kind, children }) {
-  return html`<span class=${`badge badge-${kind}`}>${children ?? kind}</span>`;
+  return html`<span class=${`badge badge-${kind}`}>${children ?? t(`badge.${kind}`)}</span>`;
+}
+
+/** A button whose action asks first, on the spot: the question, Yes and Cancel, in place of the button. */
+function Confirm({ label, question, yes, onYes, cls = 'danger' }) {
+  const [asking, setAsking] = useState(false);
+  const [busy, setBusy] = useState(false);
+  if (!asking) return html`<button class=${cls} onClick=${() => setAsking(true)}>${label}</button>`;
+  const go = async () => {
+    setBusy(true);
+    await onYes();
+    setBusy(false);
+    setAsking(false);
+  };
+  return html`<span class="confirm" role="group">
+    <span class="question">${question}</span>
+    <span class="confirm-buttons">
+      <button class=${cls} data-confirm="yes" disabled=${busy} onClick=${go}>${yes}</button>
+      <button data-confirm="no" disabled=${busy} onClick=${() => setAsking(false)}>${t('action.cancel')}</button>
+    </span>
+  </span>`;
+}
+
+/**
+ * A table that turns into one card per row on a narrow screen: each cell carries its column's
+ * name (data-label) for the card to show. columns: [{ label, cell(row), cls? }].
+ */
+function DataTable({ id, cls = '', columns, rows, rowKey, rowAttrs = () => ({}) }) {
+  return html`<div class="table-wrap">
+    <table class=${`grid ${cls}`} id=${id}>
+      <thead>
+        <tr>
+          ${columns.map((c, i) => html`<th key=${i} class=${c.cls}>${c.label}</th>`)}
+        </tr>
+      </thead>
+      <tbody>
+        ${rows.map(
+          (r) =>
+            html`<tr key=${rowKey(r)} ...${rowAttrs(r)}>
+              ${columns.map((c, i) => {
+                const content = c.cell(r);
+                // an empty cell is left out of a row's card on a phone
+                const cls = [c.cls, content === '' || content == null ? 'blank' : ''].filter(Boolean).join(' ');
+                return html`<td key=${i} class=${cls} data-label=${c.label}><div class="cell">${content}</div></td>`;
+              })}
+            </tr>`,
+        )}
+      </tbody>
+    </table>
+  </div>`;
+}
+
+/**
+ * A form that makes one API call. fields: [{ name, label, placeholder?, hint?, required? }].
+ * The API's refusal is shown in its own words; when it says the subject needs `force`, and only
+ * then, a Force checkbox appears, sent as `force: true` once ticked.
+ */
+function EntryForm({ id, title, fields, submit, send, onDone, onCancel }) {
+  const blank = () => Object.fromEntries(fields.map((f) => [f.name, '']));
+  const [values, setValues] = useState(blank);
+  const [force, setForce] = useState(null);
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const go = async (e) => {
+    e.preventDefault();
+    const body = {};
+    for (const f of fields) if (values[f.name].trim()) body[f.name] = values[f.name].trim();
+    if (force) body.force = true;
+    setBusy(true);
+    setError('');
+    try {
+      const res = await send(body);
+      setValues(blank());
+      setForce(null);
+      onDone(res);
+    } catch (err) {
+      if (err instanceof Unauthorized) return;
+      setError(refusal(err));
+      if (needsForce(err)) setForce((f) => f ?? false);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<form class="card entry" id=${id} onSubmit=${go}>
+    ${title && html`<h3>${title}</h3>`}
+    <div class="fields">
+      ${fields.map(
+        (f) =>
+          html`<label key=${f.name} class="field">
+            <span>${f.label}</span>
+            <input
+              name=${f.name}
+              required=${f.required}
+              placeholder=${f.placeholder ?? ''}
+              value=${values[f.name]}
+              onInput=${(e) => setValues({ ...values, [f.name]: e.currentTarget.value })}
+            />
+            ${f.hint && html`<small>${f.hint}</small>`}
+          </label>`,
+      )}
+    </div>
+    ${error && html`<p class="problem" role="alert" data-refusal>${t('form.refused', { error })}</p>`}
+    ${
+      force !== null &&
+      html`<label class="force"
+        ><input type="checkbox" name="force" checked=${force} onChange=${(e) => setForce(e.currentTarget.checked)} />
+        ${t('form.force')}</label
+      >`
+    }
+    <div class="form-buttons">
+      <button type="submit" class="primary" disabled=${busy}>${submit}</button>
+      ${onCancel && html`<button type="button" onClick=${onCancel}>${t('action.cancel')}</button>`}
+    </div>
+  </form>`;
+}
+
+const durationField = (hint) => ({ name: 'duration', label: t('field.duration'), placeholder: '30m, 2h, 7d', hint });
+const reasonField = () => ({ name: 'reason', label: t('field.reason'), placeholder: t('field.reasonPlaceholder') });
+
+/** Bans `subject` (or the one typed, when not given). */
+function BanForm({ call, subject, onDone, onCancel }) {
+  const fields = [
+    ...(subject
+      ? []
+      : [{ name: 'subject', label: t('field.subject'), placeholder: '203.0.113.7, 198.51.100.0/24', required: true }]),
+    durationField(t('field.banDurationHint')),
+    reasonField(),
+  ];
+  return html`<${EntryForm}
+    id="ban-form"
+    title=${subject ? t('bans.addFor', { subject }) : t('bans.add')}
+    fields=${fields}
+    submit=${t('bans.submit')}
+    send=${(body) => call('/v1/bans', post({ ...body, subject: subject ?? body.subject }))}
+    onDone=${onDone}
+    onCancel=${onCancel}
+  />`;
+}
+
+/** Suspends `user` (or the one typed, when not given). */
+function SuspendForm({ call, user, onDone, onCancel }) {
+  const fields = [
+    ...(user ? [] : [{ name: 'user', label: t('field.user'), placeholder: 'alice@example.org', required: true }]),
+    durationField(t('field.suspendDurationHint')),
+    reasonField(),
+  ];
+  const send = ({ user: typed, ...body }) => call(`/v1/users/${encodeURIComponent(user ?? typed)}/suspend`, post(body));
+  return html`<${EntryForm}
+    id="suspend-form"
+    title=${user ? t('users.suspendFor', { user }) : t('users.suspend')}
+    fields=${fields}
+    submit=${t('users.submit')}
+    send=${send}
+    onDone=${onDone}
+    onCancel=${onCancel}
+  />`;
+}
+
+/** A button that opens form(close) in its place. */
+function Opener({ label, form }) {
+  const [open, setOpen] = useState(false);
+  if (!open) return html`<button class="primary opener" onClick=${() => setOpen(true)}>${label}</button>`;
+  return form(() => setOpen(false));
 }
 
 // ---------------------------------------------------------------- sign-in
@@ -274,19 +494,18 @@ function SignIn({ message, onToken }) {
     e.preventDefault();
     const token = value.trim();
     if (!token) {
-      setError('Paste the admin token first.');
+      setError(t('signin.empty'));
       return;
     }
     setBusy(true);
     setError('');
     try {
       const res = await fetch('/v1/status', { cache: 'no-store', headers: { authorization: `Bearer ${token}` } });
-      if (res.status === 401)
-        setError('That token was not accepted (401 Unauthorized). Copy it again from <data dir>/admin.token.');
-      else if (!res.ok) setError(`The daemon answered ${res.status} ${res.statusText}.`);
+      if (res.status === 401) setError(t('signin.refused'));
+      else if (!res.ok) setError(t('signin.status', { status: `${res.status} ${res.statusText}` }));
       else onToken(token);
     } catch (err) {
-      setError(`Could not reach the daemon: ${err.message}`);
+      setError(t('signin.unreachable', { error: err.message }));
     } finally {
       setBusy(false);
     }
@@ -296,11 +515,9 @@ function SignIn({ message, onToken }) {
     <main class="signin">
       <form class="card signin-card" onSubmit=${submit}>
         <h1><span class="logo">◆</span> mailwarden</h1>
-        <p class="muted">
-          Sign in with the admin token from <code>${'<data dir>/admin.token'}</code> on the mail server.
-        </p>
+        <p class="muted">${tx('signin.intro', { file: html`<code>${'<data dir>/admin.token'}</code>` })}</p>
         ${shown && html`<p class="problem" role="alert" id="signin-error">${shown}</p>`}
-        <label for="token">Admin token</label>
+        <label for="token">${t('signin.token')}</label>
         <input
           id="token"
           name="token"
@@ -310,8 +527,10 @@ function SignIn({ message, onToken }) {
           value=${value}
           onInput=${(e) => setValue(e.currentTarget.value)}
         />
-        <button type="submit" class="primary" disabled=${busy}>${busy ? 'Checking…' : 'Sign in'}</button>
-        <p class="fine">The token stays in this browser tab only (session storage) and is sent to this daemon alone.</p>
+        <button type="submit" class="primary" disabled=${busy}>
+          ${busy ? t('signin.checking') : t('signin.submit')}
+        </button>
+        <p class="fine">${t('signin.fine')}</p>
       </form>
     </main>
   `;
@@ -345,6 +564,13 @@ function seriesFor(timeline, prefix) {
   });
 }
 
+/** A series' name in the legend: decisions by their action, protocols as they are, the rest translated. */
+function seriesLabel(n) {
+  if (n.startsWith('decisions.')) return t(`badge.${n.slice(10)}`);
+  if (n.startsWith('auth_failures.')) return n === 'auth_failures.other' ? t('chart.other') : n.slice(14);
+  return t('chart.flow');
+}
+
 function Chart({ title, timeline, prefix }) {
   const box = useRef(null);
   const plot = useRef(null);
@@ -356,7 +582,8 @@ function Chart({ title, timeline, prefix }) {
     return [xs, ...names.map((n) => timeline.series[n])];
   }, [timeline, names]);
   const nonZero = data ? data.slice(1).reduce((a, s) => a + s.filter((v) => v > 0).length, 0) : 0;
-  const key = names.join(',');
+  // the legend's words are fixed when the plot is made: a new language makes a new plot
+  const key = `${locale()}:${names.join(',')}`;
 
   useEffect(() => {
     if (!data || !box.current) return;
@@ -365,7 +592,6 @@ function Chart({ title, timeline, prefix }) {
       return;
     }
     plot.current?.destroy();
-    const label = (n) => (n.includes('.') ? n.slice(n.indexOf('.') + 1) : n.replaceAll('_', ' '));
     const opts = {
       width: Math.max(240, box.current.clientWidth),
       height: 190,
@@ -382,11 +608,11 @@ function Chart({ title, timeline, prefix }) {
       cursor: { drag: { x: true, y: false } },
       series: [
         // Not hovering, the legend shows each series' total for the hour; hovering, the value at that step.
-        { label: 'Time', value: (_u, v) => (v == null ? 'last hour' : fmtClock(v * 1000)) },
+        { label: t('chart.time'), value: (_u, v) => (v == null ? t('chart.lastHour') : fmtClock(v * 1000)) },
         ...names.map((n, i) => {
           const color = COLORS[n] ?? SPARE[i % SPARE.length];
           return {
-            label: label(n),
+            label: seriesLabel(n),
             stroke: color,
             width: 1.5,
             fill: `${color}14`,
@@ -430,9 +656,9 @@ function Chart({ title, timeline, prefix }) {
     <section class="card chart" data-chart=${prefix} data-nonzero=${nonZero}>
       <header>
         <h3>${title}</h3>
-        <span class="muted">last hour · ${timeline ? `${timeline.step} s steps` : ''}</span>
+        <span class="muted">${t('chart.steps', { step: timeline?.step ?? 10 })}</span>
       </header>
-      ${!data && html`<${Empty}>No data for this chart yet.</${Empty}>`}
+      ${!data && html`<${Empty}>${t('chart.empty')}</${Empty}>`}
       <div class="plot" ref=${box}></div>
     </section>
   `;
@@ -453,7 +679,7 @@ function TopList({ title, rows, what }) {
       <h3>${title}</h3>
       ${
         !rows?.length
-          ? html`<${Empty}>Nobody in the last hour.</${Empty}>`
+          ? html`<${Empty}>${t('top.nobody')}</${Empty}>`
           : html`<ol>
               ${rows.map(
                 (r) =>
@@ -476,54 +702,54 @@ function Overview({ call, status, statusError, feed }) {
   const dc = s.dovecot ?? {};
   return html`
     <div class="overview">
-      <${Problem} error=${statusError} what="the status" />
+      <${Problem} error=${statusError} what=${t('what.status')} />
       <div class="stats">
-        <${Stat} name="activeBans" label="Active bans" value=${fmtNum(store.activeBans)} href="#/bans" />
+        <${Stat} name="activeBans" label=${t('stat.bans')} value=${fmtNum(store.activeBans)} href="#/bans" />
         <${Stat}
           name="activeSuspensions"
-          label="Suspended users"
+          label=${t('stat.suspended')}
           value=${fmtNum(store.activeSuspensions)}
           href="#/users"
         />
         <${Stat}
           name="postfixRequests"
-          label="Postfix requests"
+          label=${t('stat.postfix')}
           value=${fmtNum(pf.requests)}
-          note=${pf.budgetMisses ? `${fmtNum(pf.budgetMisses)} over budget` : ''}
+          note=${pf.budgetMisses ? t('stat.overBudget', { n: fmtNum(pf.budgetMisses) }) : ''}
         />
         <${Stat}
           name="dovecotRequests"
-          label="Dovecot auth checks"
+          label=${t('stat.dovecot')}
           value=${fmtNum(dc.requests)}
-          note=${dc.refused !== undefined ? `${fmtNum(dc.refused)} refused · ${fmtNum(dc.delayed)} delayed` : ''}
+          note=${dc.refused !== undefined ? t('stat.refusedDelayed', { refused: fmtNum(dc.refused), delayed: fmtNum(dc.delayed) }) : ''}
         />
         <${Stat}
           name="counterKeys"
-          label="Counter keys"
+          label=${t('stat.keys')}
           value=${fmtNum(store.counterKeys)}
-          note=${store.backend ? `${store.backend} store` : ''}
+          note=${store.backend ? t('stat.backend', { backend: store.backend }) : ''}
         />
         <${Stat}
           name="uptime"
-          label="Uptime"
+          label=${t('stat.uptime')}
           value=${s.uptimeSeconds !== undefined ? fmtSpan(s.uptimeSeconds) : '—'}
           note=${s.version ? `v${s.version}` : ''}
         />
       </div>
-      <${Problem} error=${timeline.error} what="the timeline" />
+      <${Problem} error=${timeline.error} what=${t('what.timeline')} />
       <div class="charts">
-        <${Chart} title="Decisions per 10 s" timeline=${timeline.data} prefix="decisions" />
-        <${Chart} title="Failed logins per 10 s" timeline=${timeline.data} prefix="auth_failures" />
-        <${Chart} title="Flow-limit hits per 10 s" timeline=${timeline.data} prefix="flow_limit_hits" />
+        <${Chart} title=${t('chart.decisions')} timeline=${timeline.data} prefix="decisions" />
+        <${Chart} title=${t('chart.failures')} timeline=${timeline.data} prefix="auth_failures" />
+        <${Chart} title=${t('chart.flowTitle')} timeline=${timeline.data} prefix="flow_limit_hits" />
       </div>
-      <h2>Top offenders <span class="muted">last hour, refusals and failed logins</span></h2>
-      <${Problem} error=${top.error} what="the top offenders" />
+      <h2>${t('top.title')} <span class="muted">${t('top.note')}</span></h2>
+      <${Problem} error=${top.error} what=${t('what.top')} />
       <div class="tops">
-        <${TopList} title="IP addresses" rows=${top.data?.ips} what="ips" />
-        <${TopList} title="Networks" rows=${top.data?.networks} what="networks" />
-        <${TopList} title="Users" rows=${top.data?.users} what="users" />
+        <${TopList} title=${t('top.ips')} rows=${top.data?.ips} what="ips" />
+        <${TopList} title=${t('top.networks')} rows=${top.data?.networks} what="networks" />
+        <${TopList} title=${t('top.users')} rows=${top.data?.users} what="users" />
       </div>
-      <h2>Latest events <a class="more" href="#/events">all events →</a></h2>
+      <h2>${t('events.latest')} <a class="more" href="#/events">${t('events.all')}</a></h2>
       <${EventTable} events=${feed.events.slice(0, 8)} link=${feed.link} compact />
     </div>
   `;
@@ -533,100 +759,109 @@ function Overview({ call, status, statusError, feed }) {
 
 const PAGE = 50;
 
+/** Lifts the ban on `subject`, after asking on the spot. */
+function UnbanButton({ call, subject, run }) {
+  return html`<${Confirm}
+    label=${t('bans.unban')}
+    question=${t('bans.unbanQuestion', { subject })}
+    yes=${t('bans.unbanYes')}
+    onYes=${() =>
+      run(
+        () => call(`/v1/bans/${encodeURIComponent(subject)}`, { method: 'DELETE' }),
+        t('bans.unbanned', { subject }),
+        (err) => (err.status === 404 ? t('bans.gone', { subject }) : t('action.failed', { error: refusal(err) })),
+      )}
+  />`;
+}
+
+const banMade = (b) => t('bans.made', { subject: b.subject, until: fmtTime(b.until), rel: fmtRelative(b.until) });
+
 function Bans({ call, onChange }) {
   const [input, setInput] = useState('');
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
-  const [notice, setNotice] = useState(null);
   useEffect(() => {
-    const t = setTimeout(() => {
+    const timer = setTimeout(() => {
       setQ(input.trim());
       setOffset(0);
     }, 250);
-    return () => clearTimeout(t);
+    return () => clearTimeout(timer);
   }, [input]);
   const [bans, reload] = usePoll(
     () => call(`/v1/bans?${new URLSearchParams({ q, limit: String(PAGE), offset: String(offset) })}`),
     [call, q, offset],
   );
-
-  const unban = async (subject) => {
-    if (
-      !confirm(
-        `Unban ${subject}?\n\nIt can connect and log in again at once. The offence history stays, so a new ban escalates.`,
-      )
-    )
-      return;
-    try {
-      await call(`/v1/bans/${encodeURIComponent(subject)}`, { method: 'DELETE' });
-      setNotice({ ok: true, text: `${subject} is unbanned.` });
-    } catch (err) {
-      if (err instanceof Unauthorized) return;
-      setNotice({
-        ok: false,
-        text: err.status === 404 ? `${subject} was no longer banned.` : `Unban failed: ${err.message}`,
-      });
-    }
+  const changed = useCallback(() => {
     reload();
     onChange();
-  };
+  }, [reload, onChange]);
+  const { notice, run, report } = useAction(changed);
 
   const d = bans.data;
+  const columns = [
+    { label: t('col.subject'), cell: (b) => html`<${SubjectLink} subject=${b.subject} />` },
+    { label: t('col.rule'), cell: (b) => html`<code>${b.rule}</code>` },
+    { label: t('col.reason'), cls: 'reason', cell: (b) => readable(b.reason) },
+    { label: t('col.offence'), cls: 'num', cell: (b) => b.offence },
+    { label: t('col.since'), cell: (b) => html`<${When} ms=${b.since} />` },
+    { label: t('col.ends'), cell: (b) => html`<${When} ms=${b.until} />` },
+    { label: t('col.by'), cell: (b) => b.actor },
+    { label: '', cls: 'actions', cell: (b) => html`<${UnbanButton} call=${call} subject=${b.subject} run=${run} />` },
+  ];
   return html`
     <section class="bans">
       <div class="toolbar">
-        <h2>Bans ${d && html`<span class="muted">${fmtNum(d.total)}${q ? ' matching' : ' active'}</span>`}</h2>
+        <h2>
+          ${t('bans.title')}
+          ${d && html`<span class="muted">${t(q ? 'bans.matching' : 'bans.active', { n: fmtNum(d.total) })}</span>`}
+        </h2>
         <input
           class="search"
           type="search"
-          placeholder="Search address, network, rule or reason"
-          aria-label="Search bans"
+          placeholder=${t('bans.search')}
+          aria-label=${t('bans.searchLabel')}
           value=${input}
           onInput=${(e) => setInput(e.currentTarget.value)}
         />
       </div>
-      ${notice && html`<p class=${notice.ok ? 'notice' : 'problem'} role="status">${notice.text}</p>`}
-      <${Problem} error=${bans.error} what="the bans" />
-      ${d && d.items.length === 0 && html`<${Empty}>${q ? `No ban matches “${q}”.` : 'No active bans.'}</${Empty}>`}
+      <${Opener}
+        label=${t('bans.add')}
+        form=${(close) =>
+          html`<${BanForm}
+            call=${call}
+            onCancel=${close}
+            onDone=${(b) => {
+              close();
+              report(banMade(b));
+            }}
+          />`}
+      />
+      <${Notice} notice=${notice} />
+      <${Problem} error=${bans.error} what=${t('what.bans')} />
+      ${d && d.items.length === 0 && html`<${Empty}>${q ? t('bans.noMatch', { q }) : t('bans.none')}</${Empty}>`}
       ${
         d?.items.length > 0 &&
-        html`<table class="grid" id="ban-table">
-          <thead>
-            <tr>
-              <th>Subject</th>
-              <th>Rule</th>
-              <th>Reason</th>
-              <th>Offence</th>
-              <th>Since</th>
-              <th>Ends</th>
-              <th>By</th>
-              <th></th>
-            </tr>
-          </thead>
-          <tbody>
-            ${d.items.map(
-              (b) =>
-                html`<tr key=${b.subject} data-subject=${b.subject}>
-                  <td><${SubjectLink} subject=${b.subject} /></td>
-                  <td><code>${b.rule}</code></td>
-                  <td class="reason">${b.reason}</td>
-                  <td class="num">${b.offence}</td>
-                  <td title=${fmtTime(b.since)}>${fmtRelative(b.since)}</td>
-                  <td><${Until} ms=${b.until} /></td>
-                  <td>${b.actor}</td>
-                  <td class="actions"><button class="danger" onClick=${() => unban(b.subject)}>Unban</button></td>
-                </tr>`,
-            )}
-          </tbody>
-        </table>`
+        html`<${DataTable}
+          id="ban-table"
+          columns=${columns}
+          rows=${d.items}
+          rowKey=${(b) => b.subject}
+          rowAttrs=${(b) => ({ 'data-subject': b.subject })}
+        />`
       }
       ${
         d &&
         d.total > PAGE &&
         html`<div class="pager">
-          <button disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>← Previous</button>
-          <span>${offset + 1}–${Math.min(offset + PAGE, d.total)} of ${fmtNum(d.total)}</span>
-          <button disabled=${offset + PAGE >= d.total} onClick=${() => setOffset(offset + PAGE)}>Next →</button>
+          <button disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>
+            ${t('page.previous')}
+          </button>
+          <span
+            >${t('page.range', { from: offset + 1, to: Math.min(offset + PAGE, d.total), total: fmtNum(d.total) })}</span
+          >
+          <button disabled=${offset + PAGE >= d.total} onClick=${() => setOffset(offset + PAGE)}>
+            ${t('page.next')}
+          </button>
         </div>`
       }
     </section>
@@ -635,62 +870,156 @@ function Bans({ call, onChange }) {
 
 // ---------------------------------------------------------------- users
 
+/** Resumes `user`, after asking on the spot. */
+function ResumeButton({ call, user, run }) {
+  return html`<${Confirm}
+    cls="primary"
+    label=${t('users.resume')}
+    question=${t('users.resumeQuestion', { user })}
+    yes=${t('users.resumeYes')}
+    onYes=${() =>
+      run(
+        () => call(`/v1/users/${encodeURIComponent(user)}/resume`, { method: 'POST' }),
+        t('users.resumed', { user }),
+        (err) => (err.status === 404 ? t('users.gone', { user }) : t('action.failed', { error: refusal(err) })),
+      )}
+  />`;
+}
+
+const suspensionMade = (s) => t('users.made', { user: s.user, until: fmtTime(s.until), rel: fmtRelative(s.until) });
+
 function Users({ call, onChange }) {
   const [users, reload] = usePoll(() => call('/v1/users'), [call]);
-  const [notice, setNotice] = useState(null);
-  const resume = async (user) => {
-    if (!confirm(`Resume ${user}?\n\nThe account can send mail again at once.`)) return;
-    try {
-      await call(`/v1/users/${encodeURIComponent(user)}/resume`, { method: 'POST' });
-      setNotice({ ok: true, text: `${user} can send again.` });
-    } catch (err) {
-      if (err instanceof Unauthorized) return;
-      setNotice({
-        ok: false,
-        text: err.status === 404 ? `${user} was no longer suspended.` : `Resume failed: ${err.message}`,
-      });
-    }
+  const changed = useCallback(() => {
     reload();
     onChange();
-  };
+  }, [reload, onChange]);
+  const { notice, run, report } = useAction(changed);
   const items = users.data?.items;
+  const columns = [
+    { label: t('col.user'), cell: (u) => html`<${SubjectLink} subject=${u.user} />` },
+    { label: t('col.rule'), cell: (u) => html`<code>${u.rule}</code>` },
+    { label: t('col.reason'), cls: 'reason', cell: (u) => readable(u.reason) },
+    { label: t('col.since'), cell: (u) => html`<${When} ms=${u.since} />` },
+    { label: t('col.ends'), cell: (u) => html`<${When} ms=${u.until} />` },
+    { label: t('col.by'), cell: (u) => u.actor },
+    { label: '', cls: 'actions', cell: (u) => html`<${ResumeButton} call=${call} user=${u.user} run=${run} />` },
+  ];
   return html`
     <section class="users">
       <div class="toolbar">
-        <h2>Suspended users ${items && html`<span class="muted">${fmtNum(items.length)}</span>`}</h2>
+        <h2>${t('users.title')} ${items && html`<span class="muted">${fmtNum(items.length)}</span>`}</h2>
       </div>
-      ${notice && html`<p class=${notice.ok ? 'notice' : 'problem'} role="status">${notice.text}</p>`}
-      <${Problem} error=${users.error} what="the suspended users" />
-      ${items && items.length === 0 && html`<${Empty}>No user is suspended.</${Empty}>`}
+      <${Opener}
+        label=${t('users.suspend')}
+        form=${(close) =>
+          html`<${SuspendForm}
+            call=${call}
+            onCancel=${close}
+            onDone=${(s) => {
+              close();
+              report(suspensionMade(s));
+            }}
+          />`}
+      />
+      <${Notice} notice=${notice} />
+      <${Problem} error=${users.error} what=${t('what.users')} />
+      ${items && items.length === 0 && html`<${Empty}>${t('users.none')}</${Empty}>`}
       ${
         items?.length > 0 &&
-        html`<table class="grid" id="user-table">
-          <thead>
-            <tr>
-              <th>User</th>
-              <th>Rule</th>
-              <th>Reason</th>
-              <th>Since</th>
-              <th>Ends</th>
-              <th>By</th>
-              <th></th>
-            </tr>
-          </thead>
-          <tbody>
-            ${items.map(
-              (u) =>
-                html`<tr key=${u.user} data-user=${u.user}>
-                  <td><${SubjectLink} subject=${u.user} /></td>
-                  <td><code>${u.rule}</code></td>
-                  <td class="reason">${u.reason}</td>
-                  <td title=${fmtTime(u.since)}>${fmtRelative(u.since)}</td>
-                  <td><${Until} ms=${u.until} /></td>
-                  <td>${u.actor}</td>
-                  <td class="actions"><button class="primary" onClick=${() => resume(u.user)}>Resume</button></td>
-                </tr>`,
-            )}
-          </tbody>
-        </table>`
+        html`<${DataTable}
+          id="user-table"
+          columns=${columns}
+          rows=${items}
+          rowKey=${(u) => u.user}
+          rowAttrs=${(u) => ({ 'data-user': u.user })}
+        />`
+      }
+    </section>
+  `;
+}
+
+// ---------------------------------------------------------------- allowlist
+
+function Allowlist({ call }) {
+  const [list, reload] = usePoll(() => call('/v1/allowlist'), [call]);
+  const { notice, run, report } = useAction(reload);
+  const items = list.data?.items;
+  const remove = (subject) =>
+    run(
+      () => call(`/v1/allowlist/${encodeURIComponent(subject)}`, { method: 'DELETE' }),
+      t('allow.removed', { subject }),
+      (err) => (err.status === 404 ? t('allow.gone', { subject }) : t('action.failed', { error: refusal(err) })),
+    );
+  const columns = [
+    { label: t('col.subject'), cell: (a) => html`<${SubjectLink} subject=${a.subject} />` },
+    { label: t('col.kind'), cell: (a) => html`<${Badge} kind=${a.kind} />` },
+    { label: t('col.source'), cell: (a) => html`<${Badge} kind=${a.source} />` },
+    { label: t('col.reason'), cls: 'reason', cell: (a) => readable(a.reason) },
+    { label: t('col.by'), cell: (a) => a.actor ?? '' },
+    { label: t('col.since'), cell: (a) => (a.since ? html`<${When} ms=${a.since} />` : '') },
+    { label: t('col.ends'), cell: (a) => html`<${When} ms=${a.until} />` },
+    {
+      label: '',
+      cls: 'actions',
+      cell: (a) =>
+        a.source === 'config'
+          ? html`<span class="muted" title=${t('allow.configHint')}>${t('allow.inConfig')}</span>`
+          : html`<${Confirm}
+              label=${t('allow.remove')}
+              question=${t('allow.removeQuestion', { subject: a.subject })}
+              yes=${t('allow.removeYes')}
+              onYes=${() => remove(a.subject)}
+            />`,
+    },
+  ];
+  const fields = [
+    {
+      name: 'subject',
+      label: t('field.allowSubject'),
+      placeholder: '192.0.2.10, 198.51.100.0/24, alice@example.org',
+      required: true,
+    },
+    reasonField(),
+    durationField(t('field.allowDurationHint')),
+  ];
+  return html`
+    <section class="allowlist">
+      <div class="toolbar">
+        <h2>${t('allow.title')} ${list.data && html`<span class="muted">${fmtNum(list.data.total)}</span>`}</h2>
+      </div>
+      <p class="muted">${t('allow.intro')}</p>
+      <${Opener}
+        label=${t('allow.add')}
+        form=${(close) =>
+          html`<${EntryForm}
+            id="allow-form"
+            title=${t('allow.add')}
+            fields=${fields}
+            submit=${t('allow.submit')}
+            send=${(body) => call('/v1/allowlist', post(body))}
+            onCancel=${close}
+            onDone=${(a) => {
+              close();
+              const overlap = a.bansOverlapping?.map((b) => b.subject).join(', ');
+              report(
+                `${t('allow.added', { subject: a.subject })}${overlap ? ` ${t('allow.bansOverlap', { bans: overlap })}` : ''}`,
+              );
+            }}
+          />`}
+      />
+      <${Notice} notice=${notice} />
+      <${Problem} error=${list.error} what=${t('what.allowlist')} />
+      ${items && items.length === 0 && html`<${Empty}>${t('allow.none')}</${Empty}>`}
+      ${
+        items?.length > 0 &&
+        html`<${DataTable}
+          id="allow-table"
+          columns=${columns}
+          rows=${items}
+          rowKey=${(a) => `${a.source}|${a.subject}`}
+          rowAttrs=${(a) => ({ 'data-subject': a.subject, 'data-source': a.source })}
+        />`
       }
     </section>
   `;
@@ -698,118 +1027,189 @@ function Users({ call, onChange }) {
 
 // ---------------------------------------------------------------- explain
 
-function Explain({ call, subject }) {
+/** The state of the subject, line by line, each with what can be done about it. */
+function Standing({ x, call, run }) {
+  const lines = [];
+  if (x.allowlisted)
+    lines.push(
+      html`<li class="ok" key="allow">
+        ${t(`explain.allowlisted.${x.kind === 'user' ? 'user' : 'ip'}`, { subject: x.subject })}
+      </li>`,
+    );
+  for (const b of x.bans) {
+    lines.push(
+      html`<li class="bad" key=${`ban|${b.subject}`} data-ban=${b.subject}>
+        <span
+          >${tx('explain.banned', {
+            subject: html`<code>${b.subject}</code>`,
+            until: html`<${When} ms=${b.until} />`,
+            actor: b.actor,
+            rule: html`<code>${b.rule}</code>`,
+            offence: b.offence,
+            reason: readable(b.reason),
+          })}</span
+        >
+        <${UnbanButton} call=${call} subject=${b.subject} run=${run} />
+      </li>`,
+    );
+  }
+  const s = x.suspension;
+  if (s) {
+    lines.push(
+      html`<li class="bad" key="suspended" data-suspended=${s.user}>
+        <span
+          >${tx('explain.suspended', {
+            user: html`<code>${s.user}</code>`,
+            until: html`<${When} ms=${s.until} />`,
+            actor: s.actor,
+            rule: html`<code>${s.rule}</code>`,
+            reason: readable(s.reason),
+          })}</span
+        >
+        <${ResumeButton} call=${call} user=${s.user} run=${run} />
+      </li>`,
+    );
+  }
+  // An allowlisted subject is never acted on, and a rule that only counts has nothing to warn of.
+  for (const c of x.allowlisted ? [] : x.counters.filter((c) => c.count >= c.limit && c.acts)) {
+    const vars = {
+      rule: html`<code>${c.rule}</code>`,
+      count: fmtNum(c.count),
+      limit: fmtNum(c.limit),
+      window: c.window,
+      subject: c.subject,
+      acts: html`<code>${c.acts}</code>`,
+    };
+    lines.push(
+      html`<li class=${c.mode === 'observe' ? 'ok' : 'warn'} key=${`limit|${c.rule}|${c.subject}`}>
+        <span>${tx(c.mode === 'observe' ? 'explain.observed' : 'explain.atLimit', vars)}</span>
+      </li>`,
+    );
+  }
+  if (lines.length === 0)
+    lines.push(html`<li class="ok" key="clear">${t('explain.clear', { subject: x.subject })}</li>`);
+  return html`<ul class="summary">
+    ${lines}
+  </ul>`;
+}
+
+function Explain({ call, subject, onChange }) {
   const [input, setInput] = useState(subject);
-  useEffect(() => setInput(subject), [subject]);
-  const [res] = usePoll(
+  const [res, reload] = usePoll(
     () => (subject ? call(`/v1/explain/${encodeURIComponent(subject)}`) : Promise.resolve(null)),
     [call, subject],
     0,
   );
+  const changed = useCallback(() => {
+    reload();
+    onChange();
+  }, [reload, onChange]);
+  const { notice, run, report } = useAction(changed);
   const go = (e) => {
     e.preventDefault();
     const s = input.trim();
     if (s) location.hash = `#/explain/${encodeURIComponent(s)}`;
   };
   const x = res.data;
+  const counterColumns = [
+    { label: t('col.rule'), cell: (c) => html`<code>${c.rule}</code>` },
+    { label: t('col.countedAs'), cell: (c) => c.subject },
+    {
+      label: t('col.count'),
+      cell: (c) =>
+        html`<span class="meter"
+            ><span
+              class=${c.count >= c.limit ? 'full' : ''}
+              style=${{ width: `${Math.min(100, (100 * c.count) / Math.max(1, c.limit))}%` }}
+            ></span></span
+          >${fmtNum(c.count)} / ${fmtNum(c.limit)}`,
+    },
+    { label: t('col.window'), cell: (c) => c.window },
+    { label: t('col.mode'), cell: (c) => html`<${Badge} kind=${c.mode} />` },
+    { label: t('col.then'), cell: (c) => html`<${Badge} kind=${c.action} />` },
+  ];
+  const auditColumns = [
+    { label: t('col.time'), cell: (a) => html`<${When} ms=${a.time} />` },
+    { label: t('col.what'), cell: (a) => html`<${Badge} kind=${a.kind} />` },
+    { label: t('col.subject'), cell: (a) => a.subject },
+    { label: t('col.rule'), cell: (a) => html`<code>${a.rule}</code>` },
+    { label: t('col.reason'), cls: 'reason', cell: (a) => readable(a.reason) },
+    { label: t('col.by'), cell: (a) => a.actor },
+    { label: t('col.evidence'), cell: (a) => html`<${Evidence} ev=${a.evidence} />` },
+  ];
+  // a form made it: say so, then the explanation shows it
+  const acted = (close, said) => (made) => {
+    close();
+    report(said(made));
+  };
   return html`
     <section class="explain">
       <form class="toolbar" onSubmit=${go}>
-        <h2>Explain</h2>
+        <h2>${t('explain.heading')}</h2>
         <input
           class="search"
           name="subject"
-          placeholder="IP address, network (CIDR) or user"
-          aria-label="IP address, network or user"
+          placeholder=${t('explain.placeholder')}
+          aria-label=${t('explain.placeholder')}
           value=${input}
           onInput=${(e) => setInput(e.currentTarget.value)}
         />
-        <button type="submit" class="primary">Explain</button>
+        <button type="submit" class="primary">${t('explain.submit')}</button>
       </form>
-      ${!subject && html`<${Empty}>Why is an address refused or a user suspended? Enter it above: you get its bans, its counters against every rule, and its audit trail.</${Empty}>`}
-      <${Problem} error=${res.error} what="the explanation" />
+      ${!subject && html`<${Empty}>${t('explain.intro')}</${Empty}>`}
+      <${Problem} error=${res.error} what=${t('what.explanation')} />
       ${
         x &&
         html`<div class="explanation">
           <h3>
             <code>${x.subject}</code> <${Badge} kind=${x.kind} />
-            ${x.allowlisted && html`<${Badge} kind="allow">allowlisted</${Badge}>`}
+            ${x.allowlisted && html`<${Badge} kind="allowlisted" />`}
           </h3>
-          <ul class="summary">
-            ${x.summary.map((line, i) => {
-              const cls = /^BANNED|^SUSPENDED/.test(line) ? 'bad' : /^AT LIMIT/.test(line) ? 'warn' : 'ok';
-              return html`<li key=${i} class=${cls}>${line}</li>`;
-            })}
-          </ul>
-          <h4>Counters</h4>
+          <${Notice} notice=${notice} />
+          <${Standing} x=${x} call=${call} run=${run} />
+          <div class="explain-actions">
+            ${
+              x.kind === 'user'
+                ? !x.suspension &&
+                  html`<${Opener}
+                    label=${t('users.suspendFor', { user: x.subject })}
+                    form=${(close) =>
+                      html`<${SuspendForm}
+                        call=${call}
+                        user=${x.subject}
+                        onCancel=${close}
+                        onDone=${acted(close, suspensionMade)}
+                      />`}
+                  />`
+                : !x.bans.some((b) => b.subject === x.subject) &&
+                  html`<${Opener}
+                    label=${t('bans.addFor', { subject: x.subject })}
+                    form=${(close) =>
+                      html`<${BanForm}
+                        call=${call}
+                        subject=${x.subject}
+                        onCancel=${close}
+                        onDone=${acted(close, banMade)}
+                      />`}
+                  />`
+            }
+          </div>
+          <h4>${t('explain.counters')}</h4>
           ${
             x.counters.length === 0
-              ? html`<${Empty}>No rule counts this ${x.kind}.</${Empty}>`
-              : html`<table class="grid counters">
-                  <thead>
-                    <tr>
-                      <th>Rule</th>
-                      <th>Counted as</th>
-                      <th>Count / limit</th>
-                      <th>Window</th>
-                      <th>Mode</th>
-                      <th>Then</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    ${x.counters.map(
-                      (c) =>
-                        html`<tr key=${`${c.rule}|${c.subject}`}>
-                          <td><code>${c.rule}</code></td>
-                          <td>${c.subject}</td>
-                          <td>
-                            <span class="meter"
-                              ><span
-                                class=${c.count >= c.limit ? 'full' : ''}
-                                style=${{ width: `${Math.min(100, (100 * c.count) / Math.max(1, c.limit))}%` }}
-                              ></span
-                            ></span>
-                            ${fmtNum(c.count)} / ${fmtNum(c.limit)}
-                          </td>
-                          <td>${c.window}</td>
-                          <td>${c.mode}</td>
-                          <td>${c.action}</td>
-                        </tr>`,
-                    )}
-                  </tbody>
-                </table>`
+              ? html`<${Empty}>${t('explain.noCounters')}</${Empty}>`
+              : html`<${DataTable}
+                  cls="counters"
+                  columns=${counterColumns}
+                  rows=${x.counters}
+                  rowKey=${(c) => `${c.rule}|${c.subject}`}
+                />`
           }
-          <h4>Audit trail <span class="muted">newest first</span></h4>
+          <h4>${t('explain.audit')} <span class="muted">${t('explain.newestFirst')}</span></h4>
           ${
             x.audit.length === 0
-              ? html`<${Empty}>Nothing recorded.</${Empty}>`
-              : html`<table class="grid audit">
-                  <thead>
-                    <tr>
-                      <th>Time</th>
-                      <th>What</th>
-                      <th>Subject</th>
-                      <th>Rule</th>
-                      <th>Reason</th>
-                      <th>By</th>
-                      <th>Evidence</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    ${x.audit.map(
-                      (a) =>
-                        html`<tr key=${a.id}>
-                          <td title=${fmtRelative(a.time)}>${fmtTime(a.time)}</td>
-                          <td><${Badge} kind=${a.kind} /></td>
-                          <td>${a.subject}</td>
-                          <td><code>${a.rule}</code></td>
-                          <td class="reason">${a.reason}</td>
-                          <td>${a.actor}</td>
-                          <td><code class="evidence">${fmtEvidence(a.evidence)}</code></td>
-                        </tr>`,
-                    )}
-                  </tbody>
-                </table>`
+              ? html`<${Empty}>${t('explain.noAudit')}</${Empty}>`
+              : html`<${DataTable} cls="audit" columns=${auditColumns} rows=${x.audit} rowKey=${(a) => a.id} />`
           }
         </div>`
       }
@@ -819,40 +1219,41 @@ function Explain({ call, subject }) {
 
 // ---------------------------------------------------------------- events
 
-const LINK_TEXT = { connecting: 'connecting…', live: 'live', down: 'reconnecting…', unavailable: 'not available' };
-
 function EventTable({ events, link, compact }) {
   if (events.length === 0) {
-    return html`<${Empty}>${link === 'unavailable' ? 'This daemon does not offer a live event stream.' : 'No events since this page was opened.'}</${Empty}>`;
+    return html`<${Empty}>${link === 'unavailable' ? t('events.unavailable') : t('events.none')}</${Empty}>`;
   }
-  return html`<table class=${`grid events${compact ? ' compact' : ''}`}>
-    <thead>
-      <tr>
-        <th>Time</th>
-        <th>Event</th>
-        <th>Via</th>
-        <th>Action</th>
-        <th>Rule</th>
-        <th>Subject</th>
-        <th>Reason</th>
-      </tr>
-    </thead>
-    <tbody>
-      ${events.map((e) => {
-        const subject = e.subject ?? e.ip ?? e.user;
+  const columns = [
+    { label: t('col.time'), cell: (e) => html`<span title=${fmtTime(e.time)}>${fmtClock(e.time)}</span>` },
+    {
+      label: t('col.event'),
+      // Dovecot asks about a login attempt: named so, not as a bare decision
+      cell: (e) =>
+        e.kind === 'decision' && e.adapter === 'dovecot'
+          ? html`<${Badge} kind="decision">${t('event.login')}</${Badge}>`
+          : html`<${Badge} kind=${e.kind} />`,
+    },
+    { label: t('col.via'), cell: (e) => [e.adapter, e.protocol].filter(Boolean).join(' · ') },
+    { label: t('col.action'), cell: (e) => (e.action ? html`<${Badge} kind=${e.action} />` : '') },
+    { label: t('col.rule'), cell: (e) => (e.rule ? html`<code>${e.rule}</code>` : '') },
+    {
+      label: t('col.subject'),
+      cell: (e) => {
         const also = e.subject === undefined && e.ip && e.user ? e.user : null;
-        return html`<tr key=${e._id} data-kind=${e.kind}>
-          <td>${fmtClock(e.time)}</td>
-          <td><${Badge} kind=${e.kind} /></td>
-          <td>${e.adapter ?? ''}</td>
-          <td>${e.action ? html`<${Badge} kind=${e.action} />` : ''}</td>
-          <td>${e.rule ? html`<code>${e.rule}</code>` : ''}</td>
-          <td><${SubjectLink} subject=${subject} />${also && html` · <${SubjectLink} subject=${also} />`}</td>
-          <td class="reason">${e.reason ?? ''}</td>
-        </tr>`;
-      })}
-    </tbody>
-  </table>`;
+        return html`<${SubjectLink}
+            subject=${e.subject ?? e.ip ?? e.user}
+          />${also && html` · <${SubjectLink} subject=${also} />`}`;
+      },
+    },
+    { label: t('col.reason'), cls: 'reason', cell: (e) => readable(e.reason) },
+  ];
+  return html`<${DataTable}
+    cls=${`events${compact ? ' compact' : ''}`}
+    columns=${columns}
+    rows=${events}
+    rowKey=${(e) => e._id}
+    rowAttrs=${(e) => ({ 'data-kind': e.kind })}
+  />`;
 }
 
 function Events({ feed }) {
@@ -860,7 +1261,7 @@ function Events({ feed }) {
   const f = filter.trim().toLowerCase();
   const shown = f
     ? feed.events.filter((e) =>
-        [e.kind, e.adapter, e.action, e.rule, e.ip, e.user, e.subject, e.reason].some(
+        [e.kind, e.adapter, e.protocol, e.action, e.rule, e.ip, e.user, e.subject, e.reason].some(
           (v) => v && String(v).toLowerCase().includes(f),
         ),
       )
@@ -868,21 +1269,21 @@ function Events({ feed }) {
   return html`
     <section class="events-page">
       <div class="toolbar">
-        <h2>Live events <span class=${`link link-${feed.link}`}>${LINK_TEXT[feed.link]}</span></h2>
+        <h2>${t('events.title')} <span class=${`link link-${feed.link}`}>${t(`link.${feed.link}`)}</span></h2>
         <input
           class="search"
           type="search"
-          placeholder="Filter"
-          aria-label="Filter events"
+          placeholder=${t('events.filter')}
+          aria-label=${t('events.filterLabel')}
           value=${filter}
           onInput=${(e) => setFilter(e.currentTarget.value)}
         />
-        <button onClick=${() => feed.setPause(!feed.paused)}>${feed.paused ? 'Resume feed' : 'Pause'}</button>
-        <button onClick=${feed.clear}>Clear</button>
+        <button onClick=${() => feed.setPause(!feed.paused)}>
+          ${feed.paused ? t('events.resume') : t('events.pause')}
+        </button>
+        <button onClick=${feed.clear}>${t('events.clear')}</button>
       </div>
-      <p class="muted">
-        Newest first, the last ${FEED_MAX} kept. ${feed.paused ? 'Paused: new events are dropped.' : ''}
-      </p>
+      <p class="muted">${t('events.note', { max: FEED_MAX })} ${feed.paused ? t('events.pausedNote') : ''}</p>
       <${EventTable} events=${shown} link=${feed.link} />
     </section>
   `;
@@ -890,15 +1291,9 @@ function Events({ feed }) {
 
 // ---------------------------------------------------------------- the app
 
-const TABS = [
-  ['overview', 'Overview'],
-  ['bans', 'Bans'],
-  ['users', 'Users'],
-  ['explain', 'Explain'],
-  ['events', 'Events'],
-];
+const TABS = ['overview', 'bans', 'users', 'allowlist', 'explain', 'events'];
 
-function Shell({ token, signOut }) {
+function Shell({ token, signOut, onLocale }) {
   const [name, arg] = useRoute();
   const call = useCallback((path, init) => api(token, path, init), [token]);
   const [status, reloadStatus] = usePoll(() => call('/v1/status'), [call]);
@@ -909,17 +1304,25 @@ function Shell({ token, signOut }) {
     if (lastChange) reloadStatus();
   }, [lastChange]);
   const s = status.data;
+  useEffect(() => {
+    if (s) onLocale(s.locale);
+  }, [s?.locale]);
   const counts = { bans: s?.store?.activeBans, users: s?.store?.activeSuspensions };
+  const current = TABS.includes(name) ? name : 'overview';
   let page;
-  switch (name) {
+  switch (current) {
     case 'bans':
       page = html`<${Bans} call=${call} onChange=${reloadStatus} />`;
       break;
     case 'users':
       page = html`<${Users} call=${call} onChange=${reloadStatus} />`;
       break;
+    case 'allowlist':
+      page = html`<${Allowlist} call=${call} />`;
+      break;
     case 'explain':
-      page = html`<${Explain} call=${call} subject=${arg} />`;
+      // one per subject: what was said and typed about another does not stay
+      page = html`<${Explain} key=${arg} call=${call} subject=${arg} onChange=${reloadStatus} />`;
       break;
     case 'events':
       page = html`<${Events} feed=${feed} />`;
@@ -932,18 +1335,18 @@ function Shell({ token, signOut }) {
       <a class="brand" href="#/overview"><span class="logo">◆</span> mailwarden</a>
       <nav>
         ${TABS.map(
-          ([id, label]) =>
-            html`<a
-              key=${id}
-              href=${`#/${id}`}
-              class=${name === id || (id === 'overview' && !TABS.some(([t]) => t === name)) ? 'active' : ''}
-            >
-              ${label}${counts[id] ? html` <span class="pill">${counts[id]}</span>` : ''}${id === 'events' ? html` <span class=${`dot link-${feed.link}`} title=${LINK_TEXT[feed.link]}></span>` : ''}
+          (id) =>
+            html`<a key=${id} href=${`#/${id}`} class=${current === id ? 'active' : ''} data-tab=${id}>
+              ${t(`tab.${id}`)}${counts[id] ? html` <span class="pill">${counts[id]}</span>` : ''}${
+                id === 'events'
+                  ? html` <span class=${`dot link-${feed.link}`} title=${t(`link.${feed.link}`)}></span>`
+                  : ''
+              }
             </a>`,
         )}
       </nav>
       <span class="node">${s ? `${s.node ?? ''} · v${s.version ?? '?'}` : ''}</span>
-      <button class="ghost" onClick=${() => signOut('')}>Sign out</button>
+      <button class="ghost" onClick=${() => signOut('')}>${t('signout')}</button>
     </header>
     ${Degraded(s)}
     <main class="page">${page}</main>
@@ -955,33 +1358,38 @@ function Degraded(s) {
   const p = s?.store?.persistence;
   if (!p || p.ok) return '';
   return html`<p class="problem degraded" role="alert" data-degraded="persistence">
-    <strong>Degraded: persistence.</strong> ${p.error ?? 'writes to the data directory fail'}
-    ${p.queued ? ` · ${fmtNum(p.queued)} writes waiting` : ''} · bans are enforced from memory and written when the
-    disk takes them again.
+    <strong>${t('degraded.title')}</strong> ${p.error ?? t('degraded.error')}
+    ${p.queued ? ` · ${t('degraded.queued', { n: fmtNum(p.queued) })}` : ''} · ${t('degraded.note')}
   </p>`;
 }
 
 function App() {
   const [token, setToken] = useState(() => sessionStorage.getItem(TOKEN_KEY));
   const [message, setMessage] = useState('');
+  const [lang, setLang] = useState(() => localStorage.getItem(LOCALE_KEY) ?? 'en');
+  const onLocale = useCallback((daemons = 'en') => {
+    localStorage.setItem(LOCALE_KEY, daemons);
+    setLang(daemons);
+  }, []);
+  // before anything below renders: they all read the words of this language
+  setLocale(lang);
   const signOut = useCallback((why) => {
     sessionStorage.removeItem(TOKEN_KEY);
     setToken(null);
     setMessage(why);
   }, []);
-  onUnauthorized = () =>
-    signOut('The daemon refused the saved token (401 Unauthorized): it may have been replaced. Sign in again.');
+  onUnauthorized = () => signOut(t('signin.stale'));
   if (!token) {
     return html`<${SignIn}
       message=${message}
-      onToken=${(t) => {
-        sessionStorage.setItem(TOKEN_KEY, t);
+      onToken=${(tok) => {
+        sessionStorage.setItem(TOKEN_KEY, tok);
         setMessage('');
-        setToken(t);
+        setToken(tok);
       }}
     />`;
   }
-  return html`<${Shell} token=${token} signOut=${signOut} />`;
+  return html`<${Shell} token=${token} signOut=${signOut} onLocale=${onLocale} />`;
 }
 
 const root = document.getElementById('app');
