@@ -394,8 +394,11 @@ async function main(argv: string[]): Promise<void> {
     .action(async (subject: string, o: { duration?: string; reason?: string; force?: boolean; json?: boolean }) => {
       const body = { subject, duration: o.duration, reason: o.reason, force: o.force };
       const b = await admin<BanRecord>('POST', '/v1/bans', body);
-      if (o.json) json(b);
-      else console.log(`banned ${b.subject} until ${iso(b.until)}`);
+      if (o.json) return json(b);
+      // A wide network is allowed, but the operator should see how much it holds.
+      const s = parseSubject(b.subject);
+      const size = s && s.prefix < (s.v6 ? 48 : 16) ? ` (${s.v6 ? `2^${128 - s.prefix}` : count(2 ** (32 - s.prefix))} addresses)` : '';
+      console.log(`banned ${b.subject}${size} until ${iso(b.until)}`);
     });
   bans
     .command('remove [subjects...]')

@@ -167,7 +167,8 @@ export function buildAdminApi(ctx: AdminContext, opts: AdminOptions): FastifyIns
     const token = opts.token;
     app.addHook('onRequest', async (req, reply) => {
       // The dashboard's page and assets are public; every byte of data needs the token.
-      if (req.method === 'GET' && (req.url === '/' || req.url.startsWith('/assets/'))) return;
+      const path = req.url.split('?', 1)[0] ?? '';
+      if (req.method === 'GET' && (path === '/' || path.startsWith('/assets/'))) return;
       if (!tokenMatches(req.headers.authorization, token)) {
         await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized' });
       }

@@ -50,6 +50,8 @@ describe('admin API and metrics', () => {
       '/v1/status',
       '/v1/bans',
       '/v1/users',
+      '/v1/allowlist',
+      '/v1/audit?since=1h',
       '/v1/explain/192.0.2.1',
       '/v1/timeline',
       '/v1/top',
@@ -62,6 +64,16 @@ describe('admin API and metrics', () => {
     }
     const reload = await fetch(`http://127.0.0.1:${d.adminPort}/v1/reload`, { method: 'POST' });
     assert.equal(reload.status, 401);
+    for (const [method, path] of [
+      ['POST', '/v1/allowlist'],
+      ['DELETE', '/v1/allowlist/192.0.2.1'],
+    ] as const) {
+      const r = await fetch(`http://127.0.0.1:${d.adminPort}${path}`, { method });
+      assert.equal(r.status, 401, `${method} ${path}`);
+    }
+    // The page itself is public, with a query string too (a bookmarked link); a path trick is not.
+    assert.equal((await fetch(`http://127.0.0.1:${d.adminPort}/?from=bookmark`)).status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${d.adminPort}/v1/status?/`)).status, 401);
   });
 
   test('a wrong token of the right length is refused too, on the API and the event stream', async () => {

@@ -118,7 +118,10 @@ describe('CLI: allowlist, audit, backup', () => {
   });
 
   test('allowlisting a banned network says the ban stays but no longer stops it', async () => {
-    await ok(['bans', 'add', '203.0.113.0/24', '--duration', '1h']);
+    assert.match(await ok(['bans', 'add', '203.0.113.0/24', '--duration', '1h']), /^banned 203\.0\.113\.0\/24 until /);
+    // A wide ban is allowed, but says how much it holds.
+    assert.match(await ok(['bans', 'add', '100.0.0.0/8', '--duration', '1m']), /^banned 100\.0\.0\.0\/8 \(16,777,216 addresses\) until/);
+    await ok(['bans', 'remove', '100.0.0.0/8']);
     const out = await ok(['allow', 'add', '203.0.113.128/25']);
     assert.match(out, /note: the ban of 203\.0\.113\.0\/24 \(rule manual\) stays, but no longer stops 203\.0\.113\.128\/25/);
     await ok(['allow', 'remove', '203.0.113.128/25']);
