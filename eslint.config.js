@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'data/', 'test-results/', 'src/admin/static/'] },
+  { ignores: ['dist/', 'dist-pkg/', 'node_modules/', 'data/', 'test-results/', 'src/admin/static/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -10,7 +10,9 @@ PACKAGES=(
   openssl                   # test/e2e: throw-away TLS cert for STARTTLS
   hydra                     # test/e2e: a real brute-force tool against IMAP and SMTP
   chromium                  # test/admin/dashboard.test.ts: the dashboard in a real browser (playwright-core)
+  fonts-ipafont-gothic      # the Japanese dashboard's screenshots (Chromium has no CJK font otherwise)
   redis-server redis-tools  # cluster mode: a real Redis (and a three-node Redis Cluster) started by the tests
+  systemd adduser           # test/package/deb.test.ts: systemd-analyze verify on the unit; the .deb's postinst uses adduser
   prometheus                # test/admin/monitoring.test.ts: promtool checks the alert rules and a live /metrics
 )
 missing=()
