@@ -10,6 +10,7 @@
  *   mailwarden allow list|add|remove       the runtime allowlist
  *   mailwarden audit [--since] [--subject] the audit trail (export with --all)
  *   mailwarden backup <file>               a consistent copy of the database, while running
+ *   mailwarden doctor                      is the mail server locked down and wired to us?
  *   mailwarden explain <ip|network|user>   why is it limited, banned or suspended?
  *
  * Every command but serve and check-config talks to the running daemon over
@@ -34,6 +35,7 @@ import type { BanRecord, SuspensionRecord } from './engine/types.js';
 import type { AllowEntry } from './allowlist.js';
 import { parseSubject } from './engine/address.js';
 import type { Explanation } from './explain.js';
+import { runDoctor, type DoctorOptions } from './doctor/index.js';
 import { backupDatabase, type BackupReport } from './store/backup.js';
 import { DATABASE_FILE, SchemaError } from './store/sqlite.js';
 import type { AuditRow } from './store/types.js';
@@ -594,6 +596,21 @@ async function main(argv: string[]): Promise<void> {
         `backed up ${join(dir, DATABASE_FILE)} to ${r.file} (${count(r.bytes)} bytes, schema ${r.schemaVersion}): ` +
           `${count(r.bans)} bans, ${count(r.suspensions)} suspensions, ${count(r.allowlist)} allowlist entries, ${count(r.auditRows)} audit rows`,
       );
+    });
+
+  program
+    .command('doctor')
+    .description(
+      'is this mail server locked down, and wired to mailwarden? (docs/DOCTOR.md; exit 0 ok, 1 errors, 2 unreadable)',
+    )
+    .option('--postfix-config <dir>', "Postfix's configuration directory (default: the system's)")
+    .option('--dovecot-config <file>', "Dovecot's dovecot.conf (default: the system's)")
+    .option('--probe <host>', 'also probe the live ports on this loopback host')
+    .option('--probe-remote', 'allow --probe to reach a host that is not loopback (a server you run)')
+    .option('--json', 'print JSON')
+    .action(async (c: Omit<DoctorOptions, 'configFile' | 'overrides'>) => {
+      const o = program.opts<GlobalOpts>();
+      process.exitCode = await runDoctor({ ...c, configFile: configFile(o), overrides: overrides(o) });
     });
 
   program
