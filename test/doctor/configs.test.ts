@@ -501,7 +501,7 @@ describe(
       assert.equal(unreadable.code, 2, unreadable.stderr);
       const r2 = JSON.parse(unreadable.stdout) as Report;
       assert.equal(r2.findings[0]?.id, 'doctor.config-unreadable');
-      assert.match(r2.findings[0]?.message ?? '', /main\.cf: No such file or directory/);
+      assert.match(r2.findings[0]?.message ?? '', /(main|master)\.cf: No such file or directory/);
       assert.equal(r2.summary.checked.postfix, null);
 
       const remote = await runCli(['doctor', '--postfix-config', postfixConfig, '--probe', '192.0.2.1']);
