@@ -13,6 +13,17 @@
  *   5. Shared store (bench/redis.ts): the workload of 1. on the embedded store
  *      and on Redis (a redis-server started on loopback), req/s ratio, and
  *      Redis round trips per request from INFO commandstats.
+ *   6. Kernel firewall (bench/firewall.ts): 100,000 bans loaded into nftables
+ *      (in a scratch network namespace) against a hand-written nft -f of the
+ *      same elements, and a change of 1 and of 100 bans against one
+ *      `nft add element` per ban.
+ *   7. Under attack (bench/attack.ts): banned clients, a guessing flood on the
+ *      Dovecot endpoint and senders over their limits, each against the normal
+ *      workload in turns on one daemon: req/s ratio, p99, CPU per request.
+ *   8. DNSBL (bench/dnsbl.ts): the workload of 1. with no DNSBL, and with one
+ *      zone on rbldnsd (loopback), its cache warm and cold, in turns.
+ *   9. Log follower (bench/logs.ts): lines/s on a synthetic 500,000-line
+ *      mail.log, against fail2ban-regex (postfix[mode=auth] and dovecot).
  *
  * Every server runs as its own process; the load generator is this process.
  * This is a benchmark, not a test: numbers never fail the run. It exits
@@ -29,7 +40,8 @@
  * default 5), MAILWARDEN_BENCH_ROUNDS (3), MAILWARDEN_BENCH_WARMUP (seconds,
  * 2), MAILWARDEN_BENCH_FILL (addresses for the memory phase, 1000000), MAILWARDEN_BENCH_PEERS=0 to skip postfwd,
  * MAILWARDEN_BENCH_KEEP=1 to keep the temp dir (logs), MAILWARDEN_BENCH_PHASES
- * (comma-separated subset of throughput,memory,peers,dovecot,redis).
+ * (comma-separated subset of throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs);
+ * MAILWARDEN_BENCH_LOG_LINES (lines of the log phase, 500000).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -53,6 +65,10 @@ import {
 import { buildLogins, loginLoad, perLoginMs, type LoginLoad } from './dovecot.js';
 import { buildWorkload, CAPTURES, connectMaker, loadTemplates, REPO, type Workload } from './requests.js';
 import { phaseRedis } from './redis.js';
+import { phaseFirewall } from './firewall.js';
+import { phaseAttack } from './attack.js';
+import { phaseDnsbl } from './dnsbl.js';
+import { phaseLogs } from './logs.js';
 
 const CONNECTIONS = 50;
 const WARMUP_MS = Number(process.env.MAILWARDEN_BENCH_WARMUP ?? 2) * 1000;
@@ -63,7 +79,7 @@ const FILL_CONNECTIONS = 50;
 const FILL_DEPTH = 20;
 const FILL_BUDGET_MS = 90_000;
 const PEERS = process.env.MAILWARDEN_BENCH_PEERS !== '0';
-const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot,redis').split(','));
+const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs').split(','));
 const KEEP = process.env.MAILWARDEN_BENCH_KEEP === '1';
 const MB = 1024 * 1024;
 
@@ -597,8 +613,22 @@ async function main(): Promise<number> {
     // ---- 5. Shared store (Redis): bench/redis.ts, kept apart from the phases above ----
     if (PHASES.has('redis')) {
       const ctx = { root, w, warmupMs: WARMUP_MS, durationMs: DURATION_MS, failures, warnings, progress, fmt };
-      report.push(...(await phaseRedis(ctx)));
+      report.push(...(await phaseRedis({ ...ctx, rounds: ROUNDS })));
     }
+    // ---- 6. Kernel firewall (nftables): bench/firewall.ts ----
+    if (PHASES.has('firewall')) report.push(...(await phaseFirewall({ warnings, progress, fmt })));
+    // ---- 7. Under attack: refusals against the normal workload, bench/attack.ts ----
+    if (PHASES.has('attack')) {
+      const ctx = { root, w, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rounds: ROUNDS, connections: CONNECTIONS };
+      report.push(...(await phaseAttack({ ...ctx, failures, warnings, progress, fmt })));
+    }
+    // ---- 8. DNSBL lookups against rbldnsd: bench/dnsbl.ts ----
+    if (PHASES.has('dnsbl')) {
+      const ctx = { root, w, warmupMs: WARMUP_MS, durationMs: DURATION_MS, rounds: ROUNDS };
+      report.push(...(await phaseDnsbl({ ...ctx, failures, warnings, progress, fmt })));
+    }
+    // ---- 9. Log follower against fail2ban-regex: bench/logs.ts ----
+    if (PHASES.has('logs')) report.push(...phaseLogs({ root, failures, warnings, progress, fmt }));
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
   } finally {

@@ -14,6 +14,10 @@ PACKAGES=(
   redis-server redis-tools  # cluster mode: a real Redis (and a three-node Redis Cluster) started by the tests
   systemd adduser           # test/package/deb.test.ts: systemd-analyze verify on the unit; the .deb's postinst uses adduser
   prometheus                # test/admin/monitoring.test.ts: promtool checks the alert rules and a live /metrics
+  rbldnsd                   # test/dns, bench phase dnsbl: a real DNSBL server on loopback, with zones the tests write
+  nftables iproute2         # test/actions/firewall.test.ts, bench phase firewall: nft in a network namespace made by the test
+  systemd-journal-remote    # test/logs/journal.test.ts: writes a real journal file from export format for journalctl --file
+  fail2ban                  # bench phase logs: fail2ban-regex with the stock postfix and dovecot filters, the baseline
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Firewall } from './actions/firewall.js';
 import { describeAlerts, Notifier } from './actions/notify.js';
 import { DovecotPolicyServer } from './adapters/dovecot/server.js';
 import { PostfixPolicyServer } from './adapters/postfix/server.js';
@@ -20,6 +21,7 @@ import { ConfigError } from './config/errors.js';
 import { loadSettings, type Overrides } from './config/load.js';
 import { RuntimeAllowlist } from './allowlist.js';
 import { Decider } from './decider.js';
+import { DnsService } from './dns/service.js';
 import {
   ADMIN_MAX_CONNECTIONS,
   describeTarget,
@@ -29,6 +31,7 @@ import {
   prepareUnixSocket,
 } from './listen.js';
 import { setLogFormat } from './log.js';
+import { LogFollowers } from './logs/followers.js';
 import type { DiskHealth } from './store/disk-writes.js';
 import { openStore } from './store/open.js';
 
@@ -123,6 +126,14 @@ export async function startDaemon(
   const atStart = store.stats(now()).persistence;
   if (atStart && !atStart.ok) onDisk(atStart);
   const decider = new Decider(settings.policy, store, logger, notifier);
+  // Log lines are decided like the hooks' requests; positions live in the node's own SQLite.
+  const logs = new LogFollowers({
+    evaluate: decider.evaluate,
+    positions: ('local' in store ? store.local : store).db,
+    logger,
+    now,
+    hooks: settings.listen.dovecot.length > 0,
+  });
   for (const w of exposureWarnings(settings)) logger.warn(w);
   const caps = fitConnectionCaps(settings, openFileLimit());
   if (caps.lowered)
@@ -130,6 +141,13 @@ export async function startDaemon(
       { openFiles: caps.limit, postfix: caps.postfix, dovecot: caps.dovecot },
       'connection caps lowered to fit the open-file limit; raise it (systemd: LimitNOFILE=) to serve more',
     );
+  // DNSBL answers on Postfix events (policy in force: dnsbl reloads with the rules); the watch on our own name.
+  const dns = new DnsService(settings, {
+    policy: () => decider.policy,
+    alert: (e, time) => notifier.notify(e, time, { bans: [], suspensions: [] }),
+    logger,
+    now,
+  });
   const postfix = new PostfixPolicyServer({
     evaluate: decider.evaluate,
     logger,
@@ -140,9 +158,13 @@ export async function startDaemon(
     maxAttributes: settings.postfix.maxAttributes,
     repeatWindowMs: settings.postfix.repeatWindowMs,
     limits: caps.postfix,
+    listing: dns.dnsbl.attach,
   });
   const dovecot = new DovecotPolicyServer({
-    evaluate: decider.evaluate,
+    evaluate: (event) => {
+      logs.hookReported(event);
+      return decider.evaluate(event);
+    },
     logger,
     now,
     budgetMs: settings.dovecot.budgetMs,
@@ -156,12 +178,24 @@ export async function startDaemon(
     maxBody: settings.dovecot.maxBody,
   });
   let current = settings;
+  // The node's own memory: in cluster mode it mirrors the shared bans, so each node's kernel gets them all.
+  const local = 'local' in store ? store.local : store;
+  const firewall = new Firewall(settings.firewall, await local.listBans(now()), {
+    logger,
+    now,
+    allowed: () => [
+      ...current.allowlist.networks,
+      ...local.allowEntries(now()).flatMap((e) => (e.kind === 'network' ? [e.subject] : [])),
+    ],
+  });
+  local.onBanChange = (change) => firewall.change(change);
   // The config's policy plus the runtime allowlist (node-local: the cluster's local memory).
   const allowlist = new RuntimeAllowlist(
-    'local' in store ? store.local : store,
+    local,
     () => current,
     (policy) => {
       decider.policy = policy;
+      firewall.allowChanged();
     },
     now,
   );
@@ -171,6 +205,8 @@ export async function startDaemon(
     store: () => store.stats(now()),
     adapters: () => ({ postfix: postfix.stats, dovecot: dovecot.stats }),
     alerts: () => notifier.stats,
+    dns: () => dns.status(),
+    firewall: () => firewall.status(),
   });
   decider.onDecision = (event, d, seconds) => {
     activity.record(event, d);
@@ -198,6 +234,9 @@ export async function startDaemon(
     postfix: { listen: bound.postfix, ...postfix.stats },
     dovecot: { listen: bound.dovecot, ...dovecot.stats },
     alerts: { channels: notifier.channels, ...notifier.stats },
+    logs: logs.status(),
+    firewall: firewall.status(),
+    ...dns.status(),
     memory: { rssBytes: process.memoryUsage().rss },
   });
   const reload = (): Promise<{ ok: boolean; problems?: string }> => {
@@ -205,6 +244,8 @@ export async function startDaemon(
       const next = loadSettings(reloadFrom.file, reloadFrom.overrides);
       current = next;
       allowlist.refresh();
+      firewall.reload(next.firewall);
+      void logs.follow(next.logs);
       logger.info(
         { config: next.file ?? '(built-in defaults)', rules: next.policy.rules.length },
         'configuration reloaded',
@@ -263,10 +304,14 @@ export async function startDaemon(
     await postfix.stop();
     await dovecot.stop();
     await Promise.all(admins.map((a) => a.close()));
+    await firewall.close();
     await store.close();
     throw err;
   }
 
+  await logs.follow(settings.logs);
+
+  dns.start();
   const snapshot = setInterval(() => {
     store.snapshot(now()).catch((err: unknown) => logger.error({ err }, 'counter snapshot failed'));
   }, settings.store.snapshotMs);
@@ -288,6 +333,8 @@ export async function startDaemon(
       store: store.stats(now()).mode ?? store.backend,
       node,
       alerts: describeAlerts(settings.alerts),
+      firewall:
+        settings.firewall.backend === 'none' ? 'off' : `${settings.firewall.backend}, table inet ${settings.firewall.table}`,
     },
     'mailwarden started',
   );
@@ -297,12 +344,16 @@ export async function startDaemon(
     bound,
     reload: async () => (await reload()).ok,
     stop: async () => {
+      // First: what the logs told last is decided while the store is open.
+      await logs.stop();
       clearInterval(snapshot);
+      dns.stop();
       allowlist.close();
       await postfix.stop();
       await dovecot.stop();
       await Promise.all(admins.map((a) => a.close()));
       notifier.close();
+      await firewall.close();
       await store.close();
       logger.info('mailwarden stopped');
     },

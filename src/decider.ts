@@ -10,6 +10,12 @@
  * refuses a banned source: the store's local ban table is asked on its own
  * (`rescue`), a lookup in memory that stored data cannot make throw. Only an
  * event with no ban in force fails open (the adapter answers DUNNO).
+ *
+ * Under attack refusals are most requests, so what they cost besides the
+ * decision is bounded: log lines (RuleLog: per rule and interval, a few lines
+ * and then one that counts the rest) and audit rows (one per rule and subject
+ * per AUDIT_THROTTLE_MS: the store is not even asked in between, which in
+ * cluster mode saves a Redis round trip per refusal).
  */
 import type { Logger } from 'pino';
 import type { Notifier } from './actions/notify.js';
@@ -17,16 +23,73 @@ import { banDecision, decide, isoTime } from './engine/decide.js';
 import { replyLocale } from './engine/messages.js';
 import { plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
-import type { BanRecord, Decision, MailEvent } from './engine/types.js';
-import type { CommitResult, Store } from './store/types.js';
+import type { BanRecord, Decision, MailEvent, RuleHit } from './engine/types.js';
+import { AUDIT_THROTTLE_MS, type CommitResult, type Store } from './store/types.js';
 
 const LOG_EVERY_MS = 10_000;
+/** Lines per rule and interval about what clients provoke (refusals, observe-mode hits, rescues). */
+const LOG_BURST = 20;
+/** Rule and subject pairs whose audit row was asked for recently; forgotten all at once past this. */
+const AUDITED_MAX = 100_000;
+
+/**
+ * Log lines about what clients provoke, bounded per rule: a subject at most once per interval, at most
+ * LOG_BURST lines per rule; the rest are counted and told in one line per rule when the interval ends. A
+ * flood from thousands of sources costs one map lookup per request here, not a line each.
+ */
+class RuleLog {
+  private readonly rules = new Map<string, { lines: number; held: number }>();
+  private readonly seen = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Whether to write a line about `who` for `rule` now; when not, it is counted. */
+  admit(rule: string, who: string): boolean {
+    let r = this.rules.get(rule);
+    if (r === undefined) {
+      this.rules.set(rule, (r = { lines: 0, held: 0 }));
+      if (this.timer === undefined) {
+        this.timer = setTimeout(this.end, LOG_EVERY_MS);
+        this.timer.unref();
+      }
+    }
+    if (r.lines >= LOG_BURST) {
+      r.held++;
+      return false;
+    }
+    const key = `${rule}|${who}`;
+    if (this.seen.has(key)) {
+      r.held++;
+      return false;
+    }
+    this.seen.add(key);
+    r.lines++;
+    return true;
+  }
+
+  private readonly end = (): void => {
+    this.timer = undefined;
+    const seconds = LOG_EVERY_MS / 1000;
+    for (const [rule, r] of this.rules) {
+      if (r.held > 0)
+        this.logger.info(
+          { rule, notLogged: r.held, intervalSeconds: seconds },
+          `${r.held} more for rule ${rule} not logged (a subject once, at most ${LOG_BURST} lines per rule every ${seconds} s)`,
+        );
+    }
+    this.rules.clear();
+    this.seen.clear();
+  };
+}
 
 export class Decider {
   policy: Policy;
   private readonly store: Store;
   private readonly logger: Logger;
-  private readonly logged = new Map<string, { at: number; skipped: number }>();
+  private readonly lines: RuleLog;
+  /** rule|subject → when its hit was last handed to the store's audit trail. */
+  private readonly audited = new Map<string, number>();
 
   private readonly notifier: Notifier | undefined;
   /** Watchers of every decision (metrics, the dashboard's activity); must be cheap. */
@@ -38,19 +101,8 @@ export class Decider {
     this.policy = policy;
     this.store = store;
     this.logger = logger;
+    this.lines = new RuleLog(logger);
     this.notifier = notifier;
-  }
-
-  /** Log at most one refusal per rule and client every 10 s: -1 to stay quiet, else how many were skipped. */
-  private throttle(key: string, now: number): number {
-    const t = this.logged.get(key);
-    if (t && now - t.at < LOG_EVERY_MS) {
-      t.skipped++;
-      return -1;
-    }
-    if (this.logged.size > 50_000) this.logged.clear();
-    this.logged.set(key, { at: now, skipped: 0 });
-    return t?.skipped ?? 0;
   }
 
   /**
@@ -84,10 +136,9 @@ export class Decider {
     }
     if (ban === undefined) throw err;
     const d = banDecision(ban, replyLocale(this.policy.locale, event.protocol));
-    const suppressed = this.throttle(`rescue|${event.ip}`, event.time);
-    if (suppressed >= 0)
+    if (this.lines.admit('rescue', event.ip))
       this.logger.error(
-        { err, ip: event.ip, event: event.kind, ban: ban.subject, suppressed },
+        { err, ip: event.ip, event: event.kind, ban: ban.subject },
         'decision failed; refused by the ban in force',
       );
     try {
@@ -101,12 +152,31 @@ export class Decider {
   private settle(event: MailEvent, d: Decision, started: number): Decision | Promise<Decision> {
     this.onDecision?.(event, d, (performance.now() - started) / 1000);
     if (d.effects.length > 0) return this.record(event, d);
-    if (d.hits.length > 0) {
+    const due = this.unaudited(d, event.time);
+    if (due !== undefined) {
       // A refusal that repeats (a flood being refused) stays synchronous on the embedded store.
-      const audited = this.store.recordHits(event, d.hits, event.time);
+      const audited = this.store.recordHits(event, due, event.time);
       if (audited instanceof Promise) return audited.then(() => this.report(event, d));
     }
     return this.report(event, d);
+  }
+
+  /**
+   * The hits whose audit row may be due: the store writes one per rule and subject per AUDIT_THROTTLE_MS
+   * (shared by every node in cluster mode), so a hit handed over within that time of the last is not
+   * handed over again. Undefined when there is none.
+   */
+  private unaudited(d: Decision, now: number): RuleHit[] | undefined {
+    let due: RuleHit[] | undefined;
+    for (const h of d.hits) {
+      const key = `${h.rule}|${h.subject}`;
+      const last = this.audited.get(key);
+      if (last !== undefined && now - last < AUDIT_THROTTLE_MS && now >= last) continue;
+      if (this.audited.size >= AUDITED_MAX) this.audited.clear();
+      this.audited.set(key, now);
+      (due ??= []).push(h);
+    }
+    return due;
   }
 
   /** The rare path: a rule banned, suspended or alerted. Commit the effects, audit the hits, log, alert. */
@@ -126,16 +196,15 @@ export class Decider {
     }
     for (const e of d.effects) if (e.type === 'notify') this.notifier?.notify(e, event.time, done);
     this.onCommitted?.(done, event.time);
-    if (d.hits.length > 0) await this.store.recordHits(event, d.hits, event.time);
+    const due = this.unaudited(d, event.time);
+    if (due !== undefined) await this.store.recordHits(event, due, event.time);
     return this.report(event, d);
   }
 
   /** Logs what observe-mode rules would have done, and the refusal (both throttled). */
   private report(event: MailEvent, d: Decision): Decision {
     for (const h of d.hits) {
-      if (!h.observe) continue;
-      const suppressed = this.throttle(`observe|${h.rule}|${h.subject}`, event.time);
-      if (suppressed < 0) continue;
+      if (!h.observe || !this.lines.admit(h.rule, h.subject)) continue;
       this.logger.info(
         {
           rule: h.rule,
@@ -145,7 +214,6 @@ export class Decider {
           would: h.action,
           ip: event.ip,
           user: event.user,
-          suppressed,
         },
         `observe: ${h.rule} would ${h.action}`,
       );
@@ -155,18 +223,9 @@ export class Decider {
   }
 
   private logRefusal(event: MailEvent, d: Decision): void {
-    const suppressed = this.throttle(`${d.rule}|${event.ip}|${event.user ?? ''}`, event.time);
-    if (suppressed < 0) return;
+    if (!this.lines.admit(d.rule, event.user === undefined ? event.ip : `${event.ip}|${event.user}`)) return;
     this.logger.info(
-      {
-        event: event.kind,
-        protocol: event.protocol,
-        ip: event.ip,
-        user: event.user,
-        action: d.action,
-        rule: d.rule,
-        suppressed,
-      },
+      { event: event.kind, protocol: event.protocol, ip: event.ip, user: event.user, action: d.action, rule: d.rule },
       d.reason,
     );
   }

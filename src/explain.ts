@@ -49,19 +49,23 @@ export async function explain(raw: string, policy: Policy, store: Store, now: nu
   let covering: readonly string[] = [subject];
   let allowlisted = false;
   const pairs: Array<[Rule, string]> = [];
+  // Without zones no client is listed: the rules for listed clients (the built-in listed-*) count nothing.
+  const rules = policy.rules.filter(
+    (r) => policy.dnsbl.zones.length > 0 || r.when.listed === undefined || r.when.listed === false,
+  );
   if (parsed?.kind === 'ip') {
     covering = banSubjectsFor(subject);
     allowlisted = policy.allowNetworks.has(subject);
     const net = clientNetwork(subject, policy);
-    for (const r of policy.rules) {
+    for (const r of rules) {
       if (r.key === 'ip') pairs.push([r, subject]);
       if (r.key === 'network') pairs.push([r, net]);
     }
   } else if (parsed?.kind === 'network') {
-    for (const r of policy.rules) if (r.key === 'network') pairs.push([r, subject]);
+    for (const r of rules) if (r.key === 'network') pairs.push([r, subject]);
   } else {
     allowlisted = policy.allowUsers.has(subject);
-    for (const r of policy.rules) if (r.key === 'user') pairs.push([r, subject]);
+    for (const r of rules) if (r.key === 'user') pairs.push([r, subject]);
   }
 
   const bans = (await store.listBans(now)).filter((b) => covering.includes(b.subject));

@@ -10,8 +10,10 @@
  *   mailwarden allow list|add|remove       the runtime allowlist
  *   mailwarden audit [--since] [--subject] the audit trail (export with --all)
  *   mailwarden backup <file>               a consistent copy of the database, while running
- *   mailwarden doctor                      is the mail server locked down and wired to us?
  *   mailwarden explain <ip|network|user>   why is it limited, banned or suspended?
+ *   mailwarden reputation                  are our own addresses or domains on a blocklist?
+ *   mailwarden doctor                      is the mail server locked down and wired to us?
+ *   mailwarden firewall script             the nft script loading the bans in force into the kernel
  *
  * Every command but serve and check-config talks to the running daemon over
  * the admin unix socket in a data dir found by admin/client.ts findDaemon
@@ -31,15 +33,17 @@ import { ConfigError } from './config/errors.js';
 import { loadSettings, overridesFromEnv, type Overrides } from './config/load.js';
 import { ListenError, startDaemon, VERSION } from './daemon.js';
 import { isoTime } from './engine/decide.js';
+import { loadScript, type FirewallStatus } from './actions/firewall.js';
 import type { BanRecord, SuspensionRecord } from './engine/types.js';
 import type { AllowEntry } from './allowlist.js';
 import { parseSubject } from './engine/address.js';
+import { reputationLines, type ReputationView } from './dns/reputation.js';
 import type { Explanation } from './explain.js';
-import { runDoctor, type DoctorOptions } from './doctor/index.js';
 import { backupDatabase, type BackupReport } from './store/backup.js';
 import { DATABASE_FILE, SchemaError } from './store/sqlite.js';
 import type { AuditRow } from './store/types.js';
 import { exposureWarnings } from './listen.js';
+import { runDoctor, type DoctorOptions } from './doctor/index.js';
 import { createLogger } from './log.js';
 
 interface GlobalOpts {
@@ -171,6 +175,7 @@ interface StatusView {
   postfix: { listen: string[]; requests?: number; budgetMisses?: number; errors?: number };
   dovecot: { listen: string[]; requests?: number; budgetMisses?: number; errors?: number };
   alerts?: { channels?: unknown };
+  firewall?: FirewallStatus;
 }
 
 /** What is wrong right now, one line each; empty when the daemon is healthy. */
@@ -187,6 +192,12 @@ function degraded(st: StatusView): string[] {
   if (st.store.redis && !st.store.redis.connected)
     out.push(`store.redis: not connected${st.store.redis.lastError ? ` (${st.store.redis.lastError})` : ''}`);
   if (st.store.pending) out.push(`store.pending: ${st.store.pending} change(s) not yet pushed to Redis`);
+  const f = st.firewall;
+  if (f?.state === 'degraded')
+    out.push(
+      `firewall: nft fails${f.since ? ` since ${iso(f.since)}` : ''} (${f.lastError ?? 'unknown error'});` +
+        ' bans are refused inline only, the kernel does not drop them; retrying',
+    );
   return out;
 }
 
@@ -204,6 +215,7 @@ function printStatus(st: StatusView, socket: string): void {
     `bans       ${count(st.store.activeBans)}   suspended users ${count(st.store.activeSuspensions)}`,
     `rules      ${rules.length}${observe ? ` (${observe} observe only)` : ''}`,
     `allowlist  ${count(st.allowlist.config)} from the config file, ${count(st.allowlist.runtime)} added at run time`,
+    `firewall   ${st.firewall && st.firewall.backend !== 'none' ? `${st.firewall.backend} table inet ${st.firewall.table}: ${st.firewall.state}, ${count(st.firewall.elements)} elements` : 'off'}`,
   ];
   for (const l of lines) console.log(l);
   const bad = degraded(st);
@@ -260,14 +272,15 @@ async function main(argv: string[]): Promise<void> {
   };
   const admin = async <T>(method: string, path: string, body?: unknown): Promise<T> =>
     call<T>(await adminSocket(), method, path, body);
-  const allBans = async (): Promise<BanRecord[]> => {
-    const out: BanRecord[] = [];
+  const allPages = async <T>(path: string): Promise<T[]> => {
+    const out: T[] = [];
     for (;;) {
-      const r = await admin<BanPage>('GET', `/v1/bans?limit=${PAGE_MAX}&offset=${out.length}`);
+      const r = await admin<Page<T>>('GET', `${path}?limit=${PAGE_MAX}&offset=${out.length}`);
       out.push(...r.items);
       if (r.items.length === 0 || out.length >= r.total) return out;
     }
   };
+  const allBans = (): Promise<BanRecord[]> => allPages<BanRecord>('/v1/bans');
 
   program
     .command('serve')
@@ -614,6 +627,19 @@ async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('reputation')
+    .description(
+      'our own addresses and domains on the blocklists of reputation.zones, as last checked (exit 1 when listed)',
+    )
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const r = (await admin<{ reputation: ReputationView }>('GET', '/v1/status')).reputation;
+      if (o.json) json(r);
+      else for (const line of reputationLines(r)) console.log(line);
+      if (r.listed > 0) process.exitCode = 1;
+    });
+
+  program
     .command('explain <subject>')
     .description('why an address, network or user is limited, banned or suspended')
     .addOption(new Option('--json', 'print JSON'))
@@ -621,6 +647,21 @@ async function main(argv: string[]): Promise<void> {
       const e = await admin<Explanation>('GET', `/v1/explain/${encodeURIComponent(subject)}`);
       if (o.json) json(e);
       else printExplanation(e);
+    });
+
+  program
+    .command('firewall')
+    .description('the kernel firewall (nftables)')
+    .command('script')
+    .description(
+      "print the nft script that loads the bans in force into the kernel, as the daemon's firewall settings say; nothing is run (pipe it to `nft -c -f -` to check it)",
+    )
+    .action(async () => {
+      const st = await admin<StatusView>('GET', '/v1/status');
+      if (!st.firewall) throw new AdminError('this daemon has no firewall (an older version?)', 1);
+      const allowed = (await allPages<AllowEntry>('/v1/allowlist')).filter((e) => e.kind === 'network');
+      const bans = await allBans();
+      process.stdout.write(await loadScript(st.firewall, bans, allowed.map((e) => e.subject), Date.now()));
     });
 
   await program.parseAsync(argv);

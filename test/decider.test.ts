@@ -105,3 +105,89 @@ describe('decider: a failed decision never lets a banned source in', () => {
     });
   });
 });
+
+describe('decider: a flood of refusals is counted, not written line by line', () => {
+  const dirs: string[] = [];
+  const stores: MemoryStore[] = [];
+  after(async () => {
+    for (const s of stores) await s.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  const setup = (yaml: string): { store: MemoryStore; decider: Decider; logs: Array<Record<string, unknown>> } => {
+    const dir = mkdtempSync(join(tmpdir(), 'mw-decider-'));
+    dirs.push(dir);
+    const store = new MemoryStore({
+      file: join(dir, 'mw.sqlite'),
+      maxKeys: 10_000,
+      lookbackMs: 86_400_000,
+      now: () => T0,
+    });
+    stores.push(store);
+    const logs: Array<Record<string, unknown>> = [];
+    return { store, decider: new Decider(rulesPolicy(yaml), store, captureLogger(logs)), logs };
+  };
+
+  test('log lines: a source once per rule and interval, at most 20 per rule; the rest told in one line', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const { store, decider, logs } = setup(
+      '  - {name: conn, on: [connect], key: ip, count: events, limit: 1000, window: 1m, then: tempfail}',
+    );
+    await store.commit(
+      [
+        {
+          type: 'ban',
+          subject: '198.18.0.0/16',
+          rule: 'manual',
+          reason: 'test',
+          evidence: {},
+          escalation: { baseMs: 3_600_000, factor: 4, maxMs: 86_400_000, lookbackMs: 86_400_000 },
+          durationMs: 3_600_000,
+        },
+      ],
+      T0,
+      'cli',
+    );
+    // 50 banned sources, 3 requests each
+    for (let round = 0; round < 3; round++)
+      for (let i = 0; i < 50; i++) {
+        const d = decider.evaluate(makeEvent({ ip: `198.18.0.${i}`, time: T0 + round })) as Decision;
+        assert.deepEqual([d.action, d.rule], ['reject', 'ban']);
+      }
+    const lines = logs.filter(
+      (l) => l.rule === 'ban' && typeof l.msg === 'string' && l.msg.startsWith('Access denied'),
+    );
+    assert.equal(lines.length, 20, 'the first 20 sources');
+    assert.equal(new Set(lines.map((l) => l.ip)).size, 20, 'each once');
+    t.mock.timers.tick(10_000);
+    const told = logs.filter((l) => l.notLogged !== undefined);
+    assert.deepEqual(
+      told.map((l) => [l.rule, l.notLogged]),
+      [['ban', 130]],
+    );
+  });
+
+  test('audit: a hit reaches the store once per rule and subject per minute, whatever the flood', () => {
+    const { store, decider } = setup(
+      '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1h, then: reject}',
+    );
+    const handed: string[] = [];
+    const recordHits = store.recordHits.bind(store);
+    store.recordHits = (event, hits, now) => {
+      handed.push(...hits.map((h) => `${h.rule}|${h.subject}`));
+      return recordHits(event, hits, now);
+    };
+    const refusals = (ip: string, from: number, n: number): void => {
+      for (let i = 0; i < n; i++) void decider.evaluate(makeEvent({ ip, time: from + i * 100 }));
+    };
+    refusals('192.0.2.7', T0, 300); // 30 s: 2 allowed, 298 refused
+    refusals('192.0.2.8', T0, 10);
+    assert.deepEqual(handed, ['conn|192.0.2.7', 'conn|192.0.2.8']);
+    refusals('192.0.2.7', T0 + 60_000, 5); // a minute after its last row
+    assert.deepEqual(handed, ['conn|192.0.2.7', 'conn|192.0.2.8', 'conn|192.0.2.7']);
+    assert.equal(
+      store.db.auditFor(['192.0.2.7'], 10).filter((r) => r.kind === 'limit').length,
+      2,
+      'one audit row per minute',
+    );
+  });
+});

@@ -14,6 +14,8 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision, MailEvent } from '../engine/types.js';
 import type { ConnectionStats } from '../adapters/caps.js';
+import type { DnsStatus } from '../dns/service.js';
+import type { FirewallStatus } from '../actions/firewall.js';
 import type { CommitResult, StoreStats } from '../store/types.js';
 import { TalliedCounter, TalliedHistogram } from './tallies.js';
 
@@ -29,6 +31,10 @@ export interface MetricSources {
     dropped: number;
     suppressed: number;
   };
+  /** DNSBL lookups and the reputation watch (dns/service.ts); absent: no such series. */
+  dns?: (() => DnsStatus) | undefined;
+  /** The kernel firewall (actions/firewall.ts); absent: no firewall series. */
+  firewall?: (() => Pick<FirewallStatus, 'state' | 'errors'>) | undefined;
 }
 
 /** One series: its label values and its value. */
@@ -191,6 +197,54 @@ export class Metrics {
         [{ channel: 'any', result: 'suppressed' }, a.suppressed],
       ];
     });
+    const firewall = src.firewall;
+    if (firewall) {
+      gauge(
+        'mailwarden_firewall_degraded',
+        '1 while the kernel firewall fails (nft missing, not permitted or failing): bans are refused inline only, and retried.',
+        [],
+        () => one(firewall().state === 'degraded' ? 1 : 0),
+      );
+      counter('mailwarden_firewall_errors_total', 'nft runs of the kernel firewall that failed.', [], () =>
+        one(firewall().errors),
+      );
+    }
+    const dns = src.dns;
+    if (dns) {
+      // Its subject label holds our own addresses and domains, from the config: a bounded set.
+      gauge(
+        'mailwarden_listed',
+        '1 while a zone lists one of our own addresses or domains (reputation), else 0.',
+        ['zone', 'subject'],
+        () =>
+          dns().reputation.checks.map((c): Sample => [
+            { zone: c.zone, subject: c.subject },
+            c.state === 'listed' ? 1 : 0,
+          ]),
+      );
+      counter('mailwarden_dnsbl_lookups_total', 'Postfix clients looked up in the DNSBL zones.', [], () =>
+        one(dns().dnsbl.lookups),
+      );
+      counter(
+        'mailwarden_dnsbl_failures_total',
+        'DNSBL answers missing, by why: failed (timeout, SERVFAIL), refused (127.255.255.x), overflow (dns.max_in_flight reached).',
+        ['reason'],
+        () => {
+          const d = dns().dnsbl;
+          return [
+            [{ reason: 'failed' }, d.failed],
+            [{ reason: 'refused' }, d.refused],
+            [{ reason: 'overflow' }, d.overflow],
+          ];
+        },
+      );
+      counter(
+        'mailwarden_dnsbl_late_total',
+        'Postfix requests decided without the DNSBL answer: it was not back within half of postfix.budget.',
+        [],
+        () => one(dns().dnsbl.late),
+      );
+    }
   }
 
   decision(event: MailEvent, d: Decision, seconds: number): void {

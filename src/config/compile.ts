@@ -6,10 +6,16 @@
  */
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
+import { FIREWALL_DEFAULTS, type FirewallSettings } from '../actions/firewall.js';
 import type { AlertSettings } from '../actions/notify.js';
 import type { ConnectionLimits } from '../adapters/caps.js';
+import { LOG_RULES } from '../logs/rules.js';
+import type { LogSource } from '../logs/types.js';
 import type { PostfixServerOptions } from '../adapters/postfix/server.js';
-import { NetworkSet } from '../engine/address.js';
+import type { ReputationSettings } from '../dns/reputation.js';
+import { describeServer, parseServer, systemServers, type DnsServer, type DnsSettings } from '../dns/resolver.js';
+import { ANY_CODE, describeCodes, dnsName, parseCodes, type CodeRange } from '../dns/zones.js';
+import { canonicalIp, NetworkSet } from '../engine/address.js';
 import { formatDuration, LOCALES, type Locale } from '../engine/messages.js';
 import { KNOWN_GOOD_RULE, ruleId, SHARED_RULE } from '../engine/plan.js';
 import type { CountKind, Policy, Rule } from '../engine/policy.js';
@@ -60,6 +66,14 @@ export interface Settings {
     maxBody: number;
   };
   alerts: AlertSettings;
+  /** The log files and journal followed (`logs`; none by default). */
+  logs: LogSource[];
+  /** The resolver DNSBL lookups and the reputation monitor ask (`dns`; restart to change). */
+  dns: DnsSettings;
+  /** Our own addresses and domains, watched on blocklists (`reputation`; restart to change). */
+  reputation: ReputationSettings;
+  /** Bans dropped in the kernel too (`firewall`; off by default). */
+  firewall: FirewallSettings;
   policy: Policy;
 }
 
@@ -110,6 +124,7 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       minUsers: cfg.shared_address?.users ?? d.shared_address.users,
       windowMs: cfg.shared_address?.window ?? ms(d.shared_address.window),
     },
+    dnsbl: compileDnsbl(cfg),
     rules,
   };
   const listenOf = (key: 'postfix' | 'dovecot' | 'admin', ov: Overrides['postfixListen']): ListenTarget[] =>
@@ -174,6 +189,15 @@ export function compileSettings(file: string | undefined, cfg: ParsedConfig, loc
       maxBody: dv.max_body ?? d.dovecot.max_body,
     },
     alerts: compileAlerts(cfg),
+    logs: (cfg.logs ?? []).map(compileLogSource),
+    dns: compileDns(cfg),
+    reputation: compileReputation(cfg, locate),
+    firewall: {
+      backend: cfg.firewall?.backend ?? FIREWALL_DEFAULTS.backend,
+      table: cfg.firewall?.table ?? FIREWALL_DEFAULTS.table,
+      ports: cfg.firewall?.ports ?? FIREWALL_DEFAULTS.ports,
+      nft: cfg.firewall?.nft ?? FIREWALL_DEFAULTS.nft,
+    },
     store: {
       maxKeys: cfg.store?.max_keys ?? d.store.max_keys,
       snapshotMs: cfg.store?.snapshot_interval ?? ms(d.store.snapshot_interval),
@@ -245,6 +269,69 @@ function compileAlerts(cfg: ParsedConfig): AlertSettings {
   };
 }
 
+const codesOf = (codes: string[] | undefined): CodeRange[] =>
+  codes ? codes.map((c) => parseCodes(c) as CodeRange) : [...ANY_CODE];
+
+/** `dnsbl`, part of the policy: it reloads with the rules that ask about listings. */
+function compileDnsbl(cfg: ParsedConfig): Policy['dnsbl'] {
+  const zones = cfg.dnsbl?.zones ?? DEFAULTS.dnsbl.zones;
+  return {
+    zones: zones.map((z) => ({ zone: dnsName(z.zone) as string, weight: z.weight ?? 1, codes: codesOf(z.codes) })),
+    threshold: cfg.dnsbl?.threshold ?? DEFAULTS.dnsbl.threshold,
+  };
+}
+
+function compileDns(cfg: ParsedConfig): DnsSettings {
+  const d = cfg.dns ?? {};
+  return {
+    servers: d.servers ? d.servers.map((x) => parseServer(x) as DnsServer) : systemServers(),
+    timeoutMs: d.timeout ?? ms(DEFAULTS.dns.timeout),
+    cacheEntries: d.cache_entries ?? DEFAULTS.dns.cache_entries,
+    maxInFlight: d.max_in_flight ?? DEFAULTS.dns.max_in_flight,
+  };
+}
+
+/** `reputation`: addresses need an ip zone to be checked in, domains a domain zone. */
+function compileReputation(cfg: ParsedConfig, locate: Locate): ReputationSettings {
+  const r = cfg.reputation ?? {};
+  const zones = (r.zones ?? []).map((z) => ({
+    zone: dnsName(z.zone) as string,
+    type: z.type ?? ('ip' as const),
+    codes: codesOf(z.codes),
+  }));
+  const problems: ConfigProblem[] = [];
+  for (const [key, type, example] of [
+    ['addresses', 'ip', '{zone: zen.spamhaus.org}'],
+    ['domains', 'domain', '{zone: dbl.spamhaus.org, type: domain}'],
+  ] as const) {
+    if ((r[key]?.length ?? 0) > 0 && !zones.some((z) => z.type === type))
+      problems.push({
+        code: 'MW_CONFIG_INVALID',
+        where: locate(['reputation', key]),
+        message: `reputation.${key} needs a zone of type ${type} in reputation.zones to be checked in, e.g. ${example}`,
+      });
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    addresses: (r.addresses ?? []).map((a) => canonicalIp(a.trim()) as string),
+    domains: (r.domains ?? []).map((x) => dnsName(x) as string),
+    zones,
+    intervalMs: r.interval ?? ms(DEFAULTS.reputation.interval),
+  };
+}
+
+function compileLogSource(l: NonNullable<ParsedConfig['logs']>[number]): LogSource {
+  const trustForwarded = l.trust_forwarded ?? false;
+  if (l.path !== undefined) return { kind: 'file', path: l.path, format: l.format ?? 'mail', trustForwarded };
+  return {
+    kind: 'journal',
+    units: l.journal?.units ?? [],
+    command: l.journal?.command ?? 'journalctl',
+    args: l.journal?.args ?? [],
+    trustForwarded,
+  };
+}
+
 /** `Name: value` as in Dovecot's auth_policy_server_api_header. */
 function headerOf(h: string | undefined): { name: string; value: string } | undefined {
   if (h === undefined) return undefined;
@@ -253,7 +340,9 @@ function headerOf(h: string | undefined): { name: string; value: string } | unde
 }
 
 function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem[]): Rule[] {
-  const defaults = (cfg.use_default_rules ?? true) ? DEFAULT_RULES.map((r) => ruleSchema.parse(r)) : [];
+  // The log follower's rules count only what it tells: in force when it follows something.
+  const builtIn = (cfg.logs ?? []).length > 0 ? [...DEFAULT_RULES, ...LOG_RULES] : DEFAULT_RULES;
+  const defaults = (cfg.use_default_rules ?? true) ? builtIn.map((r) => ruleSchema.parse(r)) : [];
   const merged = new Map<string, { rule: ParsedRule; index: number | undefined }>();
   for (const r of defaults) merged.set(r.name, { rule: r, index: undefined });
   const seen = new Set<string>();
@@ -270,6 +359,7 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
     merged.set(r.name, { rule: base ? { ...base, ...r, when: r.when ?? base.when } : r, index });
   });
   const out: Rule[] = [];
+  const dnsblZones = new Set((cfg.dnsbl?.zones ?? []).map((z) => dnsName(z.zone)));
   const live = [...merged.values()].filter(({ rule }) => rule.enabled !== false);
   const ids = new Map<string, string>([
     [ruleId(KNOWN_GOOD_RULE), KNOWN_GOOD_RULE],
@@ -360,6 +450,20 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
         message: `rule ${r.name}: min_addresses works only for rules that count login results (on: [auth-result]) without check_on or uses`,
       });
     }
+    const listed = r.when?.listed;
+    const unknownZones = Array.isArray(listed) ? listed.filter((z) => !dnsblZones.has(dnsName(z))) : [];
+    // The built-in rules on listings wait, inert, for zones; one the file writes itself is surely meant to act.
+    const written = index === undefined ? undefined : cfg.rules?.[index]?.when?.listed;
+    if (written !== undefined && written !== false && (dnsblZones.size === 0 || unknownZones.length > 0)) {
+      problems.push({
+        code: 'MW_CONFIG_RULE',
+        where: where('when'),
+        message:
+          dnsblZones.size === 0
+            ? `rule ${r.name}: when.listed needs blocklists in dnsbl.zones; without them no client is ever listed`
+            : `rule ${r.name}: when.listed names ${unknownZones.join(', ')}, not in dnsbl.zones (${[...dnsblZones].join(', ')})`,
+      });
+    }
     if (r.when?.refused === true && r.when.success === true) {
       problems.push({
         code: 'MW_CONFIG_RULE',
@@ -379,7 +483,7 @@ function compileRules(cfg: ParsedConfig, locate: Locate, problems: ConfigProblem
       count: (uses?.count ?? r.count) as CountKind,
       limit: r.limit ?? b?.floor ?? 0,
       windowMs: uses?.windowMs ?? (r.window as number),
-      when: { ...r.when },
+      when: { ...r.when, ...(Array.isArray(listed) ? { listed: listed.map((z) => dnsName(z) as string) } : {}) },
       then: {
         action: then.action,
         delaySeconds: then.delay === undefined ? 0 : Math.ceil(then.delay / 1000),
@@ -477,6 +581,29 @@ export function describeSettings(s: Settings): Record<string, unknown> {
         timeout: formatDuration(s.alerts.webhook.timeoutMs),
       },
     },
+    firewall: s.firewall,
+    dns: {
+      servers: s.dns.servers.map(describeServer),
+      timeout: formatDuration(s.dns.timeoutMs),
+      cache_entries: s.dns.cacheEntries,
+      max_in_flight: s.dns.maxInFlight,
+    },
+    dnsbl: {
+      zones: p.dnsbl.zones.map((z) => ({ zone: z.zone, weight: z.weight, codes: describeCodes(z.codes) })),
+      threshold: p.dnsbl.threshold,
+    },
+    reputation: {
+      addresses: s.reputation.addresses,
+      domains: s.reputation.domains,
+      zones: s.reputation.zones.map((z) => ({ zone: z.zone, type: z.type, codes: describeCodes(z.codes) })),
+      interval: formatDuration(s.reputation.intervalMs),
+    },
+    logs: s.logs.map((l) => ({
+      ...(l.kind === 'file'
+        ? { path: l.path, format: l.format }
+        : { journal: { units: l.units, command: l.command, args: l.args } }),
+      ...(l.trustForwarded ? { trust_forwarded: true } : {}),
+    })),
     rules: p.rules.map((r) => ({
       name: r.name,
       mode: r.mode,

@@ -8,6 +8,8 @@
  * values came from where.
  */
 import { z } from 'zod';
+import { parseServer } from '../dns/resolver.js';
+import { dnsName, parseCodes } from '../dns/zones.js';
 import { parseSubject } from '../engine/address.js';
 import { LOCALES } from '../engine/messages.js';
 import { EVENT_KINDS, MAX_DURATION_MS, MAX_DURATION_TEXT } from '../engine/types.js';
@@ -108,6 +110,24 @@ function isCidrOrIp(s: string): boolean {
   return parseSubject(s) !== undefined;
 }
 
+/** A DNS zone or domain name: `zen.spamhaus.org`, `example.org` (no final dot needed). */
+const zoneName = z.string().refine((s) => dnsName(s) !== undefined, {
+  message: 'not a DNS name; write e.g. zen.spamhaus.org',
+});
+
+/** A blocklist zone and the answer codes that count: `127.0.0.2`, `127.0.0.2-127.0.0.11`, `127.0.0.0/24`. */
+const zoneEntry = {
+  zone: zoneName,
+  codes: z
+    .array(
+      z.string().refine((s) => parseCodes(s) !== undefined, {
+        message: 'not an answer code; write 127.0.0.2, a range 127.0.0.2-127.0.0.11, or 127.0.0.0/24',
+      }),
+    )
+    .min(1)
+    .optional(),
+};
+
 const messageText = z.string().max(200);
 
 /**
@@ -167,12 +187,38 @@ export const ruleSchema = z.strictObject({
       success: z.boolean().optional(),
       refused: z.boolean().optional(),
       shared: z.boolean().optional(),
+      pwhash: z.boolean().optional(),
+      listed: z.union([z.boolean(), z.array(zoneName).min(1)]).optional(),
     })
     .optional(),
   min_addresses: z.number().int().min(2).max(1024).optional(),
   then: z.union([z.enum(ACTIONS), thenObject]).optional(),
   description: z.string().optional(),
 });
+
+/** A `logs:` entry (logs/types.ts): a file to follow, or the systemd journal. */
+const logSource = z
+  .strictObject({
+    path: z
+      .string()
+      .refine((p) => p.startsWith('/'), { message: 'write the absolute path of the log file (e.g. /var/log/mail.log)' })
+      .optional(),
+    format: z.enum(['mail', 'roundcube']).optional(),
+    journal: z
+      .strictObject({
+        units: z.array(z.string().min(1)).optional(),
+        command: z.string().min(1).optional(),
+        args: z.array(z.string()).optional(),
+      })
+      .optional(),
+    trust_forwarded: z.boolean().optional(),
+  })
+  .refine((s) => (s.path === undefined) !== (s.journal === undefined), {
+    message: 'give each logs entry either path (a file) or journal (the systemd journal)',
+  })
+  .refine((s) => s.format === undefined || s.path !== undefined, {
+    message: 'format is for a file (path); the journal tells Postfix, Dovecot and Roundcube apart itself',
+  });
 
 // Connections a listener or one peer may hold (adapters/caps.ts); the daemon lowers them to fit the open-file limit.
 const connectionCount = z.number().int().min(1).max(1_000_000);
@@ -287,6 +333,40 @@ export const configSchema = z.strictObject({
       cluster: z.array(hostPort).min(1).optional(),
     })
     .optional(),
+  dns: z
+    .strictObject({
+      servers: z
+        .array(
+          z.string().refine((s) => parseServer(s) !== undefined, {
+            message:
+              'not a DNS server; write an IP address, with a port if not 53 (127.0.0.1, 127.0.0.1:5353, [::1]:53)',
+          }),
+        )
+        .min(1)
+        .optional(),
+      timeout: positiveDuration.optional(),
+      cache_entries: z.number().int().min(100).max(10_000_000).optional(),
+      max_in_flight: z.number().int().min(1).max(65_536).optional(),
+    })
+    .optional(),
+  dnsbl: z
+    .strictObject({
+      zones: z
+        .array(z.strictObject({ ...zoneEntry, weight: z.number().int().min(-100).max(100).optional() }))
+        .optional(),
+      threshold: z.number().int().min(1).max(1000).optional(),
+    })
+    .optional(),
+  reputation: z
+    .strictObject({
+      addresses: z
+        .array(z.string().refine((s) => parseSubject(s)?.kind === 'ip', { message: 'not an IP address' }))
+        .optional(),
+      domains: z.array(zoneName).optional(),
+      zones: z.array(z.strictObject({ ...zoneEntry, type: z.enum(['ip', 'domain']).optional() })).optional(),
+      interval: positiveDuration.optional(),
+    })
+    .optional(),
   alerts: z
     .strictObject({
       cooldown: duration.optional(),
@@ -311,6 +391,29 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .optional(),
+  firewall: z
+    .strictObject({
+      backend: z.enum(['none', 'nftables']).optional(),
+      // Written into nft scripts: a plain identifier, nothing nft could read as more.
+      table: z
+        .string()
+        .regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, {
+          message: 'a table name is 1-32 characters of A-Z, a-z, 0-9, _ starting with a letter (e.g. mailwarden)',
+        })
+        .optional(),
+      ports: z
+        .union([
+          z.literal('all'),
+          z
+            .array(z.number().int().min(1).max(65535))
+            .min(1)
+            .refine((ps) => new Set(ps).size === ps.length, { message: 'a port is listed twice' }),
+        ])
+        .optional(),
+      nft: z.string().min(1).optional(),
+    })
+    .optional(),
+  logs: z.array(logSource).optional(),
   use_default_rules: z.boolean().optional(),
   rules: z.array(ruleSchema).optional(),
 });

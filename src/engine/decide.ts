@@ -19,6 +19,7 @@ import {
   type BanRecord,
   type Decision,
   type Effect,
+  type Listing,
   type MailEvent,
   type RuleHit,
   type SuspensionRecord,
@@ -43,8 +44,17 @@ export interface ApplyResult {
 // The rest of mailwarden reads these two from here.
 export { formatDuration, isoTime };
 
-/** A rule's refusal text: its own message, else the generated one. */
-function ruleReason(rule: Rule, subject: string, limit: number, locale: Locale): string {
+/** A rule's refusal text; a rule on a DNSBL listing also names the zones that list the client and their codes. */
+function ruleReason(rule: Rule, subject: string, limit: number, locale: Locale, listed: Listing | undefined): string {
+  const text = ownOrGenerated(rule, subject, limit, locale);
+  const cond = rule.when.listed;
+  if (cond === undefined || cond === false || listed === undefined) return text;
+  const zones = listed.zones.filter((z) => (cond === true ? z.weight > 0 : cond.includes(z.zone)));
+  return zones.length ? text + MESSAGES[locale].listedIn(zones) : text;
+}
+
+/** A rule's own message, else the generated one. */
+function ownOrGenerated(rule: Rule, subject: string, limit: number, locale: Locale): string {
   const own = textIn(rule.then.message, locale);
   if (own) return own;
   const counted = rule.uses ?? rule;
@@ -59,13 +69,56 @@ export function banReason(ban: BanRecord, locale: Locale = 'en'): string {
   return MESSAGES[locale].banned(ban.subject, ban.until, ban.rule);
 }
 
+/**
+ * A refusal made once per ban or suspension record and variant, then reused (frozen) for every request
+ * it refuses while the record stands: under attack most requests are these, and the reply text (a
+ * Japanese ban end goes through Intl) would otherwise be built anew for each. The store hands back the
+ * same record object until the ban or suspension changes; a new record is a new key. (A Japanese ban end
+ * keeps the time zone it was written in: the daemon's TZ does not change while it runs.)
+ */
+const refusals = new WeakMap<BanRecord | SuspensionRecord, Map<string, Decision>>();
+
+function keep(rec: BanRecord | SuspensionRecord, variant: string, d: Decision): Decision {
+  let made = refusals.get(rec);
+  if (made === undefined) refusals.set(rec, (made = new Map<string, Decision>()));
+  made.set(variant, Object.freeze(d));
+  return d;
+}
+
 /** The refusal of a banned source (also what the decider answers when the rest of a decision failed). */
 export function banDecision(ban: BanRecord, locale: Locale = 'en'): Decision {
-  return { ...ALLOW, action: 'reject', rule: 'ban', reason: banReason(ban, locale), hits: [], effects: [] };
+  return (
+    refusals.get(ban)?.get(locale) ??
+    keep(ban, locale, {
+      ...ALLOW,
+      action: 'reject',
+      rule: 'ban',
+      reason: banReason(ban, locale),
+      hits: [],
+      effects: [],
+    })
+  );
 }
 
 export function suspensionReason(s: SuspensionRecord, login = false, locale: Locale = 'en'): string {
   return MESSAGES[locale].suspended(s.user, s.rule, login);
+}
+
+const AT_LOGIN: Readonly<Record<Locale, string>> = { en: 'en/login', ja: 'ja/login' };
+
+function suspensionDecision(s: SuspensionRecord, login: boolean, locale: Locale): Decision {
+  const variant = login ? AT_LOGIN[locale] : locale;
+  return (
+    refusals.get(s)?.get(variant) ??
+    keep(s, variant, {
+      ...ALLOW,
+      action: 'reject',
+      rule: 'suspension',
+      reason: suspensionReason(s, login, locale),
+      hits: [],
+      effects: [],
+    })
+  );
 }
 
 /**
@@ -76,10 +129,7 @@ export function suspensionReason(s: SuspensionRecord, login = false, locale: Loc
 export function decide(event: MailEvent, policy: Policy, plan: Plan, result: ApplyResult): Decision {
   const locale = replyLocale(policy.locale, event.protocol);
   if (result.ban) return banDecision(result.ban, locale);
-  if (result.suspension) {
-    const reason = suspensionReason(result.suspension, event.kind === 'auth-attempt', locale);
-    return { ...ALLOW, action: 'reject', rule: 'suspension', reason, hits: [], effects: [] };
-  }
+  if (result.suspension) return suspensionDecision(result.suspension, event.kind === 'auth-attempt', locale);
   const hits: RuleHit[] = [];
   const fired: Rule[] = [];
   let winner: { rule: Rule; hit: RuleHit } | undefined;
@@ -113,7 +163,7 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
       limit,
       action: rule.then.action,
       observe: rule.mode === 'observe' || plan.allowlisted,
-      reason: ruleReason(rule, subject, limit, 'en'),
+      reason: ruleReason(rule, subject, limit, 'en', event.listed),
     };
     hits.push(hit);
     fired.push(rule);
@@ -130,7 +180,10 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
     action: winner.hit.action,
     delaySeconds: winner.hit.action === 'delay' ? winner.rule.then.delaySeconds : 0,
     rule: winner.rule.name,
-    reason: locale === 'en' ? winner.hit.reason : ruleReason(winner.rule, winner.hit.subject, winner.hit.limit, locale),
+    reason:
+      locale === 'en'
+        ? winner.hit.reason
+        : ruleReason(winner.rule, winner.hit.subject, winner.hit.limit, locale, event.listed),
     hits,
     effects,
   };
@@ -138,6 +191,8 @@ export function decide(event: MailEvent, policy: Policy, plan: Plan, result: App
 
 function effectsOf(rule: Rule, hit: RuleHit, event: MailEvent, policy: Policy): Effect[] {
   const out: Effect[] = [];
+  // Most refusing rules only refuse: no evidence to build for them.
+  if (!rule.then.ban && rule.then.suspendMs === undefined && !rule.then.notify) return out;
   const evidence = {
     event: event.kind,
     protocol: event.protocol,

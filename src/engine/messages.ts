@@ -14,6 +14,7 @@
  * bans, suspensions, alerts) keep the English ones (engine/decide.ts).
  */
 import type { CountKind } from './policy.js';
+import type { Listing } from './types.js';
 
 export const LOCALES = ['en', 'ja'] as const;
 export type Locale = (typeof LOCALES)[number];
@@ -58,6 +59,8 @@ export interface Catalogue {
   banned: (subject: string, until: number, rule: string) => string;
   /** `login`: refused at login, else only from sending. */
   suspended: (user: string, rule: string, login: boolean) => string;
+  /** Added to the reason of a rule that acts on a DNSBL listing: the zones and what they answered. */
+  listedIn: (zones: Listing['zones']) => string;
 }
 
 /** The built-in rules' messages, both languages (a rule's `then.message`). */
@@ -124,6 +127,7 @@ const en: Catalogue = {
   banned: (subject, until, rule) => `Access denied: ${subject} is blocked until ${isoTime(until)} (rule ${rule})`,
   suspended: (user, rule, login) =>
     `Account ${user} is suspended${login ? '' : ' from sending'} (rule ${rule}); contact your mail administrator`,
+  listedIn: (zones) => `. Listed in ${zones.map((z) => `${z.zone} (${z.codes.join(', ')})`).join(', ')}`,
 };
 
 // What is counted, and the counter word that goes with a number of it (3回, 100通).
@@ -161,6 +165,7 @@ const ja: Catalogue = {
     `接続元「${subject}」からのアクセスは${localTime(until)}まで制限されています（ルール：${rule}）。`,
   suspended: (user, rule, login) =>
     `アカウント「${user}」は${login ? '利用停止中です' : 'メールの送信が停止されています'}（ルール：${rule}）。メール管理者にお問い合わせください。`,
+  listedIn: (zones) => `（DNSBL掲載：${zones.map((z) => `${z.zone} ${z.codes.join('、')}`).join('、')}）`,
 };
 
 export const MESSAGES: Readonly<Record<Locale, Catalogue>> = { en, ja };

@@ -23,7 +23,7 @@
 import { clientNetwork, isIPv6, networkOf, v6Groups, v6NetworkOf } from './address.js';
 import { EXCEPT_KNOWN_GOOD, ONLY_SHARED, ONLY_UNSHARED, VETO } from './gate.js';
 import type { DistinctField, Policy, Rule } from './policy.js';
-import type { MailEvent } from './types.js';
+import type { Listing, MailEvent } from './types.js';
 
 /**
  * When the store charges a counter: `if-pass` only if the whole event passes;
@@ -234,15 +234,25 @@ function countsGuesses(rule: Rule): boolean {
 }
 
 /** The rule's `when` conditions, for an event it counts or checks. */
-function whenHolds(rule: Rule, event: MailEvent, role: 'count' | 'check'): boolean {
+function whenHolds(rule: Rule, s: Seen, role: 'count' | 'check'): boolean {
   const w = rule.when;
+  const event = s.event;
   if (w.authenticated !== undefined && w.authenticated !== (event.user !== undefined)) return false;
   if (w.context !== undefined && !w.context.includes(event.context)) return false;
   if (w.protocol !== undefined && !w.protocol.includes(event.protocol)) return false;
+  // Here, not in the gate: a rule whose condition does not hold is not in the plan at all (no Lua to mirror).
+  if (w.listed !== undefined && !listedHolds(w.listed, event.listed, s.policy.dnsbl.threshold)) return false;
   // `success` and `refused` describe the counted result; a check happens before there is one.
   if (role === 'check') return true;
   if ((w.refused ?? false) !== (event.refused === true)) return false;
+  if (w.pwhash !== undefined && w.pwhash !== (event.pwhash !== undefined)) return false;
   return w.success === undefined || w.success === event.success;
+}
+
+/** `when.listed`: the score reaches the threshold (true) or does not (false), or one of the zones lists the client. */
+function listedHolds(cond: boolean | readonly string[], listing: Listing | undefined, threshold: number): boolean {
+  if (typeof cond === 'boolean') return (listing !== undefined && listing.score >= threshold) === cond;
+  return listing !== undefined && listing.zones.some((z) => cond.includes(z.zone));
 }
 
 /** A rule's part of an op's flags: its known-good exception and its shared condition. */
@@ -402,7 +412,7 @@ export function plan(event: MailEvent, policy: Policy): Plan {
   let ewmas: Array<[number, CounterOp]> | undefined;
   let companions: Array<[number, Rule, string, Charge, number]> | undefined;
   for (const { rule, role, prefix, distinct, guess, refusing, gate } of ix.byKind.get(event.kind) ?? NO_STEPS) {
-    if (!whenHolds(rule, event, role)) continue;
+    if (!whenHolds(rule, seen, role)) continue;
     const subject = subjectOf(rule, seen);
     if (subject === undefined) continue;
     const limit = limitFor(rule, subject);
@@ -553,7 +563,7 @@ function planGuesses(out: Plan, seen: Seen, ix: PolicyIndex): void {
   if (!success && event.refused !== true) return; // a checked failure is counted as a fact
   for (const { rule, prefix, distinct, checksAttempts, gate } of ix.guesses) {
     if (!checksAttempts && !(success && distinct === 'user')) continue;
-    if (!whenHolds(rule, event, 'check')) continue;
+    if (!whenHolds(rule, seen, 'check')) continue;
     const subject = subjectOf(rule, seen);
     const member = distinctMember(distinct as DistinctField, seen);
     if (subject === undefined || member === undefined) continue;

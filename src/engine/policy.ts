@@ -67,6 +67,16 @@ export interface Rule {
     refused?: boolean | undefined;
     /** Count and act only when the client address is (true) or is not (false) a shared address. */
     shared?: boolean | undefined;
+    /**
+     * DNSBL (`event.listed`): count and act only for a client whose score reaches `dnsbl.threshold` (true),
+     * for one whose score does not (false), or for one that one of these zones lists.
+     */
+    listed?: boolean | readonly string[] | undefined;
+    /**
+     * For auth-result: count only results with (true) or without (false) a password fingerprint.
+     * A failure read from a log has none: it counts as a failure, never as a distinct password.
+     */
+    pwhash?: boolean | undefined;
   };
   /** Fire only when the count came from at least this many client addresses (login results only). */
   minAddresses?: number | undefined;
@@ -102,5 +112,14 @@ export interface Policy {
    * account, not by banning the address (`when.shared`). minUsers 0: off.
    */
   shared: { minUsers: number; windowMs: number };
+  /** DNS blocklists: the zones dns/dnsbl.ts asks about each client and the score that makes it listed. */
+  dnsbl: { zones: readonly DnsblZone[]; threshold: number };
   rules: readonly Rule[];
+}
+
+/** A blocklist and what its answers weigh: `weight` for any answer code within `codes` (IPv4 ranges as numbers). */
+export interface DnsblZone {
+  zone: string;
+  weight: number;
+  codes: ReadonlyArray<readonly [number, number]>;
 }

@@ -6,9 +6,26 @@
  * sockets, SQLite or Redis. Times are milliseconds since the epoch, passed in.
  */
 
-/** What happened. `message` is an accepted message (END-OF-MESSAGE); `data` is the DATA command. */
+/**
+ * What happened. `message` is an accepted message (END-OF-MESSAGE); `data` is the DATA command.
+ * The last five are what Postfix refused or dropped on its own, read from its log (logs/postfix.ts).
+ */
 export type EventKind =
-  'connect' | 'helo' | 'mail' | 'recipient' | 'data' | 'message' | 'vrfy' | 'etrn' | 'auth-attempt' | 'auth-result';
+  | 'connect'
+  | 'helo'
+  | 'mail'
+  | 'recipient'
+  | 'data'
+  | 'message'
+  | 'vrfy'
+  | 'etrn'
+  | 'auth-attempt'
+  | 'auth-result'
+  | 'pregreet'
+  | 'blocklisted'
+  | 'relay-denied'
+  | 'smtp-errors'
+  | 'lost-after-auth';
 
 export const EVENT_KINDS: readonly EventKind[] = [
   'connect',
@@ -21,6 +38,11 @@ export const EVENT_KINDS: readonly EventKind[] = [
   'etrn',
   'auth-attempt',
   'auth-result',
+  'pregreet',
+  'blocklisted',
+  'relay-denied',
+  'smtp-errors',
+  'lost-after-auth',
 ];
 
 export interface MailEvent {
@@ -42,7 +64,7 @@ export interface MailEvent {
   recipients: number;
   /** Message size in bytes (END-OF-MESSAGE), else 0. */
   size: number;
-  /** Password fingerprint (Dovecot pwhash), never the password. */
+  /** Password fingerprint (Dovecot pwhash), never the password; a login result read from a log has none. */
   pwhash?: string | undefined;
   /** For auth-result: the password was checked and right, and the login was let in. */
   success?: boolean | undefined;
@@ -51,6 +73,17 @@ export interface MailEvent {
    * password was never checked, or was right but the login was refused anyway. Not a guess.
    */
   refused?: boolean | undefined;
+  /**
+   * What DNS blocklists say of the client, when one lists it (Postfix events; dns/dnsbl.ts fills it in
+   * from its cache, never the engine). Undefined: listed nowhere, or the answer was not back in time.
+   */
+  listed?: Listing | undefined;
+}
+
+/** The zones that list a client, the codes they answered, and the sum of their weights (`dnsbl.zones`). */
+export interface Listing {
+  score: number;
+  zones: ReadonlyArray<{ zone: string; codes: readonly string[]; weight: number }>;
 }
 
 /**

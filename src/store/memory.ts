@@ -61,11 +61,22 @@ export interface MemoryStoreOptions {
   onDisk?: ((health: DiskHealth) => void) | undefined;
 }
 
+/** A change to the bans in force, told to whoever copies them elsewhere (the firewall: actions/firewall.ts). */
+export type BanChange =
+  | { kind: 'set'; rec: BanRecord }
+  | { kind: 'delete'; subject: string }
+  | { kind: 'replace'; bans: readonly BanRecord[] };
+
 /** The actor of what the rules do; anyone else is a person waiting for an answer. */
 const AUTOMATIC = 'mailwarden';
 
 export class MemoryStore implements Store {
   readonly backend = 'memory';
+  /**
+   * Told of every ban made, changed, lifted or replaced here, rules' and people's and (in cluster
+   * mode) the mirrored ones alike; not of a ban running out. Called synchronously: it must not throw.
+   */
+  onBanChange: ((change: BanChange) => void) | undefined;
   /** Counter key → GCRA TAT (rate rules), member → last seen (distinct rules), or a usual rate; coldest evicted first. */
   private readonly counters: CounterTable<CounterValue>;
   private readonly bans = new BanTable();
@@ -301,6 +312,7 @@ export class MemoryStore implements Store {
     };
     this.persist(actor, () => this.db.saveBan(rec, true));
     this.bans.set(rec);
+    this.onBanChange?.({ kind: 'set', rec });
     this.audit(now, 'ban', e.subject, e.rule, e.reason, actor, { ...e.evidence, until: rec.until, offence });
     const out = [rec];
     if (e.aggregate) {
@@ -332,12 +344,14 @@ export class MemoryStore implements Store {
     const known = this.bans.get(b.subject);
     if (known && known.since === b.since && known.until === b.until) return;
     this.bans.set(b);
+    this.onBanChange?.({ kind: 'set', rec: b });
     this.disk.write(() => this.db.saveBan(b, known?.since !== b.since));
   }
 
   /** Mirrors a lifted ban. */
   mirrorUnban(subject: string): void {
     if (!this.bans.delete(subject)) return;
+    this.onBanChange?.({ kind: 'delete', subject });
     for (const members of this.aggregates.values()) members.delete(subject);
     this.disk.write(() => this.db.deleteBan(subject));
   }
@@ -368,6 +382,7 @@ export class MemoryStore implements Store {
       if (rec) this.suspensions.set(rec.user, rec);
     }
     const kept = [...this.bans.values()];
+    this.onBanChange?.({ kind: 'replace', bans: kept });
     const keptSuspensions = [...this.suspensions.values()];
     this.disk.write(() => this.db.replaceBansAndSuspensions(kept, keptSuspensions));
   }
@@ -383,6 +398,7 @@ export class MemoryStore implements Store {
     // Lifted on disk first: a lift acknowledged and then undone by a restart would be a ban back from the dead.
     this.disk.now(() => this.db.deleteBan(subject));
     this.bans.delete(subject);
+    this.onBanChange?.({ kind: 'delete', subject });
     // A lifted network ban no longer counts towards banning its covering IPv6 prefix.
     for (const members of this.aggregates.values()) members.delete(subject);
     this.audit(now, 'unban', subject, b.rule, reason, actor, { was: b });

@@ -264,151 +264,177 @@ end
 `;
 
 /**
- * APPLY — MemoryStore.applySync: ban and suspension lookups, then every counter
- * computed, then whether the event passes (engine/gate.ts), then each charged as its op says.
- * KEYS: the ban keys (nb), the suspension key (ns = 0|1), one counter key per op, then P blen.
- * ARGV: now|'', nb, ns, DISTINCT_CAP, EWMA_TTL_TAUS, known-good op, shared op (1-based, 0: none),
- *   users that make an address shared, the blen version the ban keys were built for, then 6 per op:
+ * APPLY — MemoryStore.applySync, for each of a batch of decisions in turn (the decisions a node asks in
+ * one turn of its event loop: one round trip, and the script's own cost, for all of them; each is
+ * applied in full before the next, as separate calls in that order would be): ban and suspension
+ * lookups, then every counter computed, then whether the event passes (engine/gate.ts), then each
+ * charged as its op says.
+ * KEYS: P blen, then per decision: its ban keys (nb), its suspension key (ns = 0|1), one counter key per op.
+ * ARGV: the blen version the ban keys were built for, DISTINCT_CAP, EWMA_TTL_TAUS, the number of decisions,
+ *   then per decision: now|'', nb, ns, known-good op, shared op (1-based, 0: none), users that make an
+ *   address shared, the number of ops, then 6 per op:
  *   type (r rate, d distinct, R read, e ewma),
  *   charge (p if-pass, c if-conform, a always, n never, P pending, S settle, F forget), then
  *   rate: cost, limit, window, flags | distinct: member, limit, window, flags | read: of, limit, rateLimit, window |
  *   ewma: cost, tau, window, withSelf.
- * Returns: now, ban (flat hash or empty), suspension (flat hash or empty), then per op: count, exceeded, seen;
- * or, when the ban keys were built for another set of prefix lengths: 'lengths', version, blen (flat), and nothing
- * was read or charged.
+ * Returns one list per decision: now, ban (flat hash or empty), suspension (flat hash or empty), then per op:
+ * count, exceeded, seen; or, when the ban keys were built for another set of prefix lengths: 'lengths',
+ * version, blen (flat), and nothing was read or charged.
  */
 export const APPLY_LUA = `${COMMON}${BANLENS}
-local now = clock(ARGV[1])
-local lensKey = KEYS[#KEYS]
+local lensKey = KEYS[1]
+local serverNow = nil
+-- Redis's clock is read once per batch: its decisions are one moment.
+local function nowOf(arg)
+  if arg ~= '' then return tonumber(arg) end
+  if serverNow == nil then serverNow = clock('') end
+  return serverNow
+end
 local version = redis.call('HGET', lensKey, 'v')
 if not version then
   local P = string.sub(lensKey, 1, -5)
-  if redis.call('ZCOUNT', P .. 'bans', '(' .. num(now), '+inf') > 0 then
-    rebuildLens(P, now)
+  local first = nowOf(ARGV[5])
+  if redis.call('ZCOUNT', P .. 'bans', '(' .. num(first), '+inf') > 0 then
+    rebuildLens(P, first)
     version = redis.call('HGET', lensKey, 'v')
   end
 end
 version = version or ''
-if version ~= ARGV[9] then return { 'lengths', version, redis.call('HGETALL', lensKey) } end
-local nb, ns, CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local KG, SH, SHMIN = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local G = 9
--- the longest-lasting active ban covering the client
-local ban, banUntil = {}, nil
-for i = 1, nb do
-  local u = tonumber(redis.call('HGET', KEYS[i], 'until') or '')
-  if u ~= nil and u > now and (banUntil == nil or u > banUntil) then
-    banUntil = u
-    ban = redis.call('HGETALL', KEYS[i])
-  end
+if version ~= ARGV[1] then return { 'lengths', version, redis.call('HGETALL', lensKey) } end
+local CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function bit(f, b) return math.floor(f / b) % 2 == 1 end
+-- gate.ts holds()
+local function holds(f, shared)
+  if shared then return not bit(f, 8) end
+  return not bit(f, 4)
 end
-local susp = {}
-if ns == 1 then
-  local k = KEYS[nb + 1]
-  local u = tonumber(redis.call('HGET', k, 'until') or '')
-  if u ~= nil and u > now then susp = redis.call('HGETALL', k) end
-end
-local base = nb + ns
-local nops = (#ARGV - G) / 6
-local out = { num(now), ban, susp }
-local exceeded, counts, seens, tats, other, ewR, ewT, was = {}, {}, {}, {}, {}, {}, {}, {}
-for i = 1, nops do
-  local a = G + (i - 1) * 6
-  local t, k = ARGV[a + 1], KEYS[base + i]
-  local count, ex, seen = 0, false, ''
-  if t == 'r' then
-    local tat
-    tat, count, ex = gcra(rateOf(k), now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
-    tats[i] = tat
-  elseif t == 'd' then
-    local member, limit, window = ARGV[a + 3], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-    local pruned = redis.pcall('ZREMRANGEBYSCORE', k, '-inf', num(now - window))
-    if type(pruned) == 'table' then
-      -- another kind of counter under this key: the set reads as new
-      other[i] = true
-      count, seen = 1, '0'
-    else
-      local size = redis.call('ZCARD', k)
-      local has = redis.call('ZSCORE', k, member)
-      if has then
-        count, seen = size, '1'
-        was[i] = tonumber(has)
-      else
-        count, seen = size + 1, '0'
-      end
-    end
-    ex = count > limit
-  elseif t == 'R' then
-    count = readCount(k, ARGV[a + 3], now, tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
-    ex = count >= tonumber(ARGV[a + 4])
-  else
-    local cost, tau, window = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-    local r, rt, wrong = usualOf(k)
-    ewR[i], ewT[i], other[i] = r, rt, wrong
-    count = usualRate(r, rt, now, tau) * window
-    if ARGV[a + 6] == '1' then count = count + cost end
-  end
-  exceeded[i], counts[i], seens[i] = ex, count, seen
-  out[#out + 1] = num(count)
-  out[#out + 1] = ex and '1' or '0'
-  out[#out + 1] = seen
-end
--- gate.ts gateContext(), holds() and passes()
-local knownGood = KG > 0 and seens[KG] == '1'
-local shared = false
-if SH > 0 and SHMIN > 0 then
-  local users = counts[SH]
-  if seens[SH] ~= '1' then users = users - 1 end
-  shared = users >= SHMIN
-end
-local function flagsOf(i)
+local function flagsOf(G, i)
   local t = ARGV[G + (i - 1) * 6 + 1]
   if t == 'r' or t == 'd' then return tonumber(ARGV[G + (i - 1) * 6 + 6]) or 0 end
   return 0
 end
-local function bit(f, b) return math.floor(f / b) % 2 == 1 end
-local function holds(f)
-  if shared then return not bit(f, 8) end
-  return not bit(f, 4)
-end
-local pass = banUntil == nil and #susp == 0
-for i = 1, nops do
-  local f = flagsOf(i)
-  if pass and bit(f, 1) and exceeded[i] and holds(f) and not (bit(f, 2) and knownGood) then pass = false end
-end
--- Charge as each op says: if the event passes, if this counter conforms, always, or never;
--- in-flight members as pending, settled or forgotten.
-for i = 1, nops do
-  local a = G + (i - 1) * 6
-  local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
-  local ex = exceeded[i]
-  if t ~= 'R' and charge ~= 'n' and holds(flagsOf(i)) then
-    if t == 'd' and (charge == 'S' or charge == 'F') then
-      if was[i] ~= nil and not other[i] and (charge == 'F' or isPending(was[i])) then redis.call('ZREM', k, ARGV[a + 3]) end
-    elseif charge == 'a' or (charge == 'P' and pass) or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex) then
-      if t == 'r' then
-        redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
-      elseif t == 'd' then
-        local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
-        -- counting.ts memberTime(): a pending charge keeps a confirmed member confirmed
-        local time = math.floor(now)
-        if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
-        if other[i] then redis.call('DEL', k) end
-        redis.call('ZREM', k, member)
-        if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
-        redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
+local nowText, textOf = nil, nil
+-- One decision: its keys from KEYS[kb + 1], its ops' arguments from ARGV[G + 1].
+local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
+  -- the longest-lasting active ban covering the client
+  local ban, banUntil = {}, nil
+  for i = 1, nb do
+    local u = tonumber(redis.call('HGET', KEYS[kb + i], 'until') or '')
+    if u ~= nil and u > now and (banUntil == nil or u > banUntil) then
+      banUntil = u
+      ban = redis.call('HGETALL', KEYS[kb + i])
+    end
+  end
+  local susp = {}
+  if ns == 1 then
+    local k = KEYS[kb + nb + 1]
+    local u = tonumber(redis.call('HGET', k, 'until') or '')
+    if u ~= nil and u > now then susp = redis.call('HGETALL', k) end
+  end
+  local base = kb + nb + ns
+  -- the batch's decisions mostly share one moment: written once
+  if now ~= nowText then nowText, textOf = now, num(now) end
+  local out = { textOf, ban, susp }
+  if nops == 0 then return out end
+  local exceeded, counts, seens, tats, other, ewR, ewT, was = {}, {}, {}, {}, {}, {}, {}, {}
+  for i = 1, nops do
+    local a = G + (i - 1) * 6
+    local t, k = ARGV[a + 1], KEYS[base + i]
+    local count, ex, seen = 0, false, ''
+    if t == 'r' then
+      local tat
+      tat, count, ex = gcra(rateOf(k), now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+      tats[i] = tat
+    elseif t == 'd' then
+      local member, limit, window = ARGV[a + 3], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+      local pruned = redis.pcall('ZREMRANGEBYSCORE', k, '-inf', num(now - window))
+      if type(pruned) == 'table' then
+        -- another kind of counter under this key: the set reads as new
+        other[i] = true
+        count, seen = 1, '0'
       else
-        local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-        if other[i] then redis.call('DEL', k) end
-        -- counting.ts usualAdd()
-        local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
-        redis.call('HSET', k, 'r', num(r), 't', num(now))
-        redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+        local size = redis.call('ZCARD', k)
+        local has = redis.call('ZSCORE', k, member)
+        if has then
+          count, seen = size, '1'
+          was[i] = tonumber(has)
+        else
+          count, seen = size + 1, '0'
+        end
+      end
+      ex = count > limit
+    elseif t == 'R' then
+      count = readCount(k, ARGV[a + 3], now, tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
+      ex = count >= tonumber(ARGV[a + 4])
+    else
+      local cost, tau, window = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+      local r, rt, wrong = usualOf(k)
+      ewR[i], ewT[i], other[i] = r, rt, wrong
+      count = usualRate(r, rt, now, tau) * window
+      if ARGV[a + 6] == '1' then count = count + cost end
+    end
+    exceeded[i], counts[i], seens[i] = ex, count, seen
+    out[#out + 1] = num(count)
+    out[#out + 1] = ex and '1' or '0'
+    out[#out + 1] = seen
+  end
+  -- gate.ts gateContext(), holds() and passes()
+  local knownGood = KG > 0 and seens[KG] == '1'
+  local shared = false
+  if SH > 0 and SHMIN > 0 then
+    local users = counts[SH]
+    if seens[SH] ~= '1' then users = users - 1 end
+    shared = users >= SHMIN
+  end
+  local pass = banUntil == nil and #susp == 0
+  for i = 1, nops do
+    local f = flagsOf(G, i)
+    if pass and bit(f, 1) and exceeded[i] and holds(f, shared) and not (bit(f, 2) and knownGood) then pass = false end
+  end
+  -- Charge as each op says: if the event passes, if this counter conforms, always, or never;
+  -- in-flight members as pending, settled or forgotten.
+  for i = 1, nops do
+    local a = G + (i - 1) * 6
+    local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
+    local ex = exceeded[i]
+    if t ~= 'R' and charge ~= 'n' and holds(flagsOf(G, i), shared) then
+      if t == 'd' and (charge == 'S' or charge == 'F') then
+        if was[i] ~= nil and not other[i] and (charge == 'F' or isPending(was[i])) then redis.call('ZREM', k, ARGV[a + 3]) end
+      elseif charge == 'a' or (charge == 'P' and pass) or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex) then
+        if t == 'r' then
+          redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
+        elseif t == 'd' then
+          local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
+          -- counting.ts memberTime(): a pending charge keeps a confirmed member confirmed
+          local time = math.floor(now)
+          if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
+          if other[i] then redis.call('DEL', k) end
+          redis.call('ZREM', k, member)
+          if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
+          redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
+        else
+          local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+          if other[i] then redis.call('DEL', k) end
+          -- counting.ts usualAdd()
+          local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
+          redis.call('HSET', k, 'r', num(r), 't', num(now))
+          redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+        end
       end
     end
   end
+  return out
 end
-return out
+local results = {}
+local kb, a = 1, 4
+for d = 1, tonumber(ARGV[4]) do
+  local nb, ns, nops = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 7])
+  results[d] = applyOne(nowOf(ARGV[a + 1]), kb, a + 7, nb, ns,
+    tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), nops)
+  kb = kb + nb + ns + nops
+  a = a + 7 + 6 * nops
+end
+return results
 `;
 
 /**

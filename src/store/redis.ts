@@ -3,11 +3,13 @@
  * counter, ban, suspension, offence and audit row lives in Redis (or Valkey),
  * so several mail servers share one memory.
  *
- * One event is one round trip: apply() is one Lua script (store/redis-lua.ts,
- * sent with ioredis defineCommand: EVALSHA, and EVAL when the server answers
- * NOSCRIPT) that does what MemoryStore.applySync does, atomically, on Redis's
- * own clock (TIME), so nodes whose clocks are skewed still agree on windows
- * and ban ends.
+ * One event is one round trip at most: apply() is one Lua script
+ * (store/redis-lua.ts; EVALSHA, and EVAL when the server does not have it)
+ * that does what MemoryStore.applySync does, atomically, on Redis's own clock
+ * (TIME), so nodes whose clocks are skewed still agree on windows and ban
+ * ends. The decisions asked in one turn of the event loop share one call:
+ * the script applies each in turn, so Redis pays its per-call cost, and both
+ * sides the network's, once per batch (enqueue()).
  *
  * Hash tag: every key starts with `{prefix}:`, so all of mailwarden's keys
  * live in one hash slot. One event touches several subjects at once (address,
@@ -38,6 +40,7 @@
  * computed from the logical time; a test clock far behind Redis's would keep
  * keys longer, never shorter.
  */
+import { createHash } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { ApplyResult, CounterResult } from '../engine/decide.js';
 import { banSubject, type CounterOp, type Plan } from '../engine/plan.js';
@@ -107,7 +110,6 @@ export interface RedisStoreOptions {
 
 type Script = (numKeys: number, ...args: string[]) => Promise<unknown>;
 interface Scripts {
-  mwApply: Script;
   mwPeek: Script;
   mwCommit: Script;
   mwLift: Script;
@@ -144,6 +146,7 @@ const CHARGE = {
   forget: 'F',
 } as const;
 const CAP = String(DISTINCT_CAP);
+const APPLY_SHA = createHash('sha1').update(APPLY_LUA).digest('hex');
 const TAUS = String(EWMA_TTL_TAUS);
 
 /** The six script arguments of a counter op (see APPLY_LUA). */
@@ -180,6 +183,19 @@ interface BanLengths {
 }
 
 const NO_LENGTHS: readonly number[] = [];
+/** Records kept by recordOf before it starts again (one per ban or suspension in force that requests meet). */
+const RECORDS_MAX = 10_000;
+/** Decisions in one APPLY at most (more in one turn of the event loop go in several). */
+const BATCH_MAX = 256;
+/** A decision waiting for its batch's APPLY. */
+interface Queued {
+  plan: Plan;
+  now: number;
+  /** Answers that the prefix lengths changed so far. */
+  tries: number;
+  resolve: (r: ApplyResult) => void;
+  reject: (err: Error) => void;
+}
 /** Answers of APPLY that the lengths changed, in a row, before the store gives up (bans changing that fast). */
 const LENGTH_RETRIES = 5;
 
@@ -209,7 +225,9 @@ function credentialsOf(url: string): Pick<RedisOptions, 'username' | 'password' 
 /**
  * A connection as mailwarden needs it: fail fast (no offline queue, no retried
  * commands: the caller falls back to local memory instead), reconnect forever
- * in the background, RESP2 (works with every Redis and Valkey).
+ * in the background, RESP2 (works with every Redis and Valkey). No command
+ * timeout of ioredis's own: it arms a timer per command, and every call the
+ * daemon makes already has its deadline (store/resilient.ts).
  */
 export function createRedisClient(s: RedisSettings, name: string): RedisClient {
   const common: RedisOptions = {
@@ -218,7 +236,6 @@ export function createRedisClient(s: RedisSettings, name: string): RedisClient {
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
     connectTimeout: Math.max(1000, s.timeoutMs * 20),
-    commandTimeout: Math.max(2000, s.timeoutMs * 40),
     protocol: 2,
     retryStrategy: (times: number) => Math.min(50 * times, 1000),
   };
@@ -275,7 +292,6 @@ function auditRowOf(flat: string[]): AuditRow {
 
 function defineScripts(client: RedisClient): Scripts {
   const defs: Array<[keyof Scripts, string, boolean]> = [
-    ['mwApply', APPLY_LUA, false],
     ['mwPeek', PEEK_LUA, true],
     ['mwCommit', COMMIT_LUA, false],
     ['mwLift', LIFT_LUA, false],
@@ -310,7 +326,13 @@ export class RedisStore implements Store {
   private lengths: BanLengths = { version: '', v4: NO_LENGTHS, v6: NO_LENGTHS };
   /** Damaged records already reported (a ban is read on every request of its source). */
   private readonly reported = new Set<string>();
+  /** Bans and suspensions APPLY found, by their stored fields (recordOf). */
+  private readonly records = new Map<string, BanRecord | SuspensionRecord>();
   private subscriber: RedisClient | undefined;
+  /** Decisions waiting for this turn's APPLY (enqueue()). */
+  private queued: Queued[] = [];
+  /** APPLY was sent as a whole once on this connection: EVALSHA from then on (send()). */
+  private applyLoaded = false;
   /** Redis's clock minus ours at the last answer (server time only). */
   clockSkewMs: number | null = null;
   private sampled = { at: null as number | null, keys: 0, bans: 0, suspensions: 0, pending: false };
@@ -345,43 +367,93 @@ export class RedisStore implements Store {
   }
 
   apply(plan: Plan, now: number): Promise<ApplyResult> {
-    return this.applyFor(plan, now, 0);
+    return new Promise<ApplyResult>((resolve, reject) => this.enqueue({ plan, now, tries: 0, resolve, reject }));
   }
 
-  /** One APPLY with the ban keys of the lengths last learnt; again with the new ones if they changed. */
-  private applyFor(plan: Plan, now: number, tries: number): Promise<ApplyResult> {
+  /**
+   * The decisions asked in one turn of the event loop go to Redis together: one APPLY for all of them,
+   * sent once the turn's I/O callbacks have run (setImmediate), as the Postfix adapter sends its answers.
+   * Each still waits for one round trip at most, and Redis runs the script, and the network, once per
+   * batch instead of once per request.
+   */
+  private enqueue(q: Queued): void {
+    this.queued.push(q);
+    if (this.queued.length === 1) setImmediate(this.flush);
+    else if (this.queued.length >= BATCH_MAX) this.flush();
+  }
+
+  private readonly flush = (): void => {
+    const batch = this.queued;
+    if (batch.length === 0) return;
+    this.queued = [];
     const P = this.P;
-    const keys: string[] = [];
-    const cover = plan.banCover;
     const lengths = this.lengths;
-    const bans = cover === undefined ? [] : (cover.v6 ? lengths.v6 : lengths.v4).map((len) => banSubject(cover, len));
-    for (const s of bans) keys.push(`${P}ban:${s}`);
-    const ns = plan.suspendedUser === undefined ? 0 : 1;
-    if (ns === 1) keys.push(`${P}susp:${plan.suspendedUser as string}`);
-    // Op positions are 1-based in Lua; 0: none.
-    const at = (i: number | undefined): string => String(i === undefined ? 0 : i + 1);
-    const args: string[] = [
-      this.t(now),
-      String(bans.length),
-      String(ns),
-      CAP,
-      TAUS,
-      at(plan.knownGood),
-      at(plan.shared),
-      String(plan.sharedMin),
-      lengths.version,
-    ];
-    for (const op of plan.counters) {
-      keys.push(`${P}c:${op.key}`);
-      pushOp(args, op);
+    // [script, number of keys, ...keys, ...args]: built once, in one array (ioredis's script commands
+    // copy their arguments twice more and add a promise per call).
+    const argv: string[] = [this.applyLoaded ? APPLY_SHA : APPLY_LUA, '', this.lensKey];
+    const args: string[] = [lengths.version, CAP, TAUS, String(batch.length)];
+    for (const { plan, now } of batch) {
+      const cover = plan.banCover;
+      let nb = 0;
+      if (cover !== undefined)
+        for (const len of cover.v6 ? lengths.v6 : lengths.v4) {
+          argv.push(`${P}ban:${banSubject(cover, len)}`);
+          nb++;
+        }
+      const ns = plan.suspendedUser === undefined ? 0 : 1;
+      if (ns === 1) argv.push(`${P}susp:${plan.suspendedUser as string}`);
+      for (const op of plan.counters) argv.push(`${P}c:${op.key}`);
+      // Op positions are 1-based in Lua; 0: none.
+      args.push(
+        this.t(now),
+        String(nb),
+        String(ns),
+        String(plan.knownGood === undefined ? 0 : plan.knownGood + 1),
+        String(plan.shared === undefined ? 0 : plan.shared + 1),
+        String(plan.sharedMin),
+        String(plan.counters.length),
+      );
+      for (const op of plan.counters) pushOp(args, op);
     }
-    keys.push(this.lensKey);
-    return this.scripts.mwApply(keys.length, ...keys, ...args).then((raw) => {
-      const r = raw as unknown[];
-      if (r[0] !== 'lengths') return this.applyResult(r, plan.counters.length);
+    argv[1] = String(argv.length - 2);
+    for (const a of args) argv.push(a);
+    this.send(argv, batch);
+  };
+
+  /** EVALSHA, or EVAL when Redis does not have the script (yet, or any more: a restart, SCRIPT FLUSH). */
+  private send(argv: string[], batch: Queued[]): void {
+    this.applyLoaded = true;
+    this.client.call(argv[0] === APPLY_SHA ? 'evalsha' : 'eval', argv).then(
+      (raw) => this.answered(raw as unknown[], batch),
+      (err: unknown) => {
+        if (argv[0] === APPLY_SHA && err instanceof Error && err.message.startsWith('NOSCRIPT')) {
+          argv[0] = APPLY_LUA;
+          this.send(argv, batch);
+          return;
+        }
+        const e = err instanceof Error ? err : new Error(String(err));
+        for (const q of batch) q.reject(e);
+      },
+    );
+  }
+
+  private answered(r: unknown[], batch: Queued[]): void {
+    if (r[0] === 'lengths') {
+      // The ban keys were built for other prefix lengths: nothing was read or charged. Again, with the new ones.
       this.lengths = lengthsOf(r[1] as string, r[2]);
-      if (tries + 1 >= LENGTH_RETRIES) throw new Error('the prefix lengths of bans kept changing during one decision');
-      return this.applyFor(plan, now, tries + 1);
+      for (const q of batch) {
+        if (q.tries + 1 >= LENGTH_RETRIES)
+          q.reject(new Error('the prefix lengths of bans kept changing during one decision'));
+        else this.enqueue({ ...q, tries: q.tries + 1 });
+      }
+      return;
+    }
+    batch.forEach((q, i) => {
+      try {
+        q.resolve(this.applyResult(r[i] as unknown[], q.plan.counters.length));
+      } catch (err) {
+        q.reject(err instanceof Error ? err : new Error(String(err)));
+      }
     });
   }
 
@@ -425,10 +497,32 @@ export class RedisStore implements Store {
       counters[i] = seen === '' ? { count, exceeded } : { count, exceeded, seen: seen === '1' };
     }
     return {
-      ban: banFlat.length ? this.banOf(banFlat, at) : undefined,
-      suspension: suspFlat.length ? this.suspensionOf(suspFlat, at) : undefined,
+      ban: banFlat.length ? (this.recordOf(banFlat, at, 'ban') as BanRecord | undefined) : undefined,
+      suspension: suspFlat.length
+        ? (this.recordOf(suspFlat, at, 'suspension') as SuspensionRecord | undefined)
+        : undefined,
       counters,
     };
+  }
+
+  /**
+   * A ban or suspension APPLY found, as the same object while its stored fields stay the same: the
+   * refusal of a banned source is then made once per record (engine/decide.ts), not per request. Only
+   * a sound record is kept (a repaired one depends on the time it was read).
+   */
+  private recordOf(flat: string[], now: number, kind: 'ban' | 'suspension'): BanRecord | SuspensionRecord | undefined {
+    const key = `${kind}\u0000${flat.join('\u0000')}`;
+    const known = this.records.get(key);
+    if (known !== undefined) return known;
+    const m = flatToMap(flat);
+    if (!m.has('until')) return undefined;
+    const row = Object.fromEntries(m);
+    const c: Checked<BanRecord | SuspensionRecord> = kind === 'ban' ? checkBan(row, now) : checkSuspension(row, now);
+    if (c.rec !== undefined && c.problems.length === 0) {
+      if (this.records.size >= RECORDS_MAX) this.records.clear();
+      this.records.set(key, c.rec);
+    }
+    return this.checked(kind, m.get(kind === 'ban' ? 'subject' : 'user'), c);
   }
 
   private recordArgs(actor: string): string[] {

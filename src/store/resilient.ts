@@ -74,6 +74,59 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
+/** A decision waiting for Redis: settled once, by its answer or by its deadline. */
+interface Waiting {
+  due: number;
+  settled: boolean;
+  late: () => void;
+}
+
+/**
+ * The deadlines of the decisions waiting for Redis. They all have the same timeout, so they fall due in
+ * the order they were asked: one timer, set for the first still waiting, stands for all of them, instead
+ * of a timer armed and cleared per decision (and a promise around each).
+ */
+class Deadlines {
+  private queue: Waiting[] = [];
+  private first = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ms: number) {}
+
+  /** Starts a wait; `late` runs if it is not settled within the timeout. */
+  add(late: () => void): Waiting {
+    const w: Waiting = { due: performance.now() + this.ms, settled: false, late };
+    this.queue.push(w);
+    if (this.timer === undefined) this.timer = setTimeout(this.expire, this.ms);
+    return w;
+  }
+
+  private readonly expire = (): void => {
+    this.timer = undefined;
+    const now = performance.now();
+    const q = this.queue;
+    while (this.first < q.length) {
+      const w = q[this.first] as Waiting;
+      if (!w.settled && w.due > now) break;
+      this.first++;
+      if (!w.settled) {
+        w.settled = true;
+        w.late();
+      }
+    }
+    if (this.first === q.length) {
+      this.queue = [];
+      this.first = 0;
+      return;
+    }
+    if (this.first * 2 > q.length) {
+      this.queue = q.slice(this.first);
+      this.first = 0;
+    }
+    this.timer = setTimeout(this.expire, Math.max(1, (this.queue[this.first] as Waiting).due - now));
+  };
+}
+
 export class ResilientStore implements Store {
   readonly backend = 'redis';
   readonly redis: RedisStore;
@@ -95,12 +148,14 @@ export class ResilientStore implements Store {
   private resyncing = false;
   private closed = false;
   private subscribed = false;
+  private readonly deadlines: Deadlines;
 
   private constructor(o: ResilientOptions) {
     this.redis = o.redis;
     this.local = o.local;
     this.logger = o.logger;
     this.timeoutMs = o.timeoutMs;
+    this.deadlines = new Deadlines(o.timeoutMs);
     this.slowOpMs = Math.max(1000, o.timeoutMs * 20);
     this.probeMs = o.probeMs ?? 500;
     this.slowLimit = o.slowLimit ?? 3;
@@ -308,17 +363,33 @@ export class ResilientStore implements Store {
       this.localDecisions++;
       return this.local.applySync(plan, now);
     }
-    return withTimeout(this.redis.apply(plan, now), this.timeoutMs).then(
-      (r) => {
-        this.late = 0;
-        return r;
-      },
-      (err: unknown) => {
-        this.failed(err, 'decision', false);
-        this.localDecisions++;
-        return this.local.applySync(plan, now);
-      },
-    );
+    return new Promise<ApplyResult>((resolve, reject) => {
+      // Also from the deadlines' timer: nothing may throw out of here.
+      const locally = (err: unknown): void => {
+        try {
+          this.failed(err, 'decision', false);
+          this.localDecisions++;
+          resolve(this.local.applySync(plan, now));
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      };
+      const answer = this.redis.apply(plan, now);
+      const w = this.deadlines.add(() => locally(new Timeout(this.timeoutMs)));
+      answer.then(
+        (r) => {
+          if (w.settled) return;
+          w.settled = true;
+          this.late = 0;
+          resolve(r);
+        },
+        (err: unknown) => {
+          if (w.settled) return;
+          w.settled = true;
+          locally(err);
+        },
+      );
+    });
   }
 
   /** From the local cache, which mirrors the cluster's bans (and holds the ones made during an outage). */

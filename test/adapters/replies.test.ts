@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { toReply } from '../../src/adapters/dovecot/translate.js';
-import { toAction } from '../../src/adapters/postfix/translate.js';
+import { policyReply, toAction } from '../../src/adapters/postfix/translate.js';
 import { MESSAGES } from '../../src/engine/messages.js';
 import type { CountKind } from '../../src/engine/policy.js';
 import { ALLOW, type Action, type Decision } from '../../src/engine/types.js';
@@ -73,6 +73,23 @@ void describe('refusals on the wire', () => {
       toReply({ ...d('delay', ja), delaySeconds: 3 }, 'imap', CAPS),
       { status: 3, msg: '' },
       'a delay says nothing',
+    );
+  });
+
+  void test('a reply is made once per reason and shared: the same text, the same frozen Dovecot answer', () => {
+    const ban = d('reject', 'Access denied: 192.0.2.0/24 is blocked until 2026-12-04T05:00:00.000Z (rule manual)');
+    const line = policyReply(ban);
+    assert.equal(line, `action=${toAction(ban)}\n\n`);
+    assert.equal(policyReply({ ...ban }), line);
+    assert.equal(policyReply(d('tempfail', ban.reason)), `action=450 4.7.1 ${ban.reason}\n\n`, 'per action');
+    assert.equal(policyReply(ALLOW), 'action=DUNNO\n\n');
+    const imap = toReply(ban, 'imap', CAPS);
+    assert.equal(toReply({ ...ban }, 'pop3', CAPS), imap, 'one answer for IMAP and POP3');
+    assert.ok(Object.isFrozen(imap));
+    assert.notEqual(toReply(ban, 'smtp', CAPS), imap, 'SMTP AUTH has its own length');
+    assert.equal(
+      toReply({ ...d('delay', ''), delaySeconds: 3 }, 'imap', CAPS),
+      toReply({ ...d('delay', 'x'), delaySeconds: 3 }, 'pop3', CAPS),
     );
   });
 });

@@ -2,12 +2,14 @@
  * The dashboard's live feed (admin/activity): a Dovecot login attempt is one
  * row, whether its allow was refused or delayed, also with several attempts
  * of one client at once; a report makes a row of its own only when its
- * attempt made none. The real attack through the Dovecot endpoint is in
- * dashboard.test.ts.
+ * attempt made none. Repeats of one source by one rule within FEED_INTERVAL_MS
+ * are one row, and their count comes in a row of its own when the interval
+ * ends; the top lists count every one. The real attack through the Dovecot
+ * endpoint is in dashboard.test.ts.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Activity, type FeedItem } from '../../src/admin/activity.js';
+import { Activity, FEED_INTERVAL_MS, type FeedItem } from '../../src/admin/activity.js';
 import type { Action, Decision, MailEvent } from '../../src/engine/types.js';
 
 const T0 = Date.parse('2026-12-03T05:00:00Z');
@@ -51,19 +53,24 @@ test('a refused attempt and its report (policy_reject) are one row', () => {
   );
 });
 
-test('delayed attempts, two at once from one client: one row each, none for their reports', () => {
+test('delayed attempts, two at once from one client: one row with their count, none for their reports', () => {
   const { activity, rows } = feed();
   activity.record(login('auth-attempt', T0), decision('delay'));
   activity.record(login('auth-attempt', T0 + 1), decision('delay'));
   activity.record(login('auth-result', T0 + 3001), decision('delay'));
   activity.record(login('auth-result', T0 + 3002), decision('delay'));
-  assert.equal(rows.length, 2);
+  assert.equal(rows.length, 1);
   // the next attempt's report is its own again: its attempt was let through
   activity.record(login('auth-attempt', T0 + 4000), decision('allow'));
   activity.record(login('auth-result', T0 + 4001), decision('reject', 'auth-guess-ban'));
+  activity.sweep(T0 + 1 + FEED_INTERVAL_MS);
   assert.deepEqual(
-    rows.map((r) => r.rule),
-    ['auth-guess-delay', 'auth-guess-delay', 'auth-guess-ban'],
+    rows.map((r) => [r.rule, r.count]),
+    [
+      ['auth-guess-delay', 1],
+      ['auth-guess-ban', 1],
+      ['auth-guess-delay', 1],
+    ],
   );
 });
 
@@ -85,4 +92,53 @@ test('each attempt counts once in the top offenders', () => {
   activity.record(login('auth-attempt', T0 + 2), decision('allow'));
   activity.record(login('auth-result', T0 + 3), decision('allow'));
   assert.deepEqual(activity.top(T0 + 10).ips, [{ subject: '203.0.113.5', count: 2 }]);
+});
+
+test('a flood from one source: a row per rule and interval with the count since the last, the top lists exact', () => {
+  const { activity, rows } = feed();
+  const smtp = (time: number, ip = '198.51.100.7'): MailEvent => ({
+    kind: 'connect',
+    time,
+    ip,
+    protocol: 'smtp',
+    context: '',
+    recipients: 0,
+    size: 0,
+  });
+  // 100 refusals a second for 25 s, by the ban
+  for (let i = 0; i < 2500; i++) activity.record(smtp(T0 + i * 10), decision('reject', 'ban'));
+  // another source and another rule are rows of their own
+  activity.record(smtp(T0 + 50, '198.51.100.8'), decision('reject', 'ban'));
+  activity.record(smtp(T0 + 60), decision('tempfail', 'smtp-connections-per-ip'));
+  activity.sweep(T0 + 40_000);
+  const mine = rows.filter((r) => r.ip === '198.51.100.7' && r.rule === 'ban');
+  assert.deepEqual(
+    mine.map((r) => [r.time - T0, r.count]),
+    [
+      [0, 1],
+      [10_000, 1000],
+      [20_000, 1000],
+      [24_990, 499],
+    ],
+    'the first at once, then one per interval counting the refusals since the row before',
+  );
+  assert.equal(
+    mine.reduce((n, r) => n + (r.count ?? 0), 0),
+    2500,
+  );
+  assert.deepEqual(
+    rows.filter((r) => r.ip !== '198.51.100.7' || r.rule !== 'ban').map((r) => [r.ip, r.rule, r.count]),
+    [
+      ['198.51.100.8', 'ban', 1],
+      ['198.51.100.7', 'smtp-connections-per-ip', 1],
+    ],
+  );
+  assert.deepEqual(activity.top(T0 + 40_000).ips, [
+    { subject: '198.51.100.7', count: 2501 },
+    { subject: '198.51.100.8', count: 1 },
+  ]);
+  assert.equal(
+    activity.timeline(T0 + 40_000).series['decisions.reject']?.reduce((a, b) => a + b, 0),
+    2501,
+  );
 });

@@ -53,10 +53,16 @@ function rule(s: Settings, name: string): Rule {
 /** The built-in rules, in their order (the numbers of each are checked below). */
 const DEFAULT_RULE_NAMES = DEFAULT_RULES.map((r) => r.name);
 
-/** The SMTP flow rules: connections and recipients per IP, messages and recipients per user. */
+/** The SMTP flow rules: connections and recipients per IP and network (stricter when listed); per user. */
 const SMTP_RULE_NAMES = [
   'smtp-connections-per-ip',
   'inbound-recipients-per-ip',
+  'inbound-recipients-per-network',
+  'listed-connections-per-ip',
+  'listed-recipients-per-ip',
+  'listed-recipients-per-network',
+  'listed-messages-per-ip',
+  'listed-messages-per-network',
   'user-messages-per-hour',
   'user-messages-per-day',
   'user-recipients-per-hour',
@@ -173,6 +179,12 @@ void describe('built-in defaults', () => {
     assert.deepEqual(summary, [
       ['smtp-connections-per-ip', 'connect', 'ip', 'events', 60, 60_000, undefined, 'tempfail'],
       ['inbound-recipients-per-ip', 'recipient', 'ip', 'recipients', 500, HOUR, false, 'tempfail'],
+      ['inbound-recipients-per-network', 'recipient', 'network', 'recipients', 2000, HOUR, false, 'tempfail'],
+      ['listed-connections-per-ip', 'connect', 'ip', 'events', 10, 60_000, undefined, 'tempfail'],
+      ['listed-recipients-per-ip', 'recipient', 'ip', 'recipients', 50, HOUR, false, 'tempfail'],
+      ['listed-recipients-per-network', 'recipient', 'network', 'recipients', 200, HOUR, false, 'tempfail'],
+      ['listed-messages-per-ip', 'message', 'ip', 'messages', 20, HOUR, false, 'tempfail'],
+      ['listed-messages-per-network', 'message', 'network', 'messages', 60, HOUR, false, 'tempfail'],
       ['user-messages-per-hour', 'message', 'user', 'messages', 100, HOUR, true, 'tempfail'],
       ['user-messages-per-day', 'message', 'user', 'messages', 500, DAY, true, 'tempfail'],
       ['user-recipients-per-hour', 'message', 'user', 'recipients', 300, HOUR, true, 'tempfail'],
@@ -892,7 +904,7 @@ void describe('invalid values', () => {
     );
     assert.match(
       ps[0]?.message ?? '',
-      /^rules\.0\.on\.1: "sent" is not one of "connect", "helo", "mail", "recipient", "data", "message", "vrfy", "etrn", "auth-attempt", "auth-result"$/,
+      /^rules\.0\.on\.1: "sent" is not one of "connect", "helo", "mail", "recipient", "data", "message", "vrfy", "etrn", "auth-attempt", "auth-result", "pregreet", "blocklisted", "relay-denied", "smtp-errors", "lost-after-auth"$/,
     );
     assert.match(
       ps[1]?.message ?? '',

@@ -343,6 +343,23 @@ void describe('decide() on hand-made store answers', () => {
     assert.deepEqual(d.effects, []);
   });
 
+  void test('a ban refuses with one decision per ban record and language, made once (the flood path)', () => {
+    const result = { ban, counters: under.counters };
+    const first = decide(event, policy, p, result);
+    assert.equal(decide(event, policy, p, result), first, 'the same decision object');
+    assert.ok(Object.isFrozen(first));
+    assert.equal(decide(event, policy, p, { suspension: susp, counters: under.counters }).rule, 'suspension');
+    const later = { ...ban, until: ban.until + HOUR };
+    const again = decide(event, policy, p, { ban: later, counters: under.counters });
+    assert.notEqual(again, first, 'a changed ban is a new record: a new decision');
+    assert.match(again.reason, /blocked until 2025-01-01T02:00:00\.000Z/);
+    const login = decide(makeEvent({ kind: 'auth-attempt', protocol: 'imap' }), policy, p, {
+      suspension: susp,
+      counters: under.counters,
+    });
+    assert.equal(login.reason, suspensionReason(susp, true), 'refused at login: its own words');
+  });
+
   void test('a suspension rejects with rule "suspension"; a ban outranks it', () => {
     const d = decide(event, policy, p, { suspension: susp, counters: under.counters });
     assert.equal(d.action, 'reject');

@@ -105,6 +105,41 @@ void describe('redis store: what only the shared store does', () => {
     assert.equal(delta('info'), 1, 'only the stats probe of this test');
   });
 
+  void test('decisions asked at once share one APPLY, each decided as if alone; a flushed script is sent again', async () => {
+    const policy = rulesPolicy(
+      '  - {name: conn, on: [connect], key: ip, count: events, limit: 3, window: 1m, then: reject}',
+    );
+    const s = new RedisStore({ client: client(), prefix: prefix(), node: 'a', lookbackMs: 86_400_000 });
+    await s.apply(plan(makeEvent(), policy), 0); // loads the script
+    const calls = (k: string): number =>
+      Number(new RegExp(`^cmdstat_${k}:calls=(\\d+)`, 'm').exec(server.cli('info', 'commandstats'))?.[1] ?? 0);
+    const ev = makeEvent({ ip: '192.0.2.77' });
+    const before = calls('evalsha');
+    const all = await Promise.all(Array.from({ length: 6 }, () => s.apply(plan(ev, policy), 0)));
+    assert.deepEqual(
+      all.map((r) => [r.counters[0]?.count, r.counters[0]?.exceeded]),
+      [
+        [1, false],
+        [2, false],
+        [3, false],
+        [4, true],
+        [4, true],
+        [4, true],
+      ],
+      'in the order asked; the refused ones not charged',
+    );
+    assert.equal(calls('evalsha') - before, 1, 'one round trip for the six');
+    server.cli('script', 'flush');
+    const evals = calls('eval');
+    assert.equal((await s.apply(plan(makeEvent({ ip: '192.0.2.78' }), policy), 0)).counters[0]?.count, 1);
+    assert.equal(calls('eval') - evals, 1, 'NOSCRIPT: the script went again, whole');
+    // A ban read back is one record while it stands: its refusal is made once (engine/decide.ts).
+    await s.commit([banEffect(policy, '192.0.2.77', { rule: 'm', reason: 'r' })], 0, 'cli');
+    const [a, b] = await Promise.all([s.apply(plan(ev, policy), 0), s.apply(plan(ev, policy), 0)]);
+    assert.ok(a.ban !== undefined && a.ban === b.ban);
+    assert.equal((await s.apply(plan(ev, policy), 0)).ban, a.ban);
+  });
+
   void test('every key the store writes has a TTL', async () => {
     const p = prefix();
     const s = new RedisStore({ client: client(), prefix: p, node: 'a', lookbackMs: 86_400_000 });

@@ -101,6 +101,9 @@ const ALLOW_TEXT = JSON.stringify(ALLOW_REPLY);
 // Header lists as flat arrays (name, value, …): no object to walk per answer.
 const ALLOW_HEADERS = ['content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(ALLOW_TEXT))];
 
+// Each refusal's and delay's reply is one shared object (dovecot/translate.ts): serialized once.
+const SERIALIZED = new WeakMap<object, { text: string; length: string }>();
+
 // Bodies are strings: node:http joins a string body to the headers and writes once, where a
 // Buffer body goes out as a second chunk through writev (measured ~5% more logins/s).
 function send(res: ServerResponse, status: number, body: object, close = false): void {
@@ -109,8 +112,13 @@ function send(res: ServerResponse, status: number, body: object, close = false):
     res.end(ALLOW_TEXT);
     return;
   }
-  const text = JSON.stringify(body);
-  const headers = ['content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(text))];
+  let made = SERIALIZED.get(body);
+  if (made === undefined) {
+    const json = JSON.stringify(body);
+    SERIALIZED.set(body, (made = { text: json, length: String(Buffer.byteLength(json)) }));
+  }
+  const text = made.text;
+  const headers = ['content-type', JSON_TYPE, 'content-length', made.length];
   if (close) headers.push('connection', 'close');
   res.writeHead(status, headers);
   res.end(text);

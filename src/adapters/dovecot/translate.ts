@@ -89,6 +89,12 @@ export const ALLOW_REPLY: DovecotReply = { status: 0, msg: '' };
 const MSG_BYTES = 900;
 const SMTP_MSG_BYTES = 512 - '535 5.7.8 Error: authentication failed: \r\n'.length;
 
+// Replies made, shared and frozen: under attack most answers repeat a few refusals (a ban's, a rule's own
+// message) and delays, and the server serializes each reply object once. Bounded: cleared when full.
+const REFUSALS = { smtp: new Map<string, DovecotReply>(), other: new Map<string, DovecotReply>() };
+const REFUSALS_MAX = 1024;
+const DELAYS = new Map<number, DovecotReply>();
+
 /** A Decision as Dovecot's `{status, msg}`; delays capped per protocol. */
 export function toReply(
   d: Decision,
@@ -101,10 +107,22 @@ export function toReply(
       return ALLOW_REPLY;
     case 'delay': {
       const capMs = protocol === 'smtp' ? caps.smtpMaxDelayMs : caps.maxDelayMs;
-      return { status: Math.max(1, Math.min(d.delaySeconds, Math.floor(capMs / 1000))), msg: '' };
+      const status = Math.max(1, Math.min(d.delaySeconds, Math.floor(capMs / 1000)));
+      let r = DELAYS.get(status);
+      if (r === undefined) DELAYS.set(status, (r = Object.freeze({ status, msg: '' })));
+      return r;
     }
     case 'tempfail':
-    case 'reject':
-      return { status: -1, msg: replyLine(d.reason, protocol === 'smtp' ? SMTP_MSG_BYTES : MSG_BYTES) };
+    case 'reject': {
+      const smtp = protocol === 'smtp';
+      const made = smtp ? REFUSALS.smtp : REFUSALS.other;
+      let r = made.get(d.reason);
+      if (r === undefined) {
+        if (made.size >= REFUSALS_MAX) made.clear();
+        r = Object.freeze({ status: -1, msg: replyLine(d.reason, smtp ? SMTP_MSG_BYTES : MSG_BYTES) });
+        made.set(d.reason, r);
+      }
+      return r;
+    }
   }
 }

@@ -24,7 +24,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import type { ListenTarget } from '../../config/schema.js';
-import type { Decision } from '../../engine/types.js';
+import type { Decision, MailEvent } from '../../engine/types.js';
 import { listenOn } from '../../listen.js';
 import { ThrottledLog, type ThrottleOptions } from '../../log.js';
 import { withinBudget, type Evaluate } from '../budget.js';
@@ -32,7 +32,7 @@ import { ConnectionCaps, refusalMessage, type ConnectionLimits, type ConnectionS
 import { ACCEPT_PAUSED, adopt, canAdopt, type OnBytes } from '../read-buffer.js';
 import { FramingError, PolicyParser, type PolicyAttributes } from './parse.js';
 import { RepeatMemo } from './repeats.js';
-import { toAction, toEvent } from './translate.js';
+import { policyReply, toEvent } from './translate.js';
 
 export interface PostfixServerOptions {
   evaluate: Evaluate;
@@ -49,6 +49,11 @@ export interface PostfixServerOptions {
   logThrottle?: ThrottleOptions;
   /** false: read through 'data' events even where the shared read buffer works (tests cover both). */
   sharedReadBuffer?: boolean;
+  /**
+   * Puts the client's DNSBL listing on the event (dns/dnsbl.ts): at once from its cache, or a promise that
+   * resolves when the answer is there or its own wait (well inside the budget) is over. Never rejects.
+   */
+  listing?: (event: MailEvent) => Promise<void> | undefined;
 }
 
 export interface PostfixStats {
@@ -246,7 +251,9 @@ export class PostfixPolicyServer {
     }
     let d: Decision | Promise<Decision>;
     try {
-      d = this.o.evaluate(t.event);
+      const event = t.event;
+      const waiting = this.o.listing?.(event);
+      d = waiting === undefined ? this.o.evaluate(event) : waiting.then(() => this.o.evaluate(event));
     } catch (err) {
       return this.failed(err, t.event.ip);
     }
@@ -268,7 +275,7 @@ export class PostfixPolicyServer {
   }
 
   private reply(memo: RepeatMemo | undefined, attrs: PolicyAttributes, now: number, d: Decision): string {
-    const reply = d.action === 'allow' ? DUNNO : `action=${toAction(d)}\n\n`;
+    const reply = d.action === 'allow' ? DUNNO : policyReply(d);
     memo?.set(attrs, now, reply);
     return reply;
   }

@@ -9,7 +9,7 @@
  */
 import { canonicalIp } from '../../engine/address.js';
 import { replyLine } from '../../engine/messages.js';
-import type { Decision, EventKind, MailEvent } from '../../engine/types.js';
+import type { Action, Decision, EventKind, MailEvent } from '../../engine/types.js';
 import type { PolicyAttributes } from './parse.js';
 
 // A Map: indexing an object with a received string would look the string up in V8's string table first.
@@ -56,6 +56,8 @@ export function toEvent(a: PolicyAttributes, now: number): Translation {
       recipient: a.recipient ? a.recipient.toLowerCase() : undefined,
       recipients: kind === 'recipient' ? 1 : kind === 'data' || kind === 'message' ? count : 0,
       size: kind === 'message' ? int(a.size) : 0,
+      // Set by the DNSBL lookup (dns/dnsbl.ts); here so every Postfix event has one shape.
+      listed: undefined,
     },
   };
 }
@@ -85,4 +87,27 @@ export function toAction(d: Decision): string {
     case 'hold':
       return `HOLD ${smtpText(d.reason)}`;
   }
+}
+
+// Replies made, by action and reason: under attack most refusals repeat a few reasons (a ban's, a rule's
+// own message), and a reply's text is cleaned and cut on the way (replyLine). Bounded: cleared when full.
+const REPLIES: Record<Exclude<Action, 'allow'>, Map<string, string>> = {
+  delay: new Map(),
+  tempfail: new Map(),
+  reject: new Map(),
+  hold: new Map(),
+};
+const REPLIES_MAX = 1024;
+
+/** The whole policy reply (`action=…` and the blank line that ends it); a refusal's is made once per reason. */
+export function policyReply(d: Decision): string {
+  if (d.action === 'allow') return 'action=DUNNO\n\n';
+  const made = REPLIES[d.action];
+  let text = made.get(d.reason);
+  if (text === undefined) {
+    if (made.size >= REPLIES_MAX) made.clear();
+    text = `action=${toAction(d)}\n\n`;
+    made.set(d.reason, text);
+  }
+  return text;
 }

@@ -1234,7 +1234,15 @@ function EventTable({ events, link, compact }) {
           : html`<${Badge} kind=${e.kind} />`,
     },
     { label: t('col.via'), cell: (e) => [e.adapter, e.protocol].filter(Boolean).join(' · ') },
-    { label: t('col.action'), cell: (e) => (e.action ? html`<${Badge} kind=${e.action} />` : '') },
+    {
+      label: t('col.action'),
+      // a row of refusals of one source by one rule stands for `count` of them (admin/activity.ts)
+      cell: (e) => {
+        if (!e.action) return '';
+        const times = e.count > 1 ? html` <span class="muted">×${fmtNum(e.count)}</span>` : '';
+        return html`<${Badge} kind=${e.action} />${times}`;
+      },
+    },
     { label: t('col.rule'), cell: (e) => (e.rule ? html`<code>${e.rule}</code>` : '') },
     {
       label: t('col.subject'),
@@ -1354,13 +1362,27 @@ function Shell({ token, signOut, onLocale }) {
 }
 
 /** States where mailwarden works but not fully: said on every page, never only in a log. */
+/** Banners for what needs the administrator now: the disk, the firewall, our own addresses on a blocklist. */
 function Degraded(s) {
+  const out = [];
   const p = s?.store?.persistence;
-  if (!p || p.ok) return '';
-  return html`<p class="problem degraded" role="alert" data-degraded="persistence">
-    <strong>${t('degraded.title')}</strong> ${p.error ?? t('degraded.error')}
-    ${p.queued ? ` · ${t('degraded.queued', { n: fmtNum(p.queued) })}` : ''} · ${t('degraded.note')}
-  </p>`;
+  if (p && !p.ok)
+    out.push(html`<p class="problem degraded" role="alert" data-degraded="persistence">
+      <strong>${t('degraded.title')}</strong> ${p.error ?? t('degraded.error')}
+      ${p.queued ? ` · ${t('degraded.queued', { n: fmtNum(p.queued) })}` : ''} · ${t('degraded.note')}
+    </p>`);
+  const f = s?.firewall;
+  if (f?.state === 'degraded')
+    out.push(html`<p class="problem degraded" role="alert" data-degraded="firewall">
+      <strong>${t('firewall.title')}</strong> ${f.lastError ?? ''} · ${t('firewall.note')}
+    </p>`);
+  for (const c of (s?.reputation?.checks ?? []).filter((x) => x.state === 'listed'))
+    out.push(html`<p class="problem degraded" role="alert" data-degraded="reputation">
+      <strong>${t('reputation.title')}</strong>
+      ${t('reputation.listed', { subject: c.subject, zone: c.zone, codes: (c.codes ?? []).join(', ') })}
+      ${c.reason ? ` · ${c.reason}` : ''}
+    </p>`);
+  return out;
 }
 
 function App() {

@@ -207,6 +207,10 @@ export const STRINGS = {
     'degraded.error': 'writes to the data directory fail',
     'degraded.queued': '{n} writes waiting',
     'degraded.note': 'bans are enforced from memory and written when the disk takes them again.',
+    'firewall.title': 'Degraded: firewall.',
+    'firewall.note': 'bans are refused inline only, the kernel does not drop them; retrying.',
+    'reputation.title': 'Blocklisted:',
+    'reputation.listed': '{subject} is listed in {zone} ({codes}).',
 
     'time.noEnd': 'no end',
     'span.s': '{s}s',
@@ -427,6 +431,10 @@ export const STRINGS = {
     'degraded.error': 'データディレクトリへの書き込みに失敗しています',
     'degraded.queued': '書き込み待ち {n} 件',
     'degraded.note': 'BANはメモリ上で適用され、ディスクが復旧しだい書き込まれます。',
+    'firewall.title': '機能低下: ファイアウォール',
+    'firewall.note': 'BANは応答での拒否のみ有効で、カーネルでは遮断されていません。再試行中です。',
+    'reputation.title': 'ブロックリスト掲載:',
+    'reputation.listed': '{subject} が {zone} に掲載されています（{codes}）。',
 
     'time.noEnd': '無期限',
     'span.s': '{s}秒',
