@@ -41,7 +41,8 @@
  * 2), MAILWARDEN_BENCH_FILL (addresses for the memory phase, 1000000), MAILWARDEN_BENCH_PEERS=0 to skip postfwd,
  * MAILWARDEN_BENCH_KEEP=1 to keep the temp dir (logs), MAILWARDEN_BENCH_PHASES
  * (comma-separated subset of throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs);
- * MAILWARDEN_BENCH_LOG_LINES (lines of the log phase, 500000).
+ * MAILWARDEN_BENCH_LOG_LINES (lines of the log phase, 500000); MAILWARDEN_BENCH_CPU_PROF=dir (CPU profiles
+ * of the redis phase's daemons).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';

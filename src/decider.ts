@@ -19,9 +19,9 @@
  */
 import type { Logger } from 'pino';
 import type { Notifier } from './actions/notify.js';
-import { banDecision, decide, isoTime } from './engine/decide.js';
+import { banDecision, decide, isoTime, type ApplyResult } from './engine/decide.js';
 import { replyLocale } from './engine/messages.js';
-import { plan } from './engine/plan.js';
+import { plan, type Plan } from './engine/plan.js';
 import type { Policy } from './engine/policy.js';
 import type { BanRecord, Decision, MailEvent, RuleHit } from './engine/types.js';
 import { AUDIT_THROTTLE_MS, type CommitResult, type Store } from './store/types.js';
@@ -116,15 +116,32 @@ export class Decider {
     try {
       const p = plan(event, policy);
       const result = this.store.apply(p, event.time);
-      const d =
-        result instanceof Promise
-          ? result.then((r) => this.settle(event, decide(event, policy, p, r), started))
-          : this.settle(event, decide(event, policy, p, result), started);
-      return d instanceof Promise ? d.catch((err: unknown) => this.rescue(event, err, started)) : d;
+      return result instanceof Promise
+        ? result.then(
+            (r) => this.finish(event, policy, p, r, started),
+            (err: unknown) => this.rescue(event, err, started),
+          )
+        : this.finish(event, policy, p, result, started);
     } catch (err) {
       return this.rescue(event, err, started);
     }
   };
+
+  /** The decision from the store's answer; whatever fails on the way is rescued. */
+  private finish(
+    event: MailEvent,
+    policy: Policy,
+    p: Plan,
+    r: ApplyResult,
+    started: number,
+  ): Decision | Promise<Decision> {
+    try {
+      const d = this.settle(event, decide(event, policy, p, r), started);
+      return d instanceof Promise ? d.catch((err: unknown) => this.rescue(event, err, started)) : d;
+    } catch (err) {
+      return this.rescue(event, err, started);
+    }
+  }
 
   /** A decision failed: a ban in force still refuses; anything else is thrown on, for the adapter to fail open. */
   private rescue(event: MailEvent, err: unknown, started: number): Decision {

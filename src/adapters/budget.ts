@@ -5,15 +5,37 @@
  * server is never kept waiting by our failure. A synchronous decision (the
  * embedded store) never gets here: no promise, no timer on the hot path.
  */
+import { Deadlines } from '../deadlines.js';
 import type { Decision, MailEvent } from '../engine/types.js';
 
 export type Evaluate = (event: MailEvent) => Decision | Promise<Decision>;
 
-/** Resolves with the decision, or with undefined once `ms` have passed. */
+/** One Deadlines per budget in use (a handful: the adapters' budgets and the DNSBL wait). */
+const budgets = new Map<number, Deadlines>();
+
+/** Resolves with the decision, or with undefined once `ms` have passed; a rejection passes through. */
 export function withinBudget<T>(pending: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, ms, undefined);
+  let deadlines = budgets.get(ms);
+  if (deadlines === undefined) {
+    // A budget changed by reloads many times over: the old ones' waits still end on their own timers.
+    if (budgets.size >= 16) budgets.clear();
+    deadlines = new Deadlines(ms);
+    budgets.set(ms, deadlines);
+  }
+  const d = deadlines;
+  return new Promise<T | undefined>((resolve, reject) => {
+    const w = d.add(() => resolve(undefined));
+    pending.then(
+      (v) => {
+        if (w.settled) return;
+        w.settled = true;
+        resolve(v);
+      },
+      (err: unknown) => {
+        if (w.settled) return;
+        w.settled = true;
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
   });
-  return Promise.race([pending, late]).finally(() => clearTimeout(timer));
 }

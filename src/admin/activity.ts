@@ -67,11 +67,15 @@ type Slice = { start: number; ips: Map<string, Cell>; networks: Map<string, Cell
 /** A source's cells in one slice (undefined: that list was full, the source is not in it). */
 type Tally = { slice: Slice; ip: Cell | undefined; network: Cell | undefined; user: Cell | undefined };
 
-/** A source's feed row for one rule, open for FEED_INTERVAL_MS: repeats are counted, not published. */
+/**
+ * A source's feed row for one rule: its repeats are counted, not published, until the source's next refusal
+ * FEED_INTERVAL_MS after the row opens a row of its own (with that count), or until the source has been quiet
+ * that long (sweep()).
+ */
 interface OpenRow {
   row: FeedItem;
   repeats: number;
-  /** The last repeat's time. */
+  /** The time of its last refusal (the row's own, until a repeat). */
   last: number;
   /** Still the source's row for this rule (its place in the opening order is skipped once not). */
   live: boolean;
@@ -122,7 +126,7 @@ export class Activity {
    */
   private order: OpenRow[] = [];
   private first = 0;
-  /** When the oldest open row ends (a decision at or after it sweeps). */
+  /** When the oldest open row may close: its source quiet for an interval (a decision at or after it sweeps). */
   private nextSweep = Infinity;
   /** Sweeps while rows are open and no decision comes: on the decisions' clock, from the last row's time. */
   private sweeper: NodeJS.Timeout | undefined;

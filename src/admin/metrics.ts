@@ -157,6 +157,12 @@ export class Metrics {
     counter('mailwarden_store_local_decisions_total', 'Cluster mode: requests decided from local memory.', [], () =>
       one(src.store().localDecisions ?? 0),
     );
+    counter(
+      'mailwarden_store_mirror_decisions_total',
+      "Cluster mode: requests that counted nothing, decided from this node's mirror of the cluster's bans and suspensions without a round trip.",
+      [],
+      () => one(src.store().mirrorDecisions ?? 0),
+    );
     gauge(
       'mailwarden_store_pending_changes',
       'Cluster mode: bans, suspensions and lifts made during an outage, waiting to be pushed to Redis.',

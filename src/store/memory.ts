@@ -150,9 +150,16 @@ export class MemoryStore implements Store {
   }
 
   /** The synchronous core of apply(), exposed for the benchmark and tests. */
+  /** The ban and the suspension in force on a plan's client and user, if any (counts nothing). */
+  standing(plan: Plan, now: number): Pick<ApplyResult, 'ban' | 'suspension'> {
+    return {
+      ban: plan.banCover === undefined ? undefined : this.bans.covering(plan.banCover, now),
+      suspension: plan.suspendedUser === undefined ? undefined : this.activeSuspension(plan.suspendedUser, now),
+    };
+  }
+
   applySync(plan: Plan, now: number): ApplyResult {
-    const ban = plan.banCover === undefined ? undefined : this.bans.covering(plan.banCover, now);
-    const suspension = plan.suspendedUser === undefined ? undefined : this.activeSuspension(plan.suspendedUser, now);
+    const { ban, suspension } = this.standing(plan, now);
     const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);
     // What each op read, kept for its charge: a rate's new TAT, a distinct set, a usual rate.
     const held: Array<CounterValue | undefined> = new Array<CounterValue | undefined>(plan.counters.length);

@@ -1,8 +1,9 @@
 /*
  * store/redis-lua — the Lua scripts of the Redis store (store/redis.ts).
  *
- * Each script runs atomically inside Redis, so one event is one round trip and
- * no other node can slip between a check and its charge. APPLY and PEEK mirror
+ * Each script runs atomically inside Redis, so one event is one round trip at
+ * most (APPLY takes a batch of them) and no other node can slip between a
+ * check and its charge. APPLY and PEEK mirror
  * store/counting.ts and MemoryStore.applySync line for line (same GCRA
  * arithmetic and float tolerance, same distinct-set cap and pruning, same
  * usual-rate decay, same charging rules); COMMIT mirrors MemoryStore.commit
@@ -24,7 +25,8 @@
  *   P off:<subject>     zset of offence times (escalation look-back)
  *   P agg:<prefix>      hash banned /64 → until (IPv6 aggregation); P aggof:<member> its prefixes
  *   P audit:<subject>   stream of audit rows (capped);  P audit:seq row ids;  P athr:<rule>|<subject> throttle
- *   channel P events    ban / unban / suspend / resume, for the nodes' local caches
+ *   channel P events    ban / unban / suspend / resume, for the nodes' local caches, each numbered from
+ *   P evseq             the number of the latest of them (a node's cache that has not seen it is behind)
  * Every key has a TTL: its natural end (TAT, window, ban end, look-back, audit retention).
  */
 
@@ -170,6 +172,9 @@ local function indexBan(P, subject, untilT, now)
 end
 `;
 
+/** How long `P evseq` outlives its last ban event (it starts again from the clock after). */
+const EVSEQ_TTL_MS = 30 * 86_400_000;
+
 /** Rows kept in the stream of every subject's audit rows (the per-subject streams keep their own). */
 export const AUDITLOG_MAX = 50_000;
 
@@ -207,7 +212,17 @@ local function audit(time, kind, subject, rule, reason, actor, ev, extra, who)
     's', subject, 'r', rule, 'why', reason, 'a', actor, 'n', who or node, 'ev', ev, 'x', extra)
   redis.call('PEXPIRE', P .. 'auditlog', auditTtl)
 end
+-- Every message carries the next number of P evseq (its last element, as text: cjson would round it), so a
+-- node can tell that its mirror missed one (APPLY answers the latest). A new evseq starts from the clock, so
+-- its numbers never go back.
 local function publish(msg)
+  local seqKey = P .. 'evseq'
+  if redis.call('EXISTS', seqKey) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', seqKey, string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  end
+  msg[#msg + 1] = string.format('%d', redis.call('INCR', seqKey))
+  redis.call('PEXPIRE', seqKey, ${EVSEQ_TTL_MS})
   redis.call('PUBLISH', P .. 'events', cjson.encode(msg))
 end
 local function banJson(flat)
@@ -277,12 +292,15 @@ end
  *   charge (p if-pass, c if-conform, a always, n never, P pending, S settle, F forget), then
  *   rate: cost, limit, window, flags | distinct: member, limit, window, flags | read: of, limit, rateLimit, window |
  *   ewma: cost, tau, window, withSelf.
- * Returns one list per decision: now, ban (flat hash or empty), suspension (flat hash or empty), then per op:
- * count, exceeded, seen; or, when the ban keys were built for another set of prefix lengths: 'lengths',
- * version, blen (flat), and nothing was read or charged.
+ * Returns per decision a string, now then per op its count, exceeded (1|0) and seen (1|0, - for none), separated
+ * by spaces; with a ban or suspension in force, the list of that string, the ban and the suspension (flat hashes,
+ * empty for none); after the decisions, the number of the latest ban event (P evseq). Or, when the ban keys were
+ * built for another set of prefix lengths: 'lengths', version, blen (flat), and nothing was read or charged.
  */
 export const APPLY_LUA = `${COMMON}${BANLENS}
 local lensKey = KEYS[1]
+-- the number of the latest ban event (RECORDS publish()), answered after the decisions
+local evseq = redis.call('GET', string.sub(lensKey, 1, -5) .. 'evseq') or '0'
 local serverNow = nil
 -- Redis's clock is read once per batch: its decisions are one moment.
 local function nowOf(arg)
@@ -302,22 +320,20 @@ end
 version = version or ''
 if version ~= ARGV[1] then return { 'lengths', version, redis.call('HGETALL', lensKey) } end
 local CAP, TAUS = tonumber(ARGV[2]), tonumber(ARGV[3])
-local function bit(f, b) return math.floor(f / b) % 2 == 1 end
--- gate.ts holds()
-local function holds(f, shared)
-  if shared then return not bit(f, 8) end
-  return not bit(f, 4)
+local floor, ceil, max, concat = math.floor, math.ceil, math.max, table.concat
+local function bit(f, b) return floor(f / b) % 2 == 1 end
+-- A count as text: whole numbers (rate and distinct counts) without the cost of a float's 17 digits.
+local function countText(c)
+  if c == floor(c) and c > -1e15 and c < 1e15 then return string.format('%d', c) end
+  return num(c)
 end
-local function flagsOf(G, i)
-  local t = ARGV[G + (i - 1) * 6 + 1]
-  if t == 'r' or t == 'd' then return tonumber(ARGV[G + (i - 1) * 6 + 6]) or 0 end
-  return 0
-end
+-- Per-op scratch, reused by every decision of the batch (each slot 1..nops is written before it is read).
+local exceeded, counts, seens, tats, other, ewR, ewT, was, hold, flags = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
 local nowText, textOf = nil, nil
 -- One decision: its keys from KEYS[kb + 1], its ops' arguments from ARGV[G + 1].
 local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
   -- the longest-lasting active ban covering the client
-  local ban, banUntil = {}, nil
+  local ban, banUntil = nil, nil
   for i = 1, nb do
     local u = tonumber(redis.call('HGET', KEYS[kb + i], 'until') or '')
     if u ~= nil and u > now and (banUntil == nil or u > banUntil) then
@@ -325,7 +341,7 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
       ban = redis.call('HGETALL', KEYS[kb + i])
     end
   end
-  local susp = {}
+  local susp = nil
   if ns == 1 then
     local k = KEYS[kb + nb + 1]
     local u = tonumber(redis.call('HGET', k, 'until') or '')
@@ -334,19 +350,20 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
   local base = kb + nb + ns
   -- the batch's decisions mostly share one moment: written once
   if now ~= nowText then nowText, textOf = now, num(now) end
-  local out = { textOf, ban, susp }
-  if nops == 0 then return out end
-  local exceeded, counts, seens, tats, other, ewR, ewT, was = {}, {}, {}, {}, {}, {}, {}, {}
+  -- now and the counts as one string: one reply element to read instead of three per op
+  local out = { textOf }
   for i = 1, nops do
     local a = G + (i - 1) * 6
     local t, k = ARGV[a + 1], KEYS[base + i]
-    local count, ex, seen = 0, false, ''
+    local count, ex, seen = 0, false, '-'
+    other[i], was[i], flags[i] = false, nil, 0
     if t == 'r' then
       local tat
       tat, count, ex = gcra(rateOf(k), now, tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
-      tats[i] = tat
+      tats[i], flags[i] = tat, tonumber(ARGV[a + 6]) or 0
     elseif t == 'd' then
       local member, limit, window = ARGV[a + 3], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+      flags[i] = tonumber(ARGV[a + 6]) or 0
       local pruned = redis.pcall('ZREMRANGEBYSCORE', k, '-inf', num(now - window))
       if type(pruned) == 'table' then
         -- another kind of counter under this key: the set reads as new
@@ -374,10 +391,12 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
       if ARGV[a + 6] == '1' then count = count + cost end
     end
     exceeded[i], counts[i], seens[i] = ex, count, seen
-    out[#out + 1] = num(count)
+    out[#out + 1] = countText(count)
     out[#out + 1] = ex and '1' or '0'
     out[#out + 1] = seen
   end
+  local text = concat(out, ' ')
+  local pass = banUntil == nil and susp == nil
   -- gate.ts gateContext(), holds() and passes()
   local knownGood = KG > 0 and seens[KG] == '1'
   local shared = false
@@ -386,44 +405,47 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
     if seens[SH] ~= '1' then users = users - 1 end
     shared = users >= SHMIN
   end
-  local pass = banUntil == nil and #susp == 0
   for i = 1, nops do
-    local f = flagsOf(G, i)
-    if pass and bit(f, 1) and exceeded[i] and holds(f, shared) and not (bit(f, 2) and knownGood) then pass = false end
+    local f = flags[i]
+    -- gate.ts holds()
+    local h = not bit(f, shared and 8 or 4)
+    hold[i] = h
+    if pass and exceeded[i] and bit(f, 1) and h and not (knownGood and bit(f, 2)) then pass = false end
   end
   -- Charge as each op says: if the event passes, if this counter conforms, always, or never;
   -- in-flight members as pending, settled or forgotten.
   for i = 1, nops do
     local a = G + (i - 1) * 6
-    local t, charge, k = ARGV[a + 1], ARGV[a + 2], KEYS[base + i]
-    local ex = exceeded[i]
-    if t ~= 'R' and charge ~= 'n' and holds(flagsOf(G, i), shared) then
+    local t, charge = ARGV[a + 1], ARGV[a + 2]
+    if t ~= 'R' and charge ~= 'n' and hold[i] then
+      local k, ex = KEYS[base + i], exceeded[i]
       if t == 'd' and (charge == 'S' or charge == 'F') then
         if was[i] ~= nil and not other[i] and (charge == 'F' or isPending(was[i])) then redis.call('ZREM', k, ARGV[a + 3]) end
       elseif charge == 'a' or (charge == 'P' and pass) or (charge == 'p' and pass and not ex) or (charge == 'c' and not ex) then
         if t == 'r' then
-          redis.call('SET', k, num(tats[i]), 'PX', math.max(1, math.ceil(tats[i] - now)))
+          redis.call('SET', k, num(tats[i]), 'PX', max(1, ceil(tats[i] - now)))
         elseif t == 'd' then
           local member, window = ARGV[a + 3], tonumber(ARGV[a + 5])
           -- counting.ts memberTime(): a pending charge keeps a confirmed member confirmed
-          local time = math.floor(now)
+          local time = floor(now)
           if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
           if other[i] then redis.call('DEL', k) end
           redis.call('ZREM', k, member)
           if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
-          redis.call('PEXPIRE', k, math.max(1, math.ceil(window)))
+          redis.call('PEXPIRE', k, max(1, ceil(window)))
         else
           local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
           if other[i] then redis.call('DEL', k) end
           -- counting.ts usualAdd()
           local r = usualRate(ewR[i], ewT[i], now, tau) + cost / tau
           redis.call('HSET', k, 'r', num(r), 't', num(now))
-          redis.call('PEXPIRE', k, math.max(1, math.ceil(tau * TAUS)))
+          redis.call('PEXPIRE', k, max(1, ceil(tau * TAUS)))
         end
       end
     end
   end
-  return out
+  if ban == nil and susp == nil then return text end
+  return { text, ban or {}, susp or {} }
 end
 local results = {}
 local kb, a = 1, 4
@@ -434,6 +456,7 @@ for d = 1, tonumber(ARGV[4]) do
   kb = kb + nb + ns + nops
   a = a + 7 + 6 * nops
 end
+results[#results + 1] = evseq
 return results
 `;
 

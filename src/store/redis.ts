@@ -9,7 +9,11 @@
  * (TIME), so nodes whose clocks are skewed still agree on windows and ban
  * ends. The decisions asked in one turn of the event loop share one call:
  * the script applies each in turn, so Redis pays its per-call cost, and both
- * sides the network's, once per batch (enqueue()).
+ * sides the network's, once per batch (enqueue()); at most IN_FLIGHT_MAX
+ * batches are in flight, and the arguments are encoded here, in one string
+ * (ApplyCommand). Each reply also says which ban event is the latest (`evseq`):
+ * the node's mirror of the bans (store/resilient.ts) is in step only once the
+ * subscription has brought that one (mirrorInStep()).
  *
  * Hash tag: every key starts with `{prefix}:`, so all of mailwarden's keys
  * live in one hash slot. One event touches several subjects at once (address,
@@ -41,7 +45,7 @@
  * keys longer, never shorter.
  */
 import { createHash } from 'node:crypto';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Command, Redis, type RedisOptions } from 'ioredis';
 import type { ApplyResult, CounterResult } from '../engine/decide.js';
 import { banSubject, type CounterOp, type Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
@@ -149,22 +153,23 @@ const CAP = String(DISTINCT_CAP);
 const APPLY_SHA = createHash('sha1').update(APPLY_LUA).digest('hex');
 const TAUS = String(EWMA_TTL_TAUS);
 
+/** One RESP bulk string (a script argument as Redis reads it off the wire). */
+function bulk(s: string): string {
+  return `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+}
+
 /** The six script arguments of a counter op (see APPLY_LUA). */
-function pushOp(args: string[], op: CounterOp): void {
+function opArgs(op: CounterOp): string[] {
   const charge = CHARGE[op.charge];
   switch (op.type) {
     case 'rate':
-      args.push('r', charge, String(op.cost), String(op.limit), String(op.windowMs), String(op.flags));
-      break;
+      return ['r', charge, String(op.cost), String(op.limit), String(op.windowMs), String(op.flags)];
     case 'distinct':
-      args.push('d', charge, op.member, String(op.limit), String(op.windowMs), String(op.flags));
-      break;
+      return ['d', charge, op.member, String(op.limit), String(op.windowMs), String(op.flags)];
     case 'read':
-      args.push('R', charge, op.of, String(op.limit), String(op.rateLimit), String(op.windowMs));
-      break;
+      return ['R', charge, op.of, String(op.limit), String(op.rateLimit), String(op.windowMs)];
     case 'ewma':
-      args.push('e', charge, String(op.cost), String(op.tauMs), String(op.windowMs), op.withSelf ? '1' : '0');
-      break;
+      return ['e', charge, String(op.cost), String(op.tauMs), String(op.windowMs), op.withSelf ? '1' : '0'];
   }
 }
 
@@ -187,6 +192,14 @@ const NO_LENGTHS: readonly number[] = [];
 const RECORDS_MAX = 10_000;
 /** Decisions in one APPLY at most (more in one turn of the event loop go in several). */
 const BATCH_MAX = 256;
+/** How long an APPLY's word that the mirror is in step holds (mirrorInStep()). */
+const MIRROR_CHECK_MS = 1000;
+/**
+ * APPLYs in flight at most: past it, decisions wait for one to land and go in the next, larger batch. Redis
+ * runs scripts one at a time anyway; more in flight would only queue there, in smaller batches that cost
+ * more writes and wake-ups on both sides.
+ */
+const IN_FLIGHT_MAX = 4;
 /** A decision waiting for its batch's APPLY. */
 interface Queued {
   plan: Plan;
@@ -208,6 +221,35 @@ function lengthsOf(version: string, flat: unknown): BanLengths {
     else if (field.startsWith('6/') && len >= 0 && len <= 128) v6.push(len);
   }
   return { version, v4: v4.sort((a, b) => b - a), v6: v6.sort((a, b) => b - a) };
+}
+
+/** A batch's APPLY arguments, already in RESP: its keys, then the rest. */
+interface Encoded {
+  keys: string;
+  nkeys: number;
+  firstKey: string;
+  args: string;
+  nargs: number;
+}
+
+/**
+ * APPLY as ioredis sends it, encoded by us into one string (store/redis.ts encode()): ioredis's own
+ * encoding takes an array of every argument, copies it, and chains several small strings per argument;
+ * a batch has hundreds. ioredis is told of one key, the first (every key is in its slot): what a Cluster
+ * needs to route the command.
+ */
+class ApplyCommand extends Command {
+  constructor(
+    private readonly script: string,
+    private readonly e: Encoded,
+  ) {
+    super(script === APPLY_SHA ? 'evalsha' : 'eval', [script, '1', e.firstKey], { replyEncoding: 'utf8' });
+  }
+
+  override toWritable(): string {
+    const nk = String(this.e.nkeys);
+    return `*${3 + this.e.nkeys + this.e.nargs}\r\n${bulk(this.name)}${bulk(this.script)}$${nk.length}\r\n${nk}\r\n${this.e.keys}${this.e.args}`;
+  }
 }
 
 /** Credentials and TLS from a redis:// URL, for Sentinel and Cluster connections. */
@@ -329,8 +371,18 @@ export class RedisStore implements Store {
   /** Bans and suspensions APPLY found, by their stored fields (recordOf). */
   private readonly records = new Map<string, BanRecord | SuspensionRecord>();
   private subscriber: RedisClient | undefined;
+  /** Subscribed to the events channel on the subscriber's current connection. */
+  private listening = false;
+  /** The latest ban event the subscription (or a re-read) brought, and the latest an APPLY reported, and when. */
+  private seenSeq = 0;
+  private latestSeq = 0;
+  private latestAt = -Infinity;
   /** Decisions waiting for this turn's APPLY (enqueue()). */
   private queued: Queued[] = [];
+  /** APPLYs sent and not answered yet; at IN_FLIGHT_MAX, decisions wait for one to land (enqueue()). */
+  private inFlight = 0;
+  /** A flush is scheduled. */
+  private flushing = false;
   /** APPLY was sent as a whole once on this connection: EVALSHA from then on (send()). */
   private applyLoaded = false;
   /** Redis's clock minus ours at the last answer (server time only). */
@@ -370,6 +422,11 @@ export class RedisStore implements Store {
     return new Promise<ApplyResult>((resolve, reject) => this.enqueue({ plan, now, tries: 0, resolve, reject }));
   }
 
+  /** apply() with callbacks, for the hot path (store/resilient.ts): no promise of its own. Never throws. */
+  applyTo(plan: Plan, now: number, resolve: (r: ApplyResult) => void, reject: (err: Error) => void): void {
+    this.enqueue({ plan, now, tries: 0, resolve, reject });
+  }
+
   /**
    * The decisions asked in one turn of the event loop go to Redis together: one APPLY for all of them,
    * sent once the turn's I/O callbacks have run (setImmediate), as the Postfix adapter sends its answers.
@@ -378,61 +435,86 @@ export class RedisStore implements Store {
    */
   private enqueue(q: Queued): void {
     this.queued.push(q);
-    if (this.queued.length === 1) setImmediate(this.flush);
-    else if (this.queued.length >= BATCH_MAX) this.flush();
+    if (this.queued.length >= BATCH_MAX) this.flush();
+    else if (!this.flushing && this.inFlight < IN_FLIGHT_MAX) {
+      this.flushing = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /** A batch was answered (or failed): what queued meanwhile goes next. */
+  private landed(): void {
+    this.inFlight--;
+    if (this.queued.length > 0 && !this.flushing) {
+      this.flushing = true;
+      setImmediate(this.flush);
+    }
   }
 
   private readonly flush = (): void => {
+    this.flushing = false;
     const batch = this.queued;
     if (batch.length === 0) return;
     this.queued = [];
+    try {
+      this.send(this.applyLoaded ? APPLY_SHA : APPLY_LUA, this.encode(batch), batch);
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      for (const q of batch) q.reject(e);
+    }
+  };
+
+  /** APPLY's arguments for a batch (see APPLY_LUA), in RESP. */
+  private encode(batch: readonly Queued[]): Encoded {
     const P = this.P;
     const lengths = this.lengths;
-    // [script, number of keys, ...keys, ...args]: built once, in one array (ioredis's script commands
-    // copy their arguments twice more and add a promise per call).
-    const argv: string[] = [this.applyLoaded ? APPLY_SHA : APPLY_LUA, '', this.lensKey];
-    const args: string[] = [lengths.version, CAP, TAUS, String(batch.length)];
+    let keys = bulk(this.lensKey);
+    let args = bulk(lengths.version) + bulk(CAP) + bulk(TAUS) + bulk(String(batch.length));
+    let nkeys = 1;
+    let nargs = 4;
     for (const { plan, now } of batch) {
       const cover = plan.banCover;
       let nb = 0;
       if (cover !== undefined)
         for (const len of cover.v6 ? lengths.v6 : lengths.v4) {
-          argv.push(`${P}ban:${banSubject(cover, len)}`);
+          keys += bulk(`${P}ban:${banSubject(cover, len)}`);
           nb++;
         }
       const ns = plan.suspendedUser === undefined ? 0 : 1;
-      if (ns === 1) argv.push(`${P}susp:${plan.suspendedUser as string}`);
-      for (const op of plan.counters) argv.push(`${P}c:${op.key}`);
+      if (ns === 1) keys += bulk(`${P}susp:${plan.suspendedUser as string}`);
+      const ops = plan.counters;
+      for (const op of ops) keys += bulk(`${P}c:${op.key}`);
+      nkeys += nb + ns + ops.length;
       // Op positions are 1-based in Lua; 0: none.
-      args.push(
-        this.t(now),
-        String(nb),
-        String(ns),
-        String(plan.knownGood === undefined ? 0 : plan.knownGood + 1),
-        String(plan.shared === undefined ? 0 : plan.shared + 1),
-        String(plan.sharedMin),
-        String(plan.counters.length),
-      );
-      for (const op of plan.counters) pushOp(args, op);
+      args += bulk(this.t(now)) + bulk(String(nb)) + bulk(String(ns));
+      args += bulk(String(plan.knownGood === undefined ? 0 : plan.knownGood + 1));
+      args += bulk(String(plan.shared === undefined ? 0 : plan.shared + 1));
+      args += bulk(String(plan.sharedMin)) + bulk(String(ops.length));
+      for (const op of ops) for (const a of opArgs(op)) args += bulk(a);
+      nargs += 7 + 6 * ops.length;
     }
-    argv[1] = String(argv.length - 2);
-    for (const a of args) argv.push(a);
-    this.send(argv, batch);
-  };
+    return { keys, nkeys, firstKey: this.lensKey, args, nargs };
+  }
 
   /** EVALSHA, or EVAL when Redis does not have the script (yet, or any more: a restart, SCRIPT FLUSH). */
-  private send(argv: string[], batch: Queued[]): void {
+  private send(script: string, e: Encoded, batch: Queued[]): void {
     this.applyLoaded = true;
-    this.client.call(argv[0] === APPLY_SHA ? 'evalsha' : 'eval', argv).then(
-      (raw) => this.answered(raw as unknown[], batch),
+    const command = new ApplyCommand(script, e);
+    void this.client.sendCommand(command);
+    this.inFlight++;
+    (command.promise as Promise<unknown>).then(
+      (raw) => {
+        this.landed();
+        this.answered(raw as unknown[], batch);
+      },
       (err: unknown) => {
-        if (argv[0] === APPLY_SHA && err instanceof Error && err.message.startsWith('NOSCRIPT')) {
-          argv[0] = APPLY_LUA;
-          this.send(argv, batch);
+        this.landed();
+        if (script === APPLY_SHA && err instanceof Error && err.message.startsWith('NOSCRIPT')) {
+          this.send(APPLY_LUA, e, batch);
           return;
         }
-        const e = err instanceof Error ? err : new Error(String(err));
-        for (const q of batch) q.reject(e);
+        const error = err instanceof Error ? err : new Error(String(err));
+        for (const q of batch) q.reject(error);
       },
     );
   }
@@ -448,9 +530,12 @@ export class RedisStore implements Store {
       }
       return;
     }
+    const seq = Number(r[batch.length]);
+    if (seq > this.latestSeq) this.latestSeq = seq;
+    this.latestAt = performance.now();
     batch.forEach((q, i) => {
       try {
-        q.resolve(this.applyResult(r[i] as unknown[], q.plan.counters.length));
+        q.resolve(this.applyResult(r[i], q.plan.counters.length));
       } catch (err) {
         q.reject(err instanceof Error ? err : new Error(String(err)));
       }
@@ -485,17 +570,20 @@ export class RedisStore implements Store {
     return c.rec;
   }
 
-  private applyResult(r: unknown[], n: number): ApplyResult {
-    const at = this.sawTime(r[0] as string);
-    const banFlat = r[1] as string[];
-    const suspFlat = r[2] as string[];
+  /** One decision's part of APPLY's answer: its counts as one string, with the ban and suspension when there is one. */
+  private applyResult(r: unknown, n: number): ApplyResult {
+    const text = typeof r === 'string' ? r : ((r as unknown[])[0] as string);
+    const f = text.split(' ');
+    const at = this.sawTime(f[0] as string);
     const counters = new Array<CounterResult>(n);
-    for (let i = 0, j = 3; i < n; i++, j += 3) {
-      const count = Number(r[j]);
-      const exceeded = r[j + 1] === '1';
-      const seen = r[j + 2] as string;
-      counters[i] = seen === '' ? { count, exceeded } : { count, exceeded, seen: seen === '1' };
+    for (let i = 0, j = 1; i < n; i++, j += 3) {
+      const count = Number(f[j]);
+      const exceeded = f[j + 1] === '1';
+      const seen = f[j + 2] as string;
+      counters[i] = seen === '-' ? { count, exceeded } : { count, exceeded, seen: seen === '1' };
     }
+    if (typeof r === 'string') return { ban: undefined, suspension: undefined, counters };
+    const [, banFlat, suspFlat] = r as [string, string[], string[]];
     return {
       ban: banFlat.length ? (this.recordOf(banFlat, at, 'ban') as BanRecord | undefined) : undefined,
       suspension: suspFlat.length
@@ -677,7 +765,7 @@ export class RedisStore implements Store {
     if (ops.length === 0) return [];
     const keys = ops.map((op) => `${this.P}c:${op.key}`);
     const args: string[] = [this.t(now)];
-    for (const op of ops) pushOp(args, op);
+    for (const op of ops) args.push(...opArgs(op));
     const r = (await this.scripts.mwPeek(keys.length, ...keys, ...args)) as string[];
     this.sawTime(r[0] as string);
     return r.slice(1).map(Number);
@@ -759,15 +847,22 @@ export class RedisStore implements Store {
     const channel = `${this.P}events`;
     sub.on('message', (ch: string, text: string) => {
       if (ch !== channel) return;
-      const e = parseEvent(text);
-      if (e) onEvent(e);
+      const m = parseEvent(text);
+      if (m === undefined) return;
+      onEvent(m.e);
+      if (m.seq > this.seenSeq) this.seenSeq = m.seq;
     });
     sub.on('error', () => undefined);
+    // From the connection's loss until the next subscription, messages may be lost.
+    sub.on('close', () => {
+      this.listening = false;
+    });
     // Subscribe on every (re)connection, then tell the caller: the lists it re-reads then can miss nothing.
     const subscribed = new Promise<void>((resolve) => {
       sub.on('ready', () => {
         sub.subscribe(channel).then(
           () => {
+            this.listening = sub.status === 'ready';
             resolve();
             onReady();
           },
@@ -776,6 +871,32 @@ export class RedisStore implements Store {
       });
     });
     await Promise.race([subscribed, new Promise((r) => setTimeout(r, 2000).unref())]);
+  }
+
+  /** The subscription to the cluster's ban events is up (subscribe()). */
+  /**
+   * What the subscription delivered is all there is: it is up, it has brought every ban event up to the latest
+   * an APPLY reported, and an APPLY reported within MIRROR_CHECK_MS (a connection that died silently
+   * delivers nothing, and says nothing either).
+   */
+  mirrorInStep(): boolean {
+    return (
+      this.listening &&
+      this.subscriber?.status === 'ready' &&
+      this.seenSeq >= this.latestSeq &&
+      performance.now() - this.latestAt < MIRROR_CHECK_MS
+    );
+  }
+
+  /** The mirror was re-read from the lists after this ban event (store/resilient.ts resync()). */
+  readThrough(seq: number): void {
+    if (seq > this.seenSeq) this.seenSeq = seq;
+  }
+
+  /** The number of the latest ban event, read before the lists are (store/resilient.ts resync()). */
+  async eventSeq(): Promise<number> {
+    const v = Number(await this.client.get(`${this.P}evseq`));
+    return Number.isSafeInteger(v) && v > 0 ? v : 0;
   }
 
   /** Samples key and record counts (stats() is synchronous and reports the last sample). */
@@ -826,13 +947,24 @@ export class RedisStore implements Store {
   }
 }
 
-function parseEvent(text: string): StoreEvent | undefined {
+/** A published event and its number (0: none, from an older release). */
+function parseEvent(text: string): { e: StoreEvent; seq: number } | undefined {
   let a: string[];
   try {
     a = JSON.parse(text) as string[];
   } catch {
     return undefined;
   }
+  const e = eventOf(a);
+  if (e === undefined) return undefined;
+  const seq = Number(a[EVENT_FIELDS[e.t]]);
+  return { e, seq: Number.isSafeInteger(seq) && seq > 0 ? seq : 0 };
+}
+
+/** Fields of each published event before its number (RECORDS publish() in store/redis-lua.ts). */
+const EVENT_FIELDS: Record<StoreEvent['t'], number> = { ban: 8, suspend: 7, unban: 2, resume: 2 };
+
+function eventOf(a: string[]): StoreEvent | undefined {
   switch (a[0]) {
     case 'ban':
       return {

@@ -2,10 +2,18 @@
  * store/resilient — the store a cluster node runs: the shared RedisStore,
  * backed by a local MemoryStore so that the mail server never waits on Redis.
  *
- * Normal mode (`redis`): every decision is one Redis round trip with a short
- * deadline (`store.timeout`). The local store mirrors the cluster's bans and
- * suspensions, kept current by Redis pub/sub (a ban made on any node reaches
- * every node's cache at once) and re-read whenever the subscription comes back.
+ * Normal mode (`redis`): every decision is one Redis round trip at most, with
+ * a short deadline (`store.timeout`). The local store mirrors the cluster's
+ * bans and suspensions, kept current by Redis pub/sub (a ban made on any node
+ * reaches every node's cache at once) and re-read whenever the subscription
+ * comes back. While the mirror is known to be in step (the subscription up,
+ * re-read since it came, and holding the latest ban event an APPLY reported
+ * in the last second), it answers what needs no counter: a decision that
+ * counts nothing, and the refusal of a banned client or suspended user whose
+ * counters would be charged only if the event passed. No round trip for those
+ * (`mirrorDecisions`); what Redis would answer is the same. A ban made on
+ * another node reaches them when its pub/sub message does (within a round
+ * trip of Redis's, or a second if the subscription died unnoticed).
  *
  * Fallback (`local-fallback`): when Redis is unreachable (the connection is
  * down), or slow (3 decisions in a row past the deadline), or a write to it
@@ -29,11 +37,12 @@
  */
 import type { Logger } from 'pino';
 import type { ApplyResult } from '../engine/decide.js';
-import type { CounterOp, Plan } from '../engine/plan.js';
+import type { Charge, CounterOp, Plan } from '../engine/plan.js';
 import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import type { MemoryStore } from './memory.js';
 import type { RedisStore, RestoreItem, StoreEvent } from './redis.js';
 import type { AuditPage, AuditQuery, AuditRow, CommitResult, Store, StoreStats } from './types.js';
+import { Deadlines } from '../deadlines.js';
 
 export interface ResilientOptions {
   redis: RedisStore;
@@ -50,6 +59,8 @@ export interface ResilientOptions {
 }
 
 const AUDIT_MARK = 'redis_audit_pushed';
+/** Charges made only when the event passes: a refused event's counters stay as they are (APPLY_LUA). */
+const PASS_ONLY: ReadonlySet<Charge> = new Set<Charge>(['if-pass', 'never', 'pending']);
 const PUSH_BATCH = 500;
 
 class Timeout extends Error {
@@ -74,59 +85,6 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-/** A decision waiting for Redis: settled once, by its answer or by its deadline. */
-interface Waiting {
-  due: number;
-  settled: boolean;
-  late: () => void;
-}
-
-/**
- * The deadlines of the decisions waiting for Redis. They all have the same timeout, so they fall due in
- * the order they were asked: one timer, set for the first still waiting, stands for all of them, instead
- * of a timer armed and cleared per decision (and a promise around each).
- */
-class Deadlines {
-  private queue: Waiting[] = [];
-  private first = 0;
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(private readonly ms: number) {}
-
-  /** Starts a wait; `late` runs if it is not settled within the timeout. */
-  add(late: () => void): Waiting {
-    const w: Waiting = { due: performance.now() + this.ms, settled: false, late };
-    this.queue.push(w);
-    if (this.timer === undefined) this.timer = setTimeout(this.expire, this.ms);
-    return w;
-  }
-
-  private readonly expire = (): void => {
-    this.timer = undefined;
-    const now = performance.now();
-    const q = this.queue;
-    while (this.first < q.length) {
-      const w = q[this.first] as Waiting;
-      if (!w.settled && w.due > now) break;
-      this.first++;
-      if (!w.settled) {
-        w.settled = true;
-        w.late();
-      }
-    }
-    if (this.first === q.length) {
-      this.queue = [];
-      this.first = 0;
-      return;
-    }
-    if (this.first * 2 > q.length) {
-      this.queue = q.slice(this.first);
-      this.first = 0;
-    }
-    this.timer = setTimeout(this.expire, Math.max(1, (this.queue[this.first] as Waiting).due - now));
-  };
-}
-
 export class ResilientStore implements Store {
   readonly backend = 'redis';
   readonly redis: RedisStore;
@@ -141,6 +99,13 @@ export class ResilientStore implements Store {
   private late = 0;
   private fallbacks = 0;
   private localDecisions = 0;
+  /** Decisions that counted nothing, made from the mirror of the cluster's bans (apply()). */
+  private mirrorDecisions = 0;
+  /** Breaks of the subscription so far, and the last one the mirror was re-read after (mirrorCurrent()). */
+  private breaks = 0;
+  private readAfter = -1;
+  /** A re-read was asked for while one was running: it runs again once that one ends. */
+  private resyncAgain = false;
   private lastError: string | null = null;
   private fallbackSince = 0;
   private probe: NodeJS.Timeout | undefined;
@@ -201,16 +166,13 @@ export class ResilientStore implements Store {
   private async subscribeOnce(): Promise<void> {
     if (this.subscribed) return;
     this.subscribed = true;
-    let first = true;
     await this.redis.subscribe(
       (e) => this.mirror(e),
       () => {
-        // The subscription came back after a break: messages in between are lost, so re-read the lists.
-        if (first) {
-          first = false;
-          return;
-        }
-        if (this.mode === 'redis') this.resync().catch((err: unknown) => this.failed(err, 'resync', true));
+        // Subscribed (again): messages before this are lost, so the mirror is current only after a re-read
+        // that starts now. recover() does it on the way to mode redis.
+        this.breaks++;
+        if (this.mode === 'redis') this.resyncOrFallback();
       },
     );
   }
@@ -277,14 +239,30 @@ export class ResilientStore implements Store {
     }
   }
 
-  /** Pushes what was done meanwhile, re-reads the lists, drops stale local counters, then decides from Redis again. */
+  private resyncOrFallback(): void {
+    this.resync().catch((err: unknown) => this.failed(err, 'resync', true));
+  }
+
+  /**
+   * The local mirror holds every ban and suspension of the cluster: the lists were re-read after the
+   * subscription last came (back), and it is in step (RedisStore.mirrorInStep()).
+   */
+  private mirrorCurrent(): boolean {
+    return this.readAfter === this.breaks && this.redis.mirrorInStep();
+  }
+
+  /**
+   * Pushes what was done meanwhile, re-reads the lists, drops stale local counters, then decides from Redis
+   * again. Audit rows written locally follow once decisions come from Redis: they change no decision, and
+   * a flood refused locally writes them faster than they could all be pushed before the switch.
+   */
   private async recover(): Promise<void> {
     await this.subscribeOnce();
-    let pushed = await this.push();
+    let pushed = await this.pushChanges();
     await this.resync();
-    // Work done locally while the calls above were in flight: push it too, then switch in the same tick.
-    for (let i = 0; i < 10 && this.hasUnpushed(); i++) pushed += await this.push();
-    if (this.hasUnpushed()) throw new Error('local changes keep coming faster than they are pushed');
+    // Bans and lifts made while the calls above were in flight: pushed too, then the switch in the same tick.
+    for (let i = 0; i < 10 && this.local.db.pendingCount() > 0; i++) pushed += await this.pushChanges();
+    if (this.local.db.pendingCount() > 0) throw new Error('bans and lifts keep coming faster than they are pushed');
     this.local.clearCounters();
     const outage = this.fallbacks > 0 ? Date.now() - this.fallbackSince : 0;
     if (this.probe) clearInterval(this.probe);
@@ -300,16 +278,21 @@ export class ResilientStore implements Store {
     } else {
       this.logger.info({ node: this.redis.node }, 'store: connected to Redis (mode redis)');
     }
-  }
-
-  private hasUnpushed(): boolean {
-    return (
-      this.local.db.pendingCount() > 0 || this.local.db.maxAuditId() > Number(this.local.db.getMeta(AUDIT_MARK) ?? 0)
+    // The subscription came (back) during the re-read above: read again.
+    if (this.readAfter !== this.breaks) this.resyncOrFallback();
+    this.pushAudit().then(
+      (n) => {
+        if (n > 0) this.logger.info({ rows: n }, 'store: audit rows written during the outage pushed to Redis');
+      },
+      (err: unknown) => {
+        // Kept locally: the next recovery pushes them.
+        this.logger.warn({ err }, 'store: audit rows written during the outage not pushed yet');
+      },
     );
   }
 
-  /** Sends queued changes and local audit rows to Redis, in batches; returns how many items went. */
-  private async push(): Promise<number> {
+  /** Sends queued bans, suspensions and lifts to Redis, in batches; returns how many items went. */
+  private async pushChanges(): Promise<number> {
     let sent = 0;
     const db = this.local.db;
     for (;;) {
@@ -320,6 +303,13 @@ export class ResilientStore implements Store {
       db.deletePending((batch[batch.length - 1] as { id: number }).id);
       sent += items.length;
     }
+    return sent;
+  }
+
+  /** Sends the audit rows written locally to Redis, in batches; returns how many went. */
+  private async pushAudit(): Promise<number> {
+    let sent = 0;
+    const db = this.local.db;
     for (;;) {
       const mark = Number(db.getMeta(AUDIT_MARK) ?? 0);
       const rows = db.auditAfter(mark, PUSH_BATCH);
@@ -334,9 +324,15 @@ export class ResilientStore implements Store {
 
   /** Copies the cluster's bans and suspensions into the local cache (keeping what is still queued to push). */
   private async resync(): Promise<void> {
-    if (this.resyncing) return;
+    if (this.resyncing) {
+      this.resyncAgain = true;
+      return;
+    }
     this.resyncing = true;
+    this.resyncAgain = false;
+    const after = this.breaks;
     try {
+      const seq = await withTimeout(this.redis.eventSeq(), this.slowOpMs);
       const [bans, susps] = await Promise.all([
         withTimeout(this.redis.listBans(Date.now()), this.slowOpMs),
         withTimeout(this.redis.listSuspensions(Date.now()), this.slowOpMs),
@@ -349,19 +345,44 @@ export class ResilientStore implements Store {
         else if (it.t === 'unban') this.local.mirrorUnban(it.subject);
         else if (it.t === 'resume') this.local.mirrorResume(it.user);
       }
+      this.redis.readThrough(seq);
+      this.readAfter = after;
     } finally {
       this.resyncing = false;
     }
+    if (this.resyncAgain) await this.resync();
   }
 
   private queue(item: RestoreItem): void {
     this.local.db.addPending(JSON.stringify(item));
   }
 
+  /**
+   * A decision the mirror of the cluster's bans and suspensions answers as Redis would, without a round
+   * trip: one that counts nothing (an unauthenticated client's END-OF-MESSAGE, say), and the refusal of a
+   * banned client or suspended user whose counters would be charged only if the event passed (Redis would
+   * read them and charge nothing). Judged on Redis's clock, as the scripts do. Undefined: ask Redis.
+   */
+  private fromMirror(plan: Plan, now: number): ApplyResult | undefined {
+    if (!this.mirrorCurrent()) return undefined;
+    const skew = this.redis.clockSkewMs;
+    const at = skew === null ? now : Date.now() + skew;
+    if (plan.counters.length === 0) return { ...this.local.standing(plan, at), counters: [] };
+    if (!plan.counters.every((op) => PASS_ONLY.has(op.charge))) return undefined;
+    const standing = this.local.standing(plan, at);
+    if (standing.ban === undefined && standing.suspension === undefined) return undefined;
+    return { ...standing, counters: [] };
+  }
+
   apply(plan: Plan, now: number): ApplyResult | Promise<ApplyResult> {
     if (!this.useRedis()) {
       this.localDecisions++;
       return this.local.applySync(plan, now);
+    }
+    const fromMirror = this.fromMirror(plan, now);
+    if (fromMirror !== undefined) {
+      this.mirrorDecisions++;
+      return fromMirror;
     }
     return new Promise<ApplyResult>((resolve, reject) => {
       // Also from the deadlines' timer: nothing may throw out of here.
@@ -374,16 +395,17 @@ export class ResilientStore implements Store {
           reject(e instanceof Error ? e : new Error(String(e)));
         }
       };
-      const answer = this.redis.apply(plan, now);
       const w = this.deadlines.add(() => locally(new Timeout(this.timeoutMs)));
-      answer.then(
+      this.redis.applyTo(
+        plan,
+        now,
         (r) => {
           if (w.settled) return;
           w.settled = true;
           this.late = 0;
           resolve(r);
         },
-        (err: unknown) => {
+        (err) => {
           if (w.settled) return;
           w.settled = true;
           locally(err);
@@ -516,6 +538,7 @@ export class ResilientStore implements Store {
       activeSuspensions: local.activeSuspensions,
       fallbacks: this.fallbacks,
       localDecisions: this.localDecisions,
+      mirrorDecisions: this.mirrorDecisions,
       pending: this.local.db.pendingCount(),
       persistence: local.persistence,
       redis: {

@@ -85,6 +85,8 @@ export interface StoreStats {
   fallbacks?: number | undefined;
   /** Shared store only: requests decided from local memory since start. */
   localDecisions?: number | undefined;
+  /** Shared store only: requests that counted nothing, decided from the mirror of the cluster's bans (no round trip). */
+  mirrorDecisions?: number | undefined;
   /** Shared store only: bans, suspensions and lifts made during an outage, not yet pushed to Redis. */
   pending?: number | undefined;
   /** Embedded store (and a cluster node's local memory): writes to the data directory (store/disk-writes.ts). */

@@ -86,7 +86,7 @@ void describe('redis store: what only the shared store does', () => {
     const c = client();
     const s = new RedisStore({ client: c, prefix: prefix(), node: 'a', lookbackMs: 86_400_000 });
     const ev = makeEvent({ kind: 'auth-result', success: false, user: 'x@example.org', pwhash: 'p', protocol: 'imap' });
-    await s.apply(plan(ev, policy), 0); // loads the script (EVALSHA, NOSCRIPT, EVAL) once
+    await s.apply(plan(ev, policy), 0); // loads the script (its first call is an EVAL) once
     const stats = (): Map<string, number> => {
       const m = new Map<string, number>();
       for (const line of server.cli('info', 'commandstats').split('\n')) {

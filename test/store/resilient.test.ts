@@ -13,6 +13,7 @@ import { freePort } from '../helpers/daemon.js';
 import { loadSettings } from '../../src/config/load.js';
 import { plan } from '../../src/engine/plan.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import type { Redis } from 'ioredis';
 import { createRedisClient, RedisStore } from '../../src/store/redis.js';
 import { ResilientStore } from '../../src/store/resilient.js';
 import type { Effect } from '../../src/engine/types.js';
@@ -22,6 +23,17 @@ import { startRedis } from '../helpers/redis.js';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const policy = loadSettings(undefined).policy;
 const esc = policy.escalation;
+
+/** An administrator's ban for an hour, or (`rule`) a rule's ban, escalated as the policy says. */
+const ban = (subject: string, reason = 'r', rule = false): Effect => ({
+  type: 'ban',
+  subject,
+  rule: rule ? 'auth-guess-ban' : 'manual',
+  reason,
+  evidence: {},
+  escalation: esc,
+  durationMs: rule ? undefined : 3_600_000,
+});
 
 describe('ResilientStore: local memory when Redis is away', () => {
   let dir: string;
@@ -70,6 +82,16 @@ describe('ResilientStore: local memory when Redis is away', () => {
     }
   };
 
+  /** Two nodes on one Redis, both deciding from it. */
+  const twoNodes = async (url: string, tag: string): Promise<{ a: ResilientStore; b: ResilientStore }> => {
+    const logs: Array<Record<string, unknown>> = [];
+    const a = await node('a', url, `${tag}-a.sqlite`, logs);
+    const b = await node('b', url, `${tag}-b.sqlite`, logs);
+    await waitMode(a, 'redis');
+    await waitMode(b, 'redis');
+    return { a, b };
+  };
+
   test('Redis down at start: the node starts at once in fallback, queues its bans (durably), and pushes them when Redis comes', async () => {
     const port = await freePort();
     const url = `redis://127.0.0.1:${port}/0`;
@@ -82,21 +104,7 @@ describe('ResilientStore: local memory when Redis is away', () => {
     // Decisions are synchronous, from local memory.
     const r = a.apply(plan(makeEvent({ time: Date.now() }), policy), Date.now());
     assert.ok(!(r instanceof Promise));
-    const done = await a.commit(
-      [
-        {
-          type: 'ban',
-          subject: '198.51.100.5',
-          rule: 'manual',
-          reason: 'outage ban',
-          evidence: {},
-          escalation: esc,
-          durationMs: 3_600_000,
-        },
-      ],
-      Date.now(),
-      'cli',
-    );
+    const done = await a.commit([ban('198.51.100.5', 'outage ban')], Date.now(), 'cli');
     assert.equal(done.bans.length, 1);
     assert.equal(a.stats(Date.now()).pending, 1);
     // The node restarts before Redis is back: the queue is in its SQLite file.
@@ -127,21 +135,7 @@ describe('ResilientStore: local memory when Redis is away', () => {
       const a = await node('a', redis.url, 'c-a.sqlite', logs);
       const b = await node('b', redis.url, 'c-b.sqlite', logs);
       await waitMode(a, 'redis');
-      await b.commit(
-        [
-          {
-            type: 'ban',
-            subject: '203.0.113.0/24',
-            rule: 'manual',
-            reason: 'r',
-            evidence: {},
-            escalation: esc,
-            durationMs: 3_600_000,
-          },
-        ],
-        Date.now(),
-        'cli',
-      );
+      await b.commit([ban('203.0.113.0/24')], Date.now(), 'cli');
       await b.commit(
         [{ type: 'suspend', user: 'x@example.org', rule: 'manual', reason: 'r', durationMs: 3_600_000, evidence: {} }],
         Date.now(),
@@ -186,23 +180,14 @@ describe('ResilientStore: local memory when Redis is away', () => {
       const logs: Array<Record<string, unknown>> = [];
       const a = await node('a', redis.url, 'o-a.sqlite', logs);
       await waitMode(a, 'redis');
-      const ban = (subject: string, durationMs?: number): Effect => ({
-        type: 'ban',
-        subject,
-        rule: durationMs ? 'manual' : 'auth-guess-ban',
-        reason: 'r',
-        evidence: {},
-        escalation: esc,
-        durationMs,
-      });
-      await a.commit([ban('203.0.113.50', 3_600_000)], Date.now(), 'cli');
+      await a.commit([ban('203.0.113.50')], Date.now(), 'cli');
       await redis.kill();
       // The node's cache lost this ban (say, a pub/sub message that never came): the lift finds nothing here.
       (a as unknown as { local: MemoryStore }).local.mirrorUnban('203.0.113.50');
       assert.equal(await a.unban('203.0.113.50', 'cli', Date.now(), 'x'), undefined);
       assert.equal(a.stats(Date.now()).pending, 0, 'nothing to push back');
       const t = Date.now();
-      const made = await a.commit([ban('192.0.2.88')], t, 'mailwarden');
+      const made = await a.commit([ban('192.0.2.88', 'r', true)], t, 'mailwarden');
       assert.deepEqual(
         made.bans.map((b) => [b.subject, b.offence, b.since]),
         [['192.0.2.88', 1, t]],
@@ -250,6 +235,149 @@ describe('ResilientStore: local memory when Redis is away', () => {
       assert.equal(a.stats(Date.now()).fallbacks, 1);
     } finally {
       process.kill(redis.pid, 'SIGCONT');
+      await redis.kill();
+    }
+  });
+
+  test('the mirror answers what it can as Redis would: nothing to count, or a ban whose client would be charged nothing', async () => {
+    const redis = await startRedis();
+    try {
+      const { a, b } = await twoNodes(redis.url, 'm');
+      const message = (ip: string): ReturnType<typeof plan> =>
+        plan(makeEvent({ kind: 'message', ip, recipients: 1, time: Date.now() }), policy);
+      assert.equal(message('192.0.2.1').counters.length, 0, 'an unauthenticated END-OF-MESSAGE counts nothing');
+      // Until an APPLY has said which ban event is the latest, even that goes to Redis.
+      const first = a.apply(message('192.0.2.1'), Date.now());
+      assert.ok(first instanceof Promise);
+      await first;
+      const plain = a.apply(message('192.0.2.1'), Date.now());
+      assert.ok(!(plain instanceof Promise), 'answered without waiting for Redis');
+      assert.equal(plain.ban, undefined);
+      assert.equal(a.stats(Date.now()).mirrorDecisions, 1);
+
+      // A ban made on another node: pub/sub brings it here.
+      await b.commit([ban('203.0.113.0/24')], Date.now(), 'cli');
+      const until = Date.now() + 2000;
+      while (a.stats(Date.now()).activeBans < 1 && Date.now() < until) await sleep(5);
+      await a.apply(plan(makeEvent({ ip: '192.0.2.2', time: Date.now() }), policy), Date.now());
+      const connect = plan(makeEvent({ ip: '203.0.113.7', time: Date.now() }), policy);
+      assert.ok(connect.counters.length > 0 && connect.counters.every((op) => op.charge === 'if-pass'));
+      const refused = a.apply(connect, Date.now());
+      assert.ok(!(refused instanceof Promise), 'a banned client counted only if it passes: no round trip');
+      assert.equal(refused.ban?.subject, '203.0.113.0/24');
+      const attempt = a.apply(
+        plan(
+          makeEvent({ kind: 'auth-attempt', user: 'x@example.org', pwhash: 'p', protocol: 'imap', ip: '203.0.113.7' }),
+          policy,
+        ),
+        Date.now(),
+      );
+      assert.ok(!(attempt instanceof Promise), 'a login attempt of a banned client: no round trip');
+      assert.equal(redis.cli('exists', `{mailwarden}:c:${connect.counters[0]?.key ?? ''}`), '0', 'charged nothing');
+
+      // A failed login a banned client reports is counted always (escalation): that one still goes to Redis.
+      const failed = plan(
+        makeEvent({
+          kind: 'auth-result',
+          success: false,
+          user: 'x@example.org',
+          pwhash: 'p',
+          protocol: 'imap',
+          ip: '203.0.113.7',
+        }),
+        policy,
+      );
+      const counted = a.apply(failed, Date.now());
+      assert.ok(counted instanceof Promise);
+      assert.equal((await counted).ban?.subject, '203.0.113.0/24');
+      assert.equal(redis.cli('exists', `{mailwarden}:c:${failed.counters[0]?.key ?? ''}`), '1', 'counted in Redis');
+    } finally {
+      await redis.kill();
+    }
+  });
+
+  test('a mirror that missed a ban event is not used once an APPLY has told of it, until it is read again', async () => {
+    const redis = await startRedis();
+    try {
+      const { a, b } = await twoNodes(redis.url, 's');
+      const connect = (ip: string): ReturnType<typeof plan> => plan(makeEvent({ ip, time: Date.now() }), policy);
+      const message = (): ReturnType<typeof plan> =>
+        plan(makeEvent({ kind: 'message', ip: '198.51.100.20', recipients: 1, time: Date.now() }), policy);
+      const mirrored = (): number => a.stats(Date.now()).mirrorDecisions ?? 0;
+      await a.apply(connect('192.0.2.3'), Date.now());
+      assert.ok(!(a.apply(message(), Date.now()) instanceof Promise), 'in step: the mirror answers');
+      // The subscription stops delivering while its connection stays up (from the node's side, nothing happened).
+      const sub = (a as unknown as { redis: { subscriber: Redis } }).redis.subscriber;
+      await sub.unsubscribe('{mailwarden}:events');
+      await b.commit([ban('198.51.100.0/24')], Date.now(), 'cli');
+      // Any counted decision made after the ban tells the node that its mirror is behind.
+      await a.apply(connect('192.0.2.4'), Date.now());
+      const before = mirrored();
+      for (let n = 0; n < 20; n++) {
+        const r = a.apply(message(), Date.now());
+        assert.ok(r instanceof Promise, `decision ${n} asks Redis`);
+        assert.equal((await r).ban?.subject, '198.51.100.0/24', `decision ${n}`);
+      }
+      assert.equal(mirrored(), before);
+      // The subscription comes back (a new connection): the mirror is read again, and answers again.
+      sub.disconnect(true);
+      const until = Date.now() + 5000;
+      while (mirrored() === before) {
+        if (Date.now() > until) throw new Error('the mirror was never used again');
+        assert.equal((await a.apply(message(), Date.now())).ban?.subject, '198.51.100.0/24');
+        await sleep(5);
+      }
+    } finally {
+      await redis.kill();
+    }
+  });
+
+  test('a node refusing a flood during an outage still goes back to Redis: its audit rows follow', async () => {
+    const redis = await startRedis();
+    let writing = true;
+    try {
+      const logs: Array<Record<string, unknown>> = [];
+      const a = await node('a', redis.url, 'f-a.sqlite', logs);
+      await waitMode(a, 'redis');
+      await redis.kill();
+      await a.apply(plan(makeEvent({ ip: '192.0.2.99', time: Date.now() }), policy), Date.now());
+      assert.equal(a.mode, 'local-fallback');
+      // Refusals of ever new sources: one audit row each, written locally as fast as the node can.
+      let i = 0;
+      const flood = (async () => {
+        while (writing) {
+          const ip = `10.9.${(i >> 8) & 255}.${i & 255}`;
+          const hit = {
+            rule: 'smtp-connections-per-ip',
+            subject: ip,
+            count: 31,
+            limit: 30,
+            action: 'reject' as const,
+            observe: false,
+            reason: 'r',
+          };
+          await a.recordHits(makeEvent({ ip, time: Date.now() }), [hit], Date.now());
+          i++;
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      await sleep(300);
+      await redis.restart();
+      await waitMode(a, 'redis');
+      writing = false;
+      await flood;
+      assert.ok(i > 100, `${i} rows written`);
+      // The rows written locally reach Redis after the switch.
+      const end = Date.now() + 8000;
+      let total = 0;
+      while (Date.now() < end) {
+        total = (await a.auditSearch({ since: 0, limit: 1, offset: 0 })).total;
+        if (total >= i) break;
+        await sleep(50);
+      }
+      assert.ok(total >= i, `${total} of ${i} audit rows in Redis`);
+    } finally {
+      writing = false;
       await redis.kill();
     }
   });
