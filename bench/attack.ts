@@ -26,11 +26,10 @@
  * wall-clock rates drift); the ratio is the median round's.
  */
 import { mkdirSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { call } from '../src/admin/client.js';
-import { buildLogins } from './dovecot.js';
+import { buildLogins, openHttp, policyRequest, type HttpConn } from './dovecot.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
 import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
 import { buildWorkload, loadTemplates, REPO, type Workload } from './requests.js';
@@ -92,13 +91,7 @@ function postfixSample(r: LoadResult, cpuS: number): Sample {
 
 // ---- Dovecot: a keep-alive HTTP client that answers a refusal as Dovecot does ----
 
-function post(command: string, body: object): Buffer {
-  const json = JSON.stringify(body);
-  return Buffer.from(
-    `POST ${DOVECOT_PATH}?command=${command} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: dovecot/auth-policy-client\r\n` +
-      `Content-Length: ${Buffer.byteLength(json)}\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\n\r\n${json}`,
-  );
-}
+const post = (command: string, body: object): Buffer => policyRequest(DOVECOT_PATH, command, body);
 
 /** One login: its allow, then its report if the allow let it through, else the report Dovecot sends for a refusal. */
 type Login = { allow: Buffer; then: Buffer[]; refusedReport: Buffer | undefined };
@@ -137,44 +130,6 @@ function floodLogins(n: number): Login[] {
     });
   }
   return out;
-}
-
-class HttpConn {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: ((r: { status: number; body: string }) => void) | undefined;
-  constructor(readonly sock: Socket) {
-    sock.on('data', (c: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
-      this.drain();
-    });
-  }
-  private drain(): void {
-    const end = this.buf.indexOf('\r\n\r\n');
-    if (end < 0 || !this.waiter) return;
-    const head = this.buf.subarray(0, end).toString('latin1');
-    const len = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
-    if (this.buf.length < end + 4 + len) return;
-    const body = this.buf.subarray(end + 4, end + 4 + len).toString();
-    this.buf = this.buf.subarray(end + 4 + len);
-    const w = this.waiter;
-    this.waiter = undefined;
-    w({ status: Number(head.slice(9, 12)), body });
-  }
-  send(b: Buffer): Promise<{ status: number; body: string }> {
-    return new Promise((resolve) => {
-      this.waiter = resolve;
-      this.sock.write(b);
-      this.drain();
-    });
-  }
-}
-
-function openHttp(port: number): Promise<HttpConn> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => resolve(new HttpConn(s)));
-    s.setNoDelay(true);
-    s.once('error', reject);
-  });
 }
 
 interface HttpLoad {

@@ -27,7 +27,8 @@ export interface LoginLoad {
   refused: number;
 }
 
-function req(path: string, command: string, body: object): Buffer {
+/** One auth policy request as Dovecot sends it: `command` is allow or report. */
+export function policyRequest(path: string, command: string, body: object): Buffer {
   const json = JSON.stringify(body);
   return Buffer.from(
     `POST ${path}?command=${command} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: dovecot/auth-policy-client\r\nContent-Length: ${Buffer.byteLength(json)}\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\n\r\n${json}`,
@@ -49,18 +50,18 @@ export function buildLogins(path: string, n: number): Buffer[][] {
       tls: true,
     };
     const ok = i % 10 !== 0;
-    const allow = req(path, 'allow', base);
+    const allow = policyRequest(path, 'allow', base);
     out.push(
       ok
-        ? [allow, allow, req(path, 'report', { ...base, success: true, policy_reject: false })]
-        : [allow, req(path, 'report', { ...base, success: false, policy_reject: false })],
+        ? [allow, allow, policyRequest(path, 'report', { ...base, success: true, policy_reject: false })]
+        : [allow, policyRequest(path, 'report', { ...base, success: false, policy_reject: false })],
     );
   }
   return out;
 }
 
 /** Reads one HTTP response (headers + Content-Length body) at a time from a keep-alive socket. */
-class Conn {
+export class HttpConn {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: ((r: { status: number; body: string }) => void) | undefined;
   constructor(readonly sock: Socket) {
@@ -90,17 +91,23 @@ class Conn {
   }
 }
 
-function open(port: number): Promise<Conn> {
+export function openHttp(port: number): Promise<HttpConn> {
   return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => resolve(new Conn(s)));
+    const s = connect(port, '127.0.0.1', () => resolve(new HttpConn(s)));
     s.setNoDelay(true);
     s.once('error', reject);
   });
 }
 
 /** `connections` keep-alive connections, each doing one login after another for `ms`. */
-export async function loginLoad(t: HttpTarget, logins: Buffer[][], connections: number, warmupMs: number, ms: number): Promise<LoginLoad> {
-  const conns = await Promise.all(Array.from({ length: connections }, () => open(t.port)));
+export async function loginLoad(
+  t: HttpTarget,
+  logins: Buffer[][],
+  connections: number,
+  warmupMs: number,
+  ms: number,
+): Promise<LoginLoad> {
+  const conns = await Promise.all(Array.from({ length: connections }, () => openHttp(t.port)));
   const lat: number[] = [];
   let done = 0;
   let requests = 0;
@@ -139,7 +146,7 @@ export async function loginLoad(t: HttpTarget, logins: Buffer[][], connections: 
 
 /** What Dovecot waits for per successful login (allow + allow + report, one after another, nothing else running). */
 export async function perLoginMs(t: HttpTarget, logins: Buffer[][], n: number): Promise<number> {
-  const c = await open(t.port);
+  const c = await openHttp(t.port);
   const ok = logins.filter((l) => l.length === 3);
   const t0 = performance.now();
   for (let i = 0; i < n; i++) for (const r of ok[i % ok.length] as Buffer[]) await c.send(r);
@@ -156,9 +163,7 @@ export function serveTrivialHttp(port: number): void {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': reply.length });
       res.end(reply);
     });
-  })
-    .listen(port, '127.0.0.1', () => process.stdout.write('ready\n'))
-    .keepAliveTimeout = 65_000;
+  }).listen(port, '127.0.0.1', () => process.stdout.write('ready\n')).keepAliveTimeout = 65_000;
 }
 
 if (process.argv[2] === '--serve-trivial') serveTrivialHttp(Number(process.argv[3]));

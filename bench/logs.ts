@@ -48,24 +48,13 @@ import { LogFollowers } from '../src/logs/followers.js';
 import { LineSplitter } from '../src/logs/lines.js';
 import { recogniseMailLine } from '../src/logs/recognise.js';
 import { MemoryStore } from '../src/store/memory.js';
+import { prng } from '../test/helpers/prng.js';
 import { findTool } from '../test/logs/tools.js';
 import { createLogger } from '../src/log.js';
 import { REPO } from './requests.js';
 
 export const LOG_LINES = Number(process.env.MAILWARDEN_BENCH_LOG_LINES ?? 500_000);
 const TARGET_RATIO = 10;
-
-/** A deterministic generator (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The synthetic mail.log: `lines` lines; returns how many are failed logins. */
 export function writeMailLog(path: string, lines: number, seed = 20261127): { failures: number } {

@@ -19,49 +19,59 @@ const boom = (): never => {
   throw new Error('boom: a counter, a script or a disk failed');
 };
 
-describe('decider: a failed decision never lets a banned source in', () => {
+/**
+ * Makes deciders with these rules, each on a fresh MemoryStore of its own (clock at T0); the stores are
+ * closed and their directories removed after the enclosing describe.
+ */
+function deciders(
+  maxKeys: number,
+): (yaml: string) => { store: MemoryStore; decider: Decider; logs: Array<Record<string, unknown>> } {
   const dirs: string[] = [];
   const stores: MemoryStore[] = [];
   after(async () => {
     for (const s of stores) await s.close();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
-
-  const setup = (
-    yaml = '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1m, then: {action: reject, ban: ip}}',
-  ): { store: MemoryStore; decider: Decider; logs: Array<Record<string, unknown>> } => {
+  return (yaml) => {
     const dir = mkdtempSync(join(tmpdir(), 'mw-decider-'));
     dirs.push(dir);
-    const policy = rulesPolicy(yaml);
     const store = new MemoryStore({
       file: join(dir, 'mw.sqlite'),
-      maxKeys: 1000,
+      maxKeys,
       lookbackMs: 86_400_000,
       now: () => T0,
     });
     stores.push(store);
     const logs: Array<Record<string, unknown>> = [];
-    return { store, decider: new Decider(policy, store, captureLogger(logs)), logs };
+    return { store, decider: new Decider(rulesPolicy(yaml), store, captureLogger(logs)), logs };
   };
-  const ban = (store: MemoryStore, subject: string) =>
-    store.commit(
-      [
-        {
-          type: 'ban',
-          subject,
-          rule: 'manual',
-          reason: 'test',
-          evidence: {},
-          escalation: { baseMs: 3_600_000, factor: 4, maxMs: 86_400_000, lookbackMs: 86_400_000 },
-          durationMs: 3_600_000,
-        },
-      ],
-      T0,
-      'cli',
-    );
+}
+
+/** An administrator's one-hour ban of `subject` (an address or a network), made at T0. */
+const ban = (store: MemoryStore, subject: string) =>
+  store.commit(
+    [
+      {
+        type: 'ban',
+        subject,
+        rule: 'manual',
+        reason: 'test',
+        evidence: {},
+        escalation: { baseMs: 3_600_000, factor: 4, maxMs: 86_400_000, lookbackMs: 86_400_000 },
+        durationMs: 3_600_000,
+      },
+    ],
+    T0,
+    'cli',
+  );
+
+describe('decider: a failed decision never lets a banned source in', () => {
+  const setup = deciders(1000);
+  const CONN_BAN =
+    '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1m, then: {action: reject, ban: ip}}';
 
   test('the store failing (synchronously or not) still refuses a banned source; any other source fails open', async () => {
-    const { store, decider, logs } = setup();
+    const { store, decider, logs } = setup(CONN_BAN);
     await ban(store, '198.18.0.0/15');
     store.apply = boom;
     const d = decider.evaluate(makeEvent({ ip: '198.19.0.1' })) as Decision;
@@ -76,7 +86,7 @@ describe('decider: a failed decision never lets a banned source in', () => {
   });
 
   test('a rule ban made in a decision that then fails (its audit row cannot be written) still refuses', async () => {
-    const { store, decider } = setup();
+    const { store, decider } = setup(CONN_BAN);
     const ev = makeEvent({ ip: '192.0.2.66' });
     assert.equal((decider.evaluate(ev) as Decision).action, 'allow');
     assert.equal((decider.evaluate(ev) as Decision).action, 'allow');
@@ -107,46 +117,14 @@ describe('decider: a failed decision never lets a banned source in', () => {
 });
 
 describe('decider: a flood of refusals is counted, not written line by line', () => {
-  const dirs: string[] = [];
-  const stores: MemoryStore[] = [];
-  after(async () => {
-    for (const s of stores) await s.close();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  });
-  const setup = (yaml: string): { store: MemoryStore; decider: Decider; logs: Array<Record<string, unknown>> } => {
-    const dir = mkdtempSync(join(tmpdir(), 'mw-decider-'));
-    dirs.push(dir);
-    const store = new MemoryStore({
-      file: join(dir, 'mw.sqlite'),
-      maxKeys: 10_000,
-      lookbackMs: 86_400_000,
-      now: () => T0,
-    });
-    stores.push(store);
-    const logs: Array<Record<string, unknown>> = [];
-    return { store, decider: new Decider(rulesPolicy(yaml), store, captureLogger(logs)), logs };
-  };
+  const setup = deciders(10_000);
 
   test('log lines: a source once per rule and interval, at most 20 per rule; the rest told in one line', async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const { store, decider, logs } = setup(
       '  - {name: conn, on: [connect], key: ip, count: events, limit: 1000, window: 1m, then: tempfail}',
     );
-    await store.commit(
-      [
-        {
-          type: 'ban',
-          subject: '198.18.0.0/16',
-          rule: 'manual',
-          reason: 'test',
-          evidence: {},
-          escalation: { baseMs: 3_600_000, factor: 4, maxMs: 86_400_000, lookbackMs: 86_400_000 },
-          durationMs: 3_600_000,
-        },
-      ],
-      T0,
-      'cli',
-    );
+    await ban(store, '198.18.0.0/16');
     // 50 banned sources, 3 requests each
     for (let round = 0; round < 3; round++)
       for (let i = 0; i < 50; i++) {

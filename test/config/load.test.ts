@@ -44,6 +44,16 @@ function oneProblem(text: string, code: ConfigErrorCode, where: string, override
   return p;
 }
 
+/** `then: tempfail` as compiled: no delay, no message of its own, no ban, suspension or notice. */
+const TEMPFAIL_THEN: Rule['then'] = {
+  action: 'tempfail',
+  delaySeconds: 0,
+  message: '',
+  ban: undefined,
+  suspendMs: undefined,
+  notify: false,
+};
+
 function rule(s: Settings, name: string): Rule {
   const r = s.policy.rules.find((x) => x.name === name);
   assert.ok(r, `rule ${name} not found in ${s.policy.rules.map((x) => x.name).join(', ')}`);
@@ -192,14 +202,7 @@ void describe('built-in defaults', () => {
     ]);
     for (const n of SMTP_RULE_NAMES) {
       const r = rule(s, n);
-      assert.deepEqual(r.then, {
-        action: 'tempfail',
-        delaySeconds: 0,
-        message: '',
-        ban: undefined,
-        suspendMs: undefined,
-        notify: false,
-      });
+      assert.deepEqual(r.then, TEMPFAIL_THEN);
       assert.deepEqual(r.checkOn, []);
     }
   });
@@ -678,14 +681,7 @@ void describe('a full valid config', () => {
         '    window: 1m',
       ),
     );
-    assert.deepEqual(rule(s, 'per-sender').then, {
-      action: 'tempfail',
-      delaySeconds: 0,
-      message: '',
-      ban: undefined,
-      suspendMs: undefined,
-      notify: false,
-    });
+    assert.deepEqual(rule(s, 'per-sender').then, TEMPFAIL_THEN);
   });
 
   void test('then as a word or as an object; ban true/false', () => {
@@ -1181,51 +1177,19 @@ void describe('rules: detectors (uses) and baselines', () => {
     '    limit: 9',
     '    window: 1h',
   ];
+  /** `counted` (lines 3-8), then a rule det on auth-result (lines 9-10) with these lines (from line 11). */
+  const withDet = (...det: string[]): string =>
+    yaml('use_default_rules: false', 'rules:', ...counted, '  - name: det', '    on: [auth-result]', ...det);
 
   void test('a detector needs on, key and limit only; count and window come from the rule it uses', () => {
-    const s = load(
-      yaml(
-        'use_default_rules: false',
-        'rules:',
-        ...counted,
-        '  - name: det',
-        '    on: [auth-result]',
-        '    key: ip',
-        '    uses: fails',
-        '    limit: 3',
-      ),
-    );
+    const s = load(withDet('    key: ip', '    uses: fails', '    limit: 3'));
     assert.deepEqual(rule(s, 'det').uses, { rule: 'fails', count: 'failures', windowMs: HOUR, limit: 9 });
-    const p = oneProblem(
-      yaml(
-        'use_default_rules: false',
-        'rules:',
-        ...counted,
-        '  - name: det',
-        '    on: [auth-result]',
-        '    uses: fails',
-      ),
-      'MW_CONFIG_RULE',
-      `${FILE}:9:5`,
-    );
+    const p = oneProblem(withDet('    uses: fails'), 'MW_CONFIG_RULE', `${FILE}:9:5`);
     assert.match(p.message, /^rule det needs key, limit /);
   });
 
   void test('uses must name an enabled rule with its own counter', () => {
-    const p = oneProblem(
-      yaml(
-        'use_default_rules: false',
-        'rules:',
-        ...counted,
-        '  - name: det',
-        '    on: [auth-result]',
-        '    key: ip',
-        '    uses: fail',
-        '    limit: 3',
-      ),
-      'MW_CONFIG_RULE',
-      `${FILE}:12:11`,
-    );
+    const p = oneProblem(withDet('    key: ip', '    uses: fail', '    limit: 3'), 'MW_CONFIG_RULE', `${FILE}:12:11`);
     assert.equal(
       p.message,
       'rule det: uses "fail", which is not an enabled rule with its own counter; name one of: fails',
@@ -1256,16 +1220,7 @@ void describe('rules: detectors (uses) and baselines', () => {
 
   void test('a detector must have the key of the rule it uses', () => {
     const p = oneProblem(
-      yaml(
-        'use_default_rules: false',
-        'rules:',
-        ...counted,
-        '  - name: det',
-        '    on: [auth-result]',
-        '    key: network',
-        '    uses: fails',
-        '    limit: 3',
-      ),
+      withDet('    key: network', '    uses: fails', '    limit: 3'),
       'MW_CONFIG_RULE',
       `${FILE}:11:10`,
     );

@@ -15,14 +15,14 @@
  * runs with the penalty on, as Dovecot ships.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { imapLogin, pop3Login, sendMail, smtpSession } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
-import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
+import { MAIL_USERS, startMailStackFor, stopMailStackFor, type MailStack } from './stack.js';
 
 const { alice, bob, carol } = MAIL_USERS;
 
@@ -37,17 +37,9 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     dir = mkdtempSync(join(tmpdir(), 'mw-e2e-'));
     writeFileSync(join(dir, 'mailwarden.yaml'), GUESSING_CONFIG);
     mw = await start();
-    stack = await startMailStack({
-      postfixPolicy: `inet:127.0.0.1:${mw.postfixPort}`,
-      dovecotPolicyUrl: `http://127.0.0.1:${mw.dovecotPort}/dovecot/policy`,
-      authPenalty: false,
-    });
+    stack = await startMailStackFor(mw, { authPenalty: false });
   });
-  after(async () => {
-    await stack?.stop();
-    await mw?.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => stopMailStackFor(stack, mw, dir));
 
   const imap = (localAddress: string, user: string, password: string) =>
     imapLogin({ port: stack.ports.imap, localAddress, user, password });

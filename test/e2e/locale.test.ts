@@ -11,7 +11,7 @@
  * banned at the next different one.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { imapLogin } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
-import { MAIL_USERS, startMailStack, type MailStack } from './stack.js';
+import { MAIL_USERS, startMailStackFor, stopMailStackFor, type MailStack } from './stack.js';
 
 const { alice, bob } = MAIL_USERS;
 
@@ -133,17 +133,9 @@ describe('e2e: locale ja, as the mail client reads it', { timeout: 300_000 }, ()
       MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml'),
       TZ: 'Asia/Tokyo',
     });
-    stack = await startMailStack({
-      postfixPolicy: `inet:127.0.0.1:${mw.postfixPort}`,
-      dovecotPolicyUrl: `http://127.0.0.1:${mw.dovecotPort}/dovecot/policy`,
-      authPenalty: false,
-    });
+    stack = await startMailStackFor(mw, { authPenalty: false });
   });
-  after(async () => {
-    await stack?.stop();
-    await mw?.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => stopMailStackFor(stack, mw, dir));
 
   /** IMAP LOGIN on a new connection: the tagged answer's bytes. */
   const imapAnswer = (ip: string, user: string, password: string): Promise<Buffer> =>

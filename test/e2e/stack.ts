@@ -46,6 +46,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import type { DaemonProcess } from '../helpers/daemon.js';
 
 export const MAIL_DOMAIN = 'mailprobe.test';
 
@@ -751,6 +752,32 @@ export async function startMailStack(opts: MailStackOptions): Promise<MailStack>
     }
   }
   throw lastErr;
+}
+
+/** startMailStack wired to a mailwarden's policy listeners on loopback, as docs/INTEGRATION.md says. */
+export function startMailStackFor(
+  mw: Pick<DaemonProcess, 'postfixPort' | 'dovecotPort'>,
+  opts: Omit<MailStackOptions, 'postfixPolicy' | 'dovecotPolicyUrl'> = {},
+): Promise<MailStack> {
+  return startMailStack({
+    postfixPolicy: `inet:127.0.0.1:${mw.postfixPort}`,
+    dovecotPolicyUrl: `http://127.0.0.1:${mw.dovecotPort}/dovecot/policy`,
+    ...opts,
+  });
+}
+
+/**
+ * An e2e file's teardown: the stack, then mailwarden, then the file's temp dir. Either may be
+ * undefined when `before` failed half-way; what was started is still stopped.
+ */
+export async function stopMailStackFor(
+  stack: MailStack | undefined,
+  mw: DaemonProcess | undefined,
+  dir: string,
+): Promise<void> {
+  await stack?.stop();
+  await mw?.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
 }
 
 async function startOnce(

@@ -33,6 +33,9 @@ import { allowed, DAY, Harness, HOUR, makeEvent, MINUTE, rulesPolicy, SECOND, T0
 const CONN = (limit = 3, then = 'tempfail'): string =>
   `  - {name: conn, on: [connect], key: ip, count: events, limit: ${limit}, window: 1m, then: ${then}}`;
 
+/** A harness whose policy is just these rules (YAML list items, one a string): no default rules. */
+const harnessWith = (...rules: string[]): Harness => new Harness(rulesPolicy(rules.join('\n')));
+
 function rateOp(p: ReturnType<typeof plan>, i = 0): Extract<CounterOp, { type: 'rate' }> {
   const op = p.counters[i];
   assert.ok(op && op.type === 'rate', `counter ${i} is a rate counter`);
@@ -62,6 +65,10 @@ function manualBan(policy: Policy, subject: string, durationMs: number): BanEffe
     escalation: policy.escalation,
     durationMs,
   };
+}
+
+function manualSuspension(user: string, durationMs: number, reason = 'x'): SuspendEffect {
+  return { type: 'suspend', user, rule: 'manual', reason, durationMs, evidence: {} };
 }
 
 void describe('plan()', () => {
@@ -436,7 +443,7 @@ void describe('decide() on hand-made store answers', () => {
 
 void describe('every count kind through plan → store → decide', () => {
   void test('events per ip: the limit passes, the next is refused by the rule, named with count and limit', () => {
-    const h = new Harness(rulesPolicy(CONN(3)));
+    const h = harnessWith(CONN(3));
     assert.equal(allowed(h.runMany(3)), 3);
     const d = h.run().decision;
     assert.equal(d.action, 'tempfail');
@@ -452,10 +459,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('recipients per RCPT event, only for unauthenticated clients', () => {
-    const h = new Harness(
-      rulesPolicy(
-        '  - {name: inbound, on: [recipient], when: {authenticated: false}, key: ip, count: recipients, limit: 5, window: 1h}',
-      ),
+    const h = harnessWith(
+      '  - {name: inbound, on: [recipient], when: {authenticated: false}, key: ip, count: recipients, limit: 5, window: 1h}',
     );
     const rcpt = { kind: 'recipient' as const, recipients: 1, recipient: 'x@example.net' };
     assert.equal(allowed(h.runMany(5, rcpt)), 5);
@@ -467,10 +472,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('recipients of accepted messages per user (recipient_count at END-OF-MESSAGE)', async () => {
-    const h = new Harness(
-      rulesPolicy(
-        '  - {name: urcpt, on: [message], when: {authenticated: true}, key: user, count: recipients, limit: 10, window: 1h}',
-      ),
+    const h = harnessWith(
+      '  - {name: urcpt, on: [message], when: {authenticated: true}, key: user, count: recipients, limit: 10, window: 1h}',
     );
     const msg = (n: number): Partial<MailEvent> => ({
       kind: 'message',
@@ -490,9 +493,7 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('messages per user recover one per window/limit', () => {
-    const h = new Harness(
-      rulesPolicy('  - {name: umsg, on: [message], key: user, count: messages, limit: 2, window: 1h}'),
-    );
+    const h = harnessWith('  - {name: umsg, on: [message], key: user, count: messages, limit: 2, window: 1h}');
     const msg = { kind: 'message' as const, user: 'u@example.org', recipients: 1 };
     assert.equal(allowed(h.runMany(3, msg)), 2);
     h.advance(30 * MINUTE - 1);
@@ -503,8 +504,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('bytes per user; an empty message is free; one message over the limit is always refused', () => {
-    const h = new Harness(
-      rulesPolicy('  - {name: ubytes, on: [message], key: user, count: bytes, limit: 1000, window: 1h, then: reject}'),
+    const h = harnessWith(
+      '  - {name: ubytes, on: [message], key: user, count: bytes, limit: 1000, window: 1h, then: reject}',
     );
     const msg = (size: number, user = 'u@example.org'): Partial<MailEvent> => ({
       kind: 'message',
@@ -524,10 +525,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('failed logins per ip; successes are not counted and not refused', () => {
-    const h = new Harness(
-      rulesPolicy(
-        '  - {name: fails, on: [auth-result], key: ip, count: failures, limit: 3, window: 10m, then: reject}',
-      ),
+    const h = harnessWith(
+      '  - {name: fails, on: [auth-result], key: ip, count: failures, limit: 3, window: 10m, then: reject}',
     );
     const fail = { kind: 'auth-result' as const, protocol: 'imap', success: false, user: 'victim@example.org' };
     assert.equal(allowed(h.runMany(10, { ...fail, success: true })), 10);
@@ -539,10 +538,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('distinct password fingerprints per ip: repeats are free, a new one past the limit fires, results keep counting, the window forgets', () => {
-    const h = new Harness(
-      rulesPolicy(
-        "  - {name: spray, on: [auth-result], key: ip, count: 'distinct:pwhash', limit: 3, window: 1h, then: reject}",
-      ),
+    const h = harnessWith(
+      "  - {name: spray, on: [auth-result], key: ip, count: 'distinct:pwhash', limit: 3, window: 1h, then: reject}",
     );
     const att = (pwhash: string): Partial<MailEvent> => ({
       kind: 'auth-result',
@@ -565,10 +562,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('distinct recipient domains per sender domain', () => {
-    const h = new Harness(
-      rulesPolicy(
-        "  - {name: spread, on: [recipient], key: sender_domain, count: 'distinct:recipient_domain', limit: 2, window: 1h}",
-      ),
+    const h = harnessWith(
+      "  - {name: spread, on: [recipient], key: sender_domain, count: 'distinct:recipient_domain', limit: 2, window: 1h}",
     );
     const rc = (recipient: string, sender = 'a@example.org'): Partial<MailEvent> => ({
       kind: 'recipient',
@@ -585,8 +580,8 @@ void describe('every count kind through plan → store → decide', () => {
   });
 
   void test('distinct source networks per user', () => {
-    const h = new Harness(
-      rulesPolicy("  - {name: roam, on: [auth-result], key: user, count: 'distinct:network', limit: 2, window: 1d}"),
+    const h = harnessWith(
+      "  - {name: roam, on: [auth-result], key: user, count: 'distinct:network', limit: 2, window: 1d}",
     );
     const login = (ip: string): Decision =>
       h.run({ kind: 'auth-result', protocol: 'imap', success: true, user: 'u@example.org', ip }).decision;
@@ -600,9 +595,7 @@ void describe('every count kind through plan → store → decide', () => {
 
 void describe('keys through the store', () => {
   void test('network: clients of one /24 (or IPv6 /64) share a counter', () => {
-    const h = new Harness(
-      rulesPolicy('  - {name: net, on: [connect], key: network, count: events, limit: 2, window: 1m}'),
-    );
+    const h = harnessWith('  - {name: net, on: [connect], key: network, count: events, limit: 2, window: 1m}');
     assert.equal(h.run({ ip: '192.0.2.1' }).decision.action, 'allow');
     assert.equal(h.run({ ip: '192.0.2.254' }).decision.action, 'allow');
     assert.deepEqual(
@@ -617,9 +610,7 @@ void describe('keys through the store', () => {
   });
 
   void test('user: one account from many addresses shares a counter', () => {
-    const h = new Harness(
-      rulesPolicy('  - {name: u, on: [mail], key: user, count: events, limit: 2, window: 1m, then: reject}'),
-    );
+    const h = harnessWith('  - {name: u, on: [mail], key: user, count: events, limit: 2, window: 1m, then: reject}');
     assert.equal(h.run({ kind: 'mail', user: 'u@example.org', ip: '192.0.2.1' }).decision.action, 'allow');
     assert.equal(h.run({ kind: 'mail', user: 'u@example.org', ip: '198.51.100.1' }).decision.action, 'allow');
     assert.equal(h.run({ kind: 'mail', user: 'u@example.org', ip: '203.0.113.1' }).decision.action, 'reject');
@@ -628,13 +619,9 @@ void describe('keys through the store', () => {
   });
 
   void test('sender and sender_domain; the null sender counts against neither', () => {
-    const h = new Harness(
-      rulesPolicy(
-        [
-          '  - {name: snd, on: [mail], key: sender, count: events, limit: 2, window: 1m}',
-          '  - {name: sdom, on: [mail], key: sender_domain, count: events, limit: 3, window: 1m, then: reject}',
-        ].join('\n'),
-      ),
+    const h = harnessWith(
+      '  - {name: snd, on: [mail], key: sender, count: events, limit: 2, window: 1m}',
+      '  - {name: sdom, on: [mail], key: sender_domain, count: events, limit: 3, window: 1m, then: reject}',
     );
     const mail = (sender: string): Decision => h.run({ kind: 'mail', sender }).decision;
     assert.equal(mail('a@example.org').action, 'allow');
@@ -655,7 +642,7 @@ void describe('actions and precedence', () => {
 
   void test('each action is returned as configured; delay carries its seconds', () => {
     for (const a of ORDER) {
-      const h = new Harness(rulesPolicy(ruleFor(a)));
+      const h = harnessWith(ruleFor(a));
       assert.equal(h.run({ kind: 'mail' }).decision.action, 'allow');
       const d = h.run({ kind: 'mail' }).decision;
       assert.equal(d.action, a);
@@ -663,10 +650,8 @@ void describe('actions and precedence', () => {
       assert.equal(d.delaySeconds, a === 'delay' ? 5 : 0);
       assert.equal(d.reason.endsWith('try again later'), a !== 'reject', d.reason);
     }
-    const ms = new Harness(
-      rulesPolicy(
-        '  - {name: d, on: [mail], key: ip, count: events, limit: 1, window: 1m, then: {action: delay, delay: 1500ms}}',
-      ),
+    const ms = harnessWith(
+      '  - {name: d, on: [mail], key: ip, count: events, limit: 1, window: 1m, then: {action: delay, delay: 1500ms}}',
     );
     ms.run({ kind: 'mail' });
     assert.equal(ms.run({ kind: 'mail' }).decision.delaySeconds, 2);
@@ -678,7 +663,7 @@ void describe('actions and precedence', () => {
         if (i === j) continue;
         const a = ORDER[i] as Action;
         const b = ORDER[j] as Action;
-        const h = new Harness(rulesPolicy([ruleFor(a), ruleFor(b)].join('\n')));
+        const h = harnessWith(ruleFor(a), ruleFor(b));
         h.run({ kind: 'mail' });
         const d = h.run({ kind: 'mail' }).decision;
         const strongest = ORDER[Math.max(i, j)] as Action;
@@ -691,20 +676,16 @@ void describe('actions and precedence', () => {
         );
       }
     }
-    const all = new Harness(rulesPolicy(ORDER.map(ruleFor).join('\n')));
+    const all = harnessWith(...ORDER.map(ruleFor));
     all.run({ kind: 'mail' });
     const d = all.run({ kind: 'mail' }).decision;
     assert.deepEqual([d.action, d.hits.length], ['reject', 4]);
   });
 
   void test('equal actions: the first rule in the policy names the decision', () => {
-    const h = new Harness(
-      rulesPolicy(
-        [
-          '  - {name: first, on: [mail], key: ip, count: events, limit: 1, window: 1m, then: tempfail}',
-          '  - {name: second, on: [mail], key: network, count: events, limit: 1, window: 1m, then: tempfail}',
-        ].join('\n'),
-      ),
+    const h = harnessWith(
+      '  - {name: first, on: [mail], key: ip, count: events, limit: 1, window: 1m, then: tempfail}',
+      '  - {name: second, on: [mail], key: network, count: events, limit: 1, window: 1m, then: tempfail}',
     );
     h.run({ kind: 'mail' });
     assert.equal(h.run({ kind: 'mail' }).decision.rule, 'first');
@@ -797,14 +778,10 @@ void describe('window edges (GCRA through the store)', () => {
 
 void describe('gating: a refused event charges no enforcing counter', () => {
   void test('a message refused for recipients is not counted as a sent message', async () => {
-    const h = new Harness(
-      rulesPolicy(
-        [
-          '  - {name: msgs, on: [message], key: user, count: messages, limit: 100, window: 1h}',
-          '  - {name: rcpts, on: [message], key: user, count: recipients, limit: 5, window: 1h}',
-          '  - {name: seen, mode: observe, on: [message], key: user, count: messages, limit: 100, window: 1h}',
-        ].join('\n'),
-      ),
+    const h = harnessWith(
+      '  - {name: msgs, on: [message], key: user, count: messages, limit: 100, window: 1h}',
+      '  - {name: rcpts, on: [message], key: user, count: recipients, limit: 5, window: 1h}',
+      '  - {name: seen, mode: observe, on: [message], key: user, count: messages, limit: 100, window: 1h}',
     );
     const msg = (n: number): Partial<MailEvent> => ({
       kind: 'message',
@@ -829,13 +806,9 @@ void describe('gating: a refused event charges no enforcing counter', () => {
   });
 
   void test('a refusal by a network rule does not use up the address quota', async () => {
-    const h = new Harness(
-      rulesPolicy(
-        [
-          '  - {name: per-ip, on: [connect], key: ip, count: events, limit: 100, window: 1m}',
-          '  - {name: per-net, on: [connect], key: network, count: events, limit: 2, window: 1m}',
-        ].join('\n'),
-      ),
+    const h = harnessWith(
+      '  - {name: per-ip, on: [connect], key: ip, count: events, limit: 100, window: 1m}',
+      '  - {name: per-net, on: [connect], key: network, count: events, limit: 2, window: 1m}',
     );
     h.run({ ip: '192.0.2.1' });
     h.run({ ip: '192.0.2.2' });
@@ -844,7 +817,7 @@ void describe('gating: a refused event charges no enforcing counter', () => {
   });
 
   void test('a banned source charges nothing, and has its full quota when the ban ends', async () => {
-    const h = new Harness(rulesPolicy(CONN(3)));
+    const h = harnessWith(CONN(3));
     await h.store.commit([manualBan(h.policy, '192.0.2.10', 10 * MINUTE)], h.now, 'cli');
     const ds = h.runMany(20);
     assert.ok(ds.every((d) => d.action === 'reject' && d.rule === 'ban'));
@@ -854,17 +827,8 @@ void describe('gating: a refused event charges no enforcing counter', () => {
   });
 
   void test('a suspended user’s messages charge nothing', async () => {
-    const h = new Harness(
-      rulesPolicy('  - {name: msgs, on: [message], key: user, count: messages, limit: 3, window: 1h}'),
-    );
-    const suspend: SuspendEffect = {
-      type: 'suspend',
-      user: 'u@example.org',
-      rule: 'manual',
-      reason: 'test',
-      durationMs: HOUR,
-      evidence: {},
-    };
+    const h = harnessWith('  - {name: msgs, on: [message], key: user, count: messages, limit: 3, window: 1h}');
+    const suspend = manualSuspension('u@example.org', HOUR, 'test');
     await h.store.commit([suspend], h.now, 'cli');
     const msg = { kind: 'message' as const, user: 'u@example.org', recipients: 1 };
     assert.ok(h.runMany(5, msg).every((d) => d.rule === 'suspension'));
@@ -1059,10 +1023,8 @@ void describe('bans', () => {
     });
 
     void test('addresses inside one /64 count once; expired and lifted member bans do not count', async () => {
-      const h = new Harness(
-        rulesPolicy(
-          '  - {name: v6ip, on: [connect], key: ip, count: events, limit: 1, window: 1m, then: {action: reject, ban: ip}}',
-        ),
+      const h = harnessWith(
+        '  - {name: v6ip, on: [connect], key: ip, count: events, limit: 1, window: 1m, then: {action: reject, ban: ip}}',
       );
       for (const ip of ['2001:db8:5:1::1', '2001:db8:5:1::2', '2001:db8:5:1::3', '2001:db8:5:1::4']) {
         const got = await offend(h, { ip });
@@ -1180,14 +1142,7 @@ void describe('suspensions', () => {
 
   void test('suspending again extends the end but keeps the start', async () => {
     const h = new Harness(policy);
-    const eff: SuspendEffect = {
-      type: 'suspend',
-      user: 'u@example.org',
-      rule: 'manual',
-      reason: 'x',
-      durationMs: HOUR,
-      evidence: {},
-    };
+    const eff = manualSuspension('u@example.org', HOUR);
     await h.store.commit([eff], h.now, 'cli');
     h.advance(30 * MINUTE);
     const again = await h.store.commit([{ ...eff, durationMs: 2 * HOUR }], h.now, 'cli');
@@ -1198,14 +1153,7 @@ void describe('suspensions', () => {
 
   void test('a ban outranks a suspension', async () => {
     const h = new Harness(policy);
-    const eff: SuspendEffect = {
-      type: 'suspend',
-      user: 'u@example.org',
-      rule: 'manual',
-      reason: 'x',
-      durationMs: HOUR,
-      evidence: {},
-    };
+    const eff = manualSuspension('u@example.org', HOUR);
     await h.store.commit([eff, manualBan(policy, '192.0.2.10', HOUR)], h.now, 'cli');
     assert.equal(h.run(msg).decision.rule, 'ban');
   });
@@ -1251,14 +1199,7 @@ void describe('allowlists', () => {
     assert.equal(outs[2]?.decision.hits[0]?.observe, true);
     assert.deepEqual(await h.store.listSuspensions(h.now), []);
     assert.deepEqual(await h.peek(boss), { 'umsg|boss@example.org': 2 });
-    const eff: SuspendEffect = {
-      type: 'suspend',
-      user: 'boss@example.org',
-      rule: 'manual',
-      reason: 'x',
-      durationMs: HOUR,
-      evidence: {},
-    };
+    const eff = manualSuspension('boss@example.org', HOUR);
     await h.store.commit([eff], h.now, 'cli');
     assert.equal(h.run(boss).decision.rule, 'suspension');
     await h.store.resume('boss@example.org', 'cli', h.now, 'ok');

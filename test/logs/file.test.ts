@@ -22,7 +22,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { FileFollower, type Positions } from '../../src/logs/file.js';
+import { FileFollower } from '../../src/logs/file.js';
+import { MapPositions } from './positions.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -34,20 +35,19 @@ async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promi
   }
 }
 
-class MapPositions implements Positions {
-  readonly map = new Map<string, string>();
-  getMeta(k: string): string | undefined {
-    return this.map.get(k);
-  }
-  setMeta(k: string, v: string): void {
-    this.map.set(k, v);
-  }
+/** What logrotate's copytruncate does: copy the file, then truncate it in place. */
+function copytruncate(path: string, copy: string): void {
+  copyFileSync(path, copy);
+  truncateSync(path, 0);
 }
 
 describe('logs: FileFollower', () => {
   const root = mkdtempSync(join(tmpdir(), 'mw-follow-'));
   after(() => rmSync(root, { recursive: true, force: true }));
   let n = 0;
+
+  const numbered = (from: number, to: number, tag = 'line') =>
+    Array.from({ length: to - from + 1 }, (_, i) => `${tag} ${from + i}\n`).join('');
 
   /** A follower of a fresh file in its own directory, collecting lines; `restart` makes a new one with the same positions. */
   function setup(opts: { pollMs?: number; drainMs?: number; create?: boolean } = {}) {
@@ -86,31 +86,41 @@ describe('logs: FileFollower', () => {
         f.start();
       },
       stop: () => f.stop(),
+      /** Appends lines 1..`to` to a file that had none yet and waits until all are in. */
+      appendFirst: async (to: number) => {
+        appendFileSync(path, numbered(1, to));
+        await until(`${to} lines`, () => lines.length === to);
+      },
+      /** Waits until `count` lines are in, then `quietMs` more, so that a line read twice would show. */
+      settled: async (count: number, quietMs: number, timeoutMs?: number) => {
+        await until(`${count} lines`, () => lines.length >= count, timeoutMs);
+        await sleep(quietMs);
+      },
     };
   }
 
-  const numbered = (from: number, to: number, tag = 'line') =>
-    Array.from({ length: to - from + 1 }, (_, i) => `${tag} ${from + i}\n`).join('');
+  /** setup(), once the follower has reached the end of the file. */
+  async function following(opts: Parameters<typeof setup>[0] = {}) {
+    const s = setup(opts);
+    await until('following', () => s.f.state === 'following');
+    return s;
+  }
 
   test('from the end on first start; a restart neither recounts nor misses, a partial line included', async () => {
-    const s = setup();
-    await until('following', () => s.f.state === 'following');
-    appendFileSync(s.path, numbered(1, 3));
-    await until('3 lines', () => s.lines.length === 3);
+    const s = await following();
+    await s.appendFirst(3);
     appendFileSync(s.path, 'line 4\nline 5 is half');
     await until('line 4', () => s.lines.length === 4);
     await s.stop();
     appendFileSync(s.path, ' a line\nline 6\n');
     await s.restart();
-    await until('6 lines', () => s.lines.length === 6);
-    await sleep(100);
+    await s.settled(6, 100);
     assert.deepEqual(s.lines, ['line 1', 'line 2', 'line 3', 'line 4', 'line 5 is half a line', 'line 6']);
     await s.stop();
   });
 
   test('rotation by rename, live: the old file is read to its end, and on while its writer still writes to it', async () => {
-    const s = setup({ drainMs: 400 });
-    await until('following', () => s.f.state === 'following');
+    const s = await following({ drainMs: 400 });
     const fd = openSync(s.path, 'a');
     writeSync(fd, numbered(1, 50));
     await until('50 lines', () => s.lines.length === 50);
@@ -121,78 +131,61 @@ describe('logs: FileFollower', () => {
     appendFileSync(s.path, numbered(71, 80)); // a new file at the path
     writeSync(fd, numbered(81, 90)); // still the old one, within the drain time
     closeSync(fd);
-    await until('90 lines', () => s.lines.length >= 90);
-    await sleep(100);
+    await s.settled(90, 100);
     assert.deepEqual([...s.lines].sort(byNumber), numberedList(1, 90));
     assert.equal(s.f.stats.rotations, 1);
     await s.stop();
   });
 
   test('rotation by copytruncate, live: what was written after the last read is read from the copy', async () => {
-    const s = setup({ pollMs: 300 });
-    await until('following', () => s.f.state === 'following');
-    appendFileSync(s.path, numbered(1, 10));
-    await until('10 lines', () => s.lines.length === 10);
+    const s = await following({ pollMs: 300 });
+    await s.appendFirst(10);
     // Right after a poll: these lines are written, copied and truncated away before the next one.
     appendFileSync(s.path, numbered(11, 20));
-    copyFileSync(s.path, `${s.path}.1`);
-    truncateSync(s.path, 0);
+    copytruncate(s.path, `${s.path}.1`);
     appendFileSync(s.path, numbered(21, 25));
-    await until('25 lines', () => s.lines.length >= 25);
-    await sleep(400);
+    await s.settled(25, 400);
     assert.deepEqual([...s.lines].sort(byNumber), numberedList(1, 25));
     assert.equal(s.f.stats.truncations, 1);
     await s.stop();
   });
 
   test('truncated and grown past the old size between two polls: told by the first bytes', async () => {
-    const s = setup({ pollMs: 300 });
-    await until('following', () => s.f.state === 'following');
-    appendFileSync(s.path, numbered(1, 2));
-    await until('2 lines', () => s.lines.length === 2);
-    copyFileSync(s.path, `${s.path}.1`);
-    truncateSync(s.path, 0);
+    const s = await following({ pollMs: 300 });
+    await s.appendFirst(2);
+    copytruncate(s.path, `${s.path}.1`);
     appendFileSync(s.path, numbered(3, 40, 'a longer line than the ones before'));
-    await until('40 lines', () => s.lines.length >= 40);
-    await sleep(400);
+    await s.settled(40, 400);
     assert.equal(s.lines.length, 40);
     assert.equal(s.f.stats.truncations, 1);
     await s.stop();
   });
 
-  test('rotated by rename while stopped: the rest of the renamed file, then the new one', async () => {
-    const s = setup();
-    await until('following', () => s.f.state === 'following');
-    appendFileSync(s.path, numbered(1, 5));
-    await until('5 lines', () => s.lines.length === 5);
+  /**
+   * Lines 1-5 read, 6-8 written while stopped, the file rotated by `rotate`, 9-10 written to the new one:
+   * after the restart all 10 come out once, in order.
+   */
+  async function rotatedWhileStopped(rotate: (path: string) => void): Promise<void> {
+    const s = await following();
+    await s.appendFirst(5);
     await s.stop();
     appendFileSync(s.path, numbered(6, 8));
-    renameSync(s.path, `${s.path}-20261127`);
-    appendFileSync(`${s.path}.2.gz`, 'not read: compressed\n');
+    rotate(s.path);
     appendFileSync(s.path, numbered(9, 10));
     await s.restart();
-    await until('10 lines', () => s.lines.length >= 10);
-    await sleep(100);
+    await s.settled(10, 100);
     assert.deepEqual(s.lines, numberedList(1, 10));
     await s.stop();
-  });
+  }
 
-  test('rotated by copytruncate while stopped: the copy from the saved offset, then the file from its start', async () => {
-    const s = setup();
-    await until('following', () => s.f.state === 'following');
-    appendFileSync(s.path, numbered(1, 5));
-    await until('5 lines', () => s.lines.length === 5);
-    await s.stop();
-    appendFileSync(s.path, numbered(6, 8));
-    copyFileSync(s.path, `${s.path}.1`);
-    truncateSync(s.path, 0);
-    appendFileSync(s.path, numbered(9, 10));
-    await s.restart();
-    await until('10 lines', () => s.lines.length >= 10);
-    await sleep(100);
-    assert.deepEqual(s.lines, numberedList(1, 10));
-    await s.stop();
-  });
+  test('rotated by rename while stopped: the rest of the renamed file, then the new one', () =>
+    rotatedWhileStopped((path) => {
+      renameSync(path, `${path}-20261127`);
+      appendFileSync(`${path}.2.gz`, 'not read: compressed\n');
+    }));
+
+  test('rotated by copytruncate while stopped: the copy from the saved offset, then the file from its start', () =>
+    rotatedWhileStopped((path) => copytruncate(path, `${path}.1`)));
 
   test('a missing file is waited for, then read from its start; a giant line is dropped and counted', async () => {
     const s = setup({ create: false });
@@ -206,8 +199,7 @@ describe('logs: FileFollower', () => {
   });
 
   test('a steady writer, rotated both ways in the middle: every line exactly once', async () => {
-    const s = setup({ pollMs: 15, drainMs: 200 });
-    await until('following', () => s.f.state === 'following');
+    const s = await following({ pollMs: 15, drainMs: 200 });
     let fd = openSync(s.path, 'a');
     let i = 0;
     const write = async (count: number) => {
@@ -222,12 +214,10 @@ describe('logs: FileFollower', () => {
     closeSync(fd);
     fd = openSync(s.path, 'a'); // it reopens: a new file
     await write(2000);
-    copyFileSync(s.path, `${s.path}.0`);
-    truncateSync(s.path, 0);
+    copytruncate(s.path, `${s.path}.0`);
     await write(2000);
     closeSync(fd);
-    await until('every line', () => s.lines.length >= i, 10_000);
-    await sleep(300);
+    await s.settled(i, 300, 10_000);
     assert.equal(s.lines.length, i, 'no line twice');
     assert.deepEqual([...s.lines].sort(byNumber), numberedList(1, i));
     await s.stop();

@@ -15,8 +15,9 @@ import type { Decision, MailEvent } from '../../src/engine/types.js';
 import { ALLOW } from '../../src/engine/types.js';
 import type { Positions } from '../../src/logs/file.js';
 import { LogFollowers } from '../../src/logs/followers.js';
-import { JournalFollower } from '../../src/logs/journal.js';
+import { JournalFollower, type JournalFollowerOptions } from '../../src/logs/journal.js';
 import { captureLogger } from '../helpers/harness.js';
+import { MapPositions } from './positions.js';
 import { findTool } from './tools.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -24,16 +25,6 @@ const why: string[] = [];
 const journalctl = findTool('journalctl', why);
 const remote = findTool('systemd-journal-remote', why);
 const skip = why.length > 0 ? why.join('; ') : false;
-
-class MapPositions implements Positions {
-  readonly map = new Map<string, string>();
-  getMeta(k: string): string | undefined {
-    return this.map.get(k);
-  }
-  setMeta(k: string, v: string): void {
-    this.map.set(k, v);
-  }
-}
 
 interface Entry {
   identifier: string;
@@ -75,10 +66,14 @@ describe('logs: the journal through journalctl', { skip }, () => {
     message: `warning: unknown[${ip}]: SASL LOGIN authentication failed: authentication failure, sasl_username=alice`,
   });
 
-  /** A follower of `journal`, collecting messages; markers are written until one arrives, so journalctl is surely up. */
-  async function follow(journal: string, positions: Positions, warnings: string[] = []) {
-    const seen: string[] = [];
-    const f = new JournalFollower({
+  /** A follower of `journal` (not started) that collects each entry into `seen` as `identifier: message`. */
+  const journalFollower = (
+    journal: string,
+    positions: Positions,
+    seen: string[],
+    warn: JournalFollowerOptions['warn'],
+  ): JournalFollower =>
+    new JournalFollower({
       command: journalctl as string,
       units: [],
       args: [`--file=${journal}`],
@@ -86,8 +81,15 @@ describe('logs: the journal through journalctl', { skip }, () => {
       positions,
       onEntry: (identifier, message) => seen.push(`${identifier}: ${message}`),
       settled: () => Promise.resolve(),
-      warn: (kind, fields) => warnings.push(`${kind} ${JSON.stringify(fields)}`),
+      warn,
     });
+
+  /** A follower of `journal`, collecting messages; markers are written until one arrives, so journalctl is surely up. */
+  async function follow(journal: string, positions: Positions, warnings: string[] = []) {
+    const seen: string[] = [];
+    const f = journalFollower(journal, positions, seen, (kind, fields) =>
+      warnings.push(`${kind} ${JSON.stringify(fields)}`),
+    );
     f.start();
     for (let i = 0; !seen.some((s) => s.startsWith('marker')); i++) {
       if (i > 50) throw new Error(`journalctl never followed: ${warnings.join('\n')}`);
@@ -131,16 +133,7 @@ describe('logs: the journal through journalctl', { skip }, () => {
 
     write(journal, [sasl('198.51.100.5')]);
     seen = [];
-    f = new JournalFollower({
-      command: journalctl as string,
-      units: [],
-      args: [`--file=${journal}`],
-      key: 'log:journal',
-      positions,
-      onEntry: (identifier, message) => seen.push(`${identifier}: ${message}`),
-      settled: () => Promise.resolve(),
-      warn: () => undefined,
-    });
+    f = journalFollower(journal, positions, seen, () => undefined);
     assert.ok(f.argv().includes(`--after-cursor=${cursor ?? ''}`));
     f.start();
     await until('the entry written while stopped', () => seen.length >= 1);

@@ -30,9 +30,22 @@ after(() => {
 /** The nth address of a large pool: 10.x.y.z. */
 const nthIp = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
 
+/** An administrator's (rule manual) one-hour suspension. */
+function manualSuspension(user: string, reason: string, evidence: SuspendEffect['evidence'] = {}): SuspendEffect {
+  return { type: 'suspend', user, rule: 'manual', reason, durationMs: HOUR, evidence };
+}
+
 const defaults = loadSettings(undefined).policy; // smtp-connections-per-ip: 60 per minute
 
 void describe('eviction (bounded memory)', () => {
+  // A distinct set per address (recipient events) and a rate counter per address (connects), in one store.
+  const setsAndRates = rulesPolicy(
+    [
+      "  - {name: dom, on: [recipient], key: ip, count: 'distinct:recipient_domain', limit: 100, window: 1h}",
+      '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1h}',
+    ].join('\n'),
+  );
+
   void test('5000 distinct addresses into 1000 keys: the bound holds, evictions are counted, the newest keys survive', async () => {
     const h = new Harness(defaults, { maxKeys: 1000 });
     for (let i = 0; i < 5000; i++) {
@@ -116,13 +129,7 @@ void describe('eviction (bounded memory)', () => {
   });
 
   void test('distinct sets and rate counters share one bound and one LRU order', async () => {
-    const policy = rulesPolicy(
-      [
-        "  - {name: dom, on: [recipient], key: ip, count: 'distinct:recipient_domain', limit: 100, window: 1h}",
-        '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1h}',
-      ].join('\n'),
-    );
-    const h = new Harness(policy, { maxKeys: 1000 });
+    const h = new Harness(setsAndRates, { maxKeys: 1000 });
     for (let i = 0; i < 1500; i++)
       h.run({ kind: 'recipient', recipients: 1, recipient: 'x@example.net', ip: nthIp(i) });
     assert.ok(h.store.stats(h.now).counterKeys <= 1000);
@@ -142,17 +149,11 @@ void describe('eviction (bounded memory)', () => {
 
   void test('a snapshot larger than the bound is loaded within it, newest kept (trimming it used to loop forever)', async () => {
     const file = tempFile();
-    const policy = rulesPolicy(
-      [
-        "  - {name: dom, on: [recipient], key: ip, count: 'distinct:recipient_domain', limit: 100, window: 1h}",
-        '  - {name: conn, on: [connect], key: ip, count: events, limit: 2, window: 1h}',
-      ].join('\n'),
-    );
-    const big = new Harness(policy, { file, maxKeys: 3000 });
+    const big = new Harness(setsAndRates, { file, maxKeys: 3000 });
     for (let i = 0; i < 2000; i++)
       big.run({ kind: 'recipient', recipients: 1, recipient: 'x@example.net', ip: nthIp(i) });
     assert.equal(await big.store.snapshot(big.now), 2000);
-    const small = new Harness(policy, { file, maxKeys: 1000 });
+    const small = new Harness(setsAndRates, { file, maxKeys: 1000 });
     assert.ok(small.store.stats(small.now).counterKeys <= 1000);
     const rcpt = (i: number) => ({
       kind: 'recipient' as const,
@@ -271,14 +272,7 @@ void describe('durability on a real SQLite file', () => {
       escalation: banPolicy.escalation,
       durationMs: HOUR,
     };
-    const susp: SuspendEffect = {
-      type: 'suspend',
-      user: 'u@example.org',
-      rule: 'manual',
-      reason: 'y',
-      durationMs: HOUR,
-      evidence: { n: 1 },
-    };
+    const susp = manualSuspension('u@example.org', 'y', { n: 1 });
     await a.store.commit([ban, { ...ban, subject: '203.0.113.0/24' }, susp], a.now, 'cli');
     await a.store.unban('203.0.113.0/24', 'cli', a.now, 'lifted');
     const b = new Harness(banPolicy, { file });
@@ -299,14 +293,7 @@ void describe('durability on a real SQLite file', () => {
     const a = new Harness(banPolicy, { file, lookbackMs: 7 * DAY });
     a.runMany(3);
     assert.equal((await a.handle()).committed.bans.length, 1);
-    const susp: SuspendEffect = {
-      type: 'suspend',
-      user: 'u@example.org',
-      rule: 'manual',
-      reason: 'y',
-      durationMs: HOUR,
-      evidence: {},
-    };
+    const susp = manualSuspension('u@example.org', 'y');
     await a.store.commit([susp], a.now, 'cli');
     const later = new MemoryStore({ file, maxKeys: 1000, lookbackMs: 7 * DAY, now: () => T0 + 2 * HOUR });
     assert.deepEqual(await later.listBans(T0 + 2 * HOUR), []);
