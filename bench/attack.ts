@@ -65,7 +65,7 @@ interface Sample {
  * A copy of a workload whose requests differ only by bytes of equal length (offsets stay valid): other
  * client addresses, other accounts. Fresh Buffers, since closedLoop patches client ports in place.
  */
-function rewrite(w: Workload, edits: Array<[string, string]>): Workload {
+export function rewrite(w: Workload, edits: Array<[string, string]>): Workload {
   return {
     ...w,
     perConn: w.perConn.map((c) => ({
@@ -217,7 +217,11 @@ async function startDaemon(dir: string, pf: Target, dovecotPort: number): Promis
 }
 
 /** Bans every client of the banned workload (11.0.0.0/12): three /14 networks, and each address of the fourth. */
-async function banAll(sock: string, w: Workload): Promise<number> {
+/** (a)'s workload: phase 1's, from addresses banAll() bans. */
+export const bannedWorkload = (w: Workload): Workload => rewrite(w, [['client_address=10.', 'client_address=11.']]);
+
+/** Bans every client of bannedWorkload(): three /14 networks, and each address outside them. */
+export async function banAll(sock: string, w: Workload): Promise<number> {
   const subjects = ['11.0.0.0/14', '11.4.0.0/14', '11.8.0.0/14'];
   const singles = new Set<string>();
   for (const c of w.perConn)
@@ -249,7 +253,7 @@ export async function phaseAttack(ctx: AttackPhaseContext): Promise<string[]> {
   ctx.progress('attack phase: starting mailwarden (default policy, embedded store)');
   const { proc, sock } = await startDaemon(dir, pf, dovecotPort);
   try {
-    const banned = rewrite(ctx.w, [['client_address=10.', 'client_address=11.']]);
+    const banned = bannedWorkload(ctx.w);
     const t0 = performance.now();
     const bans = await banAll(sock, banned);
     ctx.progress(`attack phase: ${fmt(bans)} bans made in ${fmt((performance.now() - t0) / 1000, 1)} s`);

@@ -22,6 +22,7 @@ import { closedLoop, describe, type LoadResult, type Target } from './policy-cli
 import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
 import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
 import { REPO, type Workload } from './requests.js';
+import { banAll, bannedWorkload } from './attack.js';
 
 export interface RedisPhaseContext {
   root: string;
@@ -119,8 +120,9 @@ async function measureOne(
   round: number,
   redisPid?: number,
   hooks: Hooks = {},
+  w: Workload = ctx.w,
+  label: string = d.label,
 ): Promise<Run> {
-  const label = d.label;
   ctx.progress(
     `mailwarden on ${label} over tcp, round ${round}: ${ctx.warmupMs / 1000} s warm-up + ${ctx.durationMs / 1000} s measured`,
   );
@@ -131,7 +133,7 @@ async function measureOne(
     const cpu0 = cpuSeconds(proc.pid);
     const r0 = redisPid ? cpuSeconds(redisPid) : 0;
     const t0 = performance.now();
-    const r = await closedLoop(target, ctx.w, ctx.warmupMs, ctx.durationMs);
+    const r = await closedLoop(target, w, ctx.warmupMs, ctx.durationMs);
     const wall = (performance.now() - t0) / 1000;
     await hooks.end?.();
     const status = await call<PfStatus>(sock, 'GET', '/v1/status');
@@ -245,6 +247,23 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       ctx.warnings.push(
         `mailwarden on Redis decided ${last.status.store.localDecisions ?? 0} requests from local memory (late answers)`,
       );
+    // Under attack, on Redis: every client banned (phase 7a's workload and bans), against the normal workload
+    // with those bans in force, in turns on the Redis daemon. The refusals come from the node's mirror of the
+    // bans (their counters are charged only if they pass), not from a round trip each.
+    const banned = bannedWorkload(ctx.w);
+    const bans = await banAll(redisDaemon.sock, banned);
+    const attack: Array<[Run, Run]> = [];
+    for (let round = 1; round <= Math.min(2, rounds); round++) {
+      const normal = await measureOne(ctx, redisDaemon, round, server.pid, {}, ctx.w, 'Redis, normal');
+      attack.push([normal, await measureOne(ctx, redisDaemon, round, server.pid, {}, banned, 'Redis, all banned')]);
+    }
+    const attackRatios = attack.map(([n, x]) => (n.r.rps > 0 ? x.r.rps / n.r.rps : 0));
+    const attackP99 = attack.map(([n, x]) => (n.r.p99Ms > 0 ? x.r.p99Ms / n.r.p99Ms : 0));
+    const mirroredShare = (x: Run): number => {
+      const n = x.status.postfix.requests - x.before.postfix.requests;
+      const m = (x.status.store.mirrorDecisions ?? 0) - (x.before.store.mirrorDecisions ?? 0);
+      return n > 0 ? (100 * m) / n : 0;
+    };
     const row = (x: Run): string =>
       `   ${x.label.padEnd(20)} ${String(x.round).padStart(5)} ${fmt(x.r.rps).padStart(8)} ${fmt(x.r.p50Ms, 3).padStart(8)} ${fmt(x.r.p99Ms, 3).padStart(8)} ${fmt(x.r.maxMs, 2).padStart(8)} ${fmt(x.r.other).padStart(10)} ${fmt(x.cpu).padStart(6)} ${fmt(x.cpuUs, 1).padStart(9)} ${x.redisCpu === undefined ? '          -' : fmt(x.redisCpu).padStart(11)} ${x.redisUs === undefined ? '            -' : fmt(x.redisUs, 1).padStart(13)}`;
     return [
@@ -264,6 +283,10 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
           .map(([k, c]) => `${k} ${fmt(c)}`)
           .join(', ')})`,
       `   after the run: ${fmt(keys)} keys in Redis, ${fmt(expiring)} of them with a TTL (INFO keyspace); mode ${last.status.store.mode ?? '?'}, ${last.status.store.fallbacks ?? 0} fallbacks`,
+      `   under attack on Redis: ${fmt(bans)} bans (three /14 networks and the addresses outside them), every client of the workload banned (as in 7a), in turns with the normal workload`,
+      ...attack.flatMap(([n, x]) => [row(n), row(x)]),
+      `   ratio all banned/normal on Redis req/s: ${fmt(median(attackRatios), 2)} (rounds ${attackRatios.map((x) => fmt(x, 2)).join(', ')}), p99 ${fmt(median(attackP99), 2)}× normal;` +
+        ` decided from the mirror with no round trip: ${attack.map(([n, x]) => `${fmt(mirroredShare(x))} % banned, ${fmt(mirroredShare(n))} % normal`).join('; ')}`,
       `   (µs CPU/req: the daemon's CPU over the run, warm-up included, per answered request; Redis µs/req: redis-server's, the same way)`,
       '',
     ];
