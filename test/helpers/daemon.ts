@@ -73,6 +73,22 @@ export async function startDaemonProcess(
   ports?: { postfixPort: number; dovecotPort: number; adminPort: number },
   prefix: string[] = [],
 ): Promise<DaemonProcess> {
+  // A free port can be taken by another test's process before the daemon binds it: new ports, again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnPorts(dataDir, extraEnv, ports, prefix);
+    } catch (err) {
+      if (ports !== undefined || attempt >= 3 || !String(err).includes('address already in use')) throw err;
+    }
+  }
+}
+
+async function startOnPorts(
+  dataDir: string,
+  extraEnv: Record<string, string>,
+  ports: { postfixPort: number; dovecotPort: number; adminPort: number } | undefined,
+  prefix: string[],
+): Promise<DaemonProcess> {
   const postfixPort = ports?.postfixPort ?? (await freePort());
   const adminPort = ports?.adminPort ?? (await freePort());
   const dovecotPort = ports?.dovecotPort ?? (await freePort());
