@@ -13,6 +13,13 @@ export interface Waiting {
   late: () => void;
 }
 
+/** Settles a wait: true for whichever of its answer and its deadline comes first, false for the other. */
+export function settle(w: Waiting): boolean {
+  if (w.settled) return false;
+  w.settled = true;
+  return true;
+}
+
 export class Deadlines {
   private queue: Waiting[] = [];
   private first = 0;
@@ -41,10 +48,7 @@ export class Deadlines {
       const w = q[this.first] as Waiting;
       if (!w.settled && w.due > now) break;
       this.first++;
-      if (!w.settled) {
-        w.settled = true;
-        w.late();
-      }
+      if (settle(w)) w.late();
     }
     if (this.first === q.length) {
       this.queue = [];

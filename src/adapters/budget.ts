@@ -5,7 +5,7 @@
  * server is never kept waiting by our failure. A synchronous decision (the
  * embedded store) never gets here: no promise, no timer on the hot path.
  */
-import { Deadlines } from '../deadlines.js';
+import { Deadlines, settle } from '../deadlines.js';
 import type { Decision, MailEvent } from '../engine/types.js';
 
 export type Evaluate = (event: MailEvent) => Decision | Promise<Decision>;
@@ -27,14 +27,10 @@ export function withinBudget<T>(pending: Promise<T>, ms: number): Promise<T | un
     const w = d.add(() => resolve(undefined));
     pending.then(
       (v) => {
-        if (w.settled) return;
-        w.settled = true;
-        resolve(v);
+        if (settle(w)) resolve(v);
       },
       (err: unknown) => {
-        if (w.settled) return;
-        w.settled = true;
-        reject(err instanceof Error ? err : new Error(String(err)));
+        if (settle(w)) reject(err instanceof Error ? err : new Error(String(err)));
       },
     );
   });

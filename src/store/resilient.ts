@@ -42,7 +42,7 @@ import type { BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '..
 import type { MemoryStore } from './memory.js';
 import type { RedisStore, RestoreItem, StoreEvent } from './redis.js';
 import type { AuditPage, AuditQuery, AuditRow, CommitResult, Store, StoreStats } from './types.js';
-import { Deadlines } from '../deadlines.js';
+import { Deadlines, settle } from '../deadlines.js';
 
 export interface ResilientOptions {
   redis: RedisStore;
@@ -400,15 +400,12 @@ export class ResilientStore implements Store {
         plan,
         now,
         (r) => {
-          if (w.settled) return;
-          w.settled = true;
+          if (!settle(w)) return;
           this.late = 0;
           resolve(r);
         },
         (err) => {
-          if (w.settled) return;
-          w.settled = true;
-          locally(err);
+          if (settle(w)) locally(err);
         },
       );
     });
