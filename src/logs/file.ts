@@ -168,7 +168,13 @@ export class FileFollower {
         offset = saved.offset;
       else await this.readRotated(saved);
     }
-    this.cur = {
+    this.cur = this.tail(fh, st, offset, head, Infinity);
+    this.save(this.cur);
+  }
+
+  /** A file read from `offset` on, nothing of it split into lines yet. */
+  private tail(fh: FileHandle, st: { dev: number; ino: number }, offset: number, head: Buffer, until: number): Tail {
+    return {
       fh,
       dev: st.dev,
       ino: st.ino,
@@ -176,9 +182,8 @@ export class FileFollower {
       size: offset,
       splitter: new LineSplitter(this.o.maxLine),
       head,
-      until: Infinity,
+      until,
     };
-    this.save(this.cur);
   }
 
   private async follow(cur: Tail): Promise<void> {
@@ -302,17 +307,7 @@ export class FileFollower {
     const fh = await open(path, 'r');
     try {
       const st = await fh.stat();
-      const t: Tail = {
-        fh,
-        dev: st.dev,
-        ino: st.ino,
-        offset,
-        size: offset,
-        splitter: new LineSplitter(this.o.maxLine),
-        head: Buffer.alloc(0),
-        until: 0,
-      };
-      await this.read(t, false);
+      await this.read(this.tail(fh, st, offset, Buffer.alloc(0), 0), false);
     } finally {
       await fh.close().catch(() => undefined);
     }
