@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { POLICY_HOOKS } from '../helpers/dovecot.js';
 
 export const POLICY = 'check_policy_service inet:127.0.0.1:10031';
 
@@ -70,12 +71,7 @@ export const GOOD_DOVECOT: Record<string, string> = {
   auth_mechanisms: 'plain login',
   auth_policy_server_url: 'http://127.0.0.1:10032/dovecot/policy',
   auth_policy_hash_nonce: '5f0c2a9e7d41b8836e2f9a17c4d0b3e6a8f1c2d4',
-  auth_policy_request_attributes:
-    'login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session}',
-  auth_policy_check_before_auth: 'yes',
-  auth_policy_check_after_auth: 'yes',
-  auth_policy_report_after_auth: 'yes',
-  auth_policy_reject_on_fail: 'no',
+  ...POLICY_HOOKS,
   login_trusted_networks: '192.0.2.10',
 };
 

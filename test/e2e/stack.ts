@@ -47,6 +47,7 @@ import {
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { DaemonProcess } from '../helpers/daemon.js';
+import { POLICY_HOOKS } from '../helpers/dovecot.js';
 
 export const MAIL_DOMAIN = 'mailprobe.test';
 
@@ -610,12 +611,7 @@ function dovecotConf(
     first_valid_uid: String(Math.min(vmail.uid, 500)),
     auth_policy_server_url: opts.dovecotPolicyUrl,
     auth_policy_hash_nonce: opts.nonce ?? DEFAULT_NONCE,
-    auth_policy_request_attributes:
-      'login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session}',
-    auth_policy_check_before_auth: 'yes',
-    auth_policy_check_after_auth: 'yes',
-    auth_policy_report_after_auth: 'yes',
-    auth_policy_reject_on_fail: 'no',
+    ...POLICY_HOOKS,
     auth_policy_server_timeout_msecs: '2000',
   };
   if (tls) {
