@@ -25,14 +25,13 @@
  * and the daemon's CPU per answered request (read from /proc: robust where
  * wall-clock rates drift); the ratio is the median round's.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { call } from '../src/admin/client.js';
 import { buildLogins, openHttp, policyRequest, type HttpConn } from './dovecot.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
-import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
-import { buildWorkload, loadTemplates, REPO, type Workload } from './requests.js';
+import { cpuSeconds, freePort, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
+import { buildWorkload, loadTemplates, type Workload } from './requests.js';
 
 export interface AttackPhaseContext {
   root: string;
@@ -198,19 +197,7 @@ async function httpLoad(
 // ---- the phase ----
 
 async function startDaemon(dir: string, pf: Target, dovecotPort: number): Promise<{ proc: Proc; sock: string }> {
-  mkdirSync(dir, { recursive: true });
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    MAILWARDEN_DATA: dir,
-    MAILWARDEN_POSTFIX_LISTEN: describe(pf),
-    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${dovecotPort}`,
-  };
-  delete env.MAILWARDEN_CONFIG;
-  delete env.MAILWARDEN_STORE;
-  const log = join(dir, 'daemon.log');
-  const proc = spawnLogged('mailwarden', process.execPath, [join(REPO, 'dist', 'main.js'), 'serve'], env, log);
-  const sock = join(dir, 'admin.sock');
+  const { proc, sock, log } = await spawnMailwarden(dir, { postfix: describe(pf), dovecot: dovecotPort });
   const dovecot: Target = { kind: 'tcp', host: '127.0.0.1', port: dovecotPort };
   await waitForListen(proc, 'mailwarden', log, [pf, dovecot, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock };

@@ -22,9 +22,8 @@ import { join } from 'node:path';
 import { call } from '../src/admin/client.js';
 import { startRbldnsd, zoneHead, type Rbldnsd } from '../test/dns/rbldnsd.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
-import { freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
+import { freePort, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
 import type { RedisPhaseContext } from './redis.js';
-import { REPO } from './requests.js';
 
 export interface DnsblPhaseContext extends RedisPhaseContext {
   rounds: number;
@@ -51,22 +50,12 @@ async function startDaemon(
 ): Promise<{ proc: Proc; sock: string; target: Target }> {
   mkdirSync(dir, { recursive: true });
   const target: Target = { kind: 'tcp', host: '127.0.0.1', port: await freePort() };
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    MAILWARDEN_DATA: dir,
-    MAILWARDEN_POSTFIX_LISTEN: describe(target),
-    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${await freePort()}`,
-  };
-  delete env.MAILWARDEN_STORE;
-  delete env.MAILWARDEN_CONFIG;
+  const env: NodeJS.ProcessEnv = {};
   if (config !== undefined) {
     writeFileSync(join(dir, 'mailwarden.yaml'), config);
     env.MAILWARDEN_CONFIG = join(dir, 'mailwarden.yaml');
   }
-  const log = join(dir, 'daemon.log');
-  const proc = spawnLogged('mailwarden', process.execPath, [join(REPO, 'dist', 'main.js'), 'serve'], env, log);
-  const sock = join(dir, 'admin.sock');
+  const { proc, sock, log } = await spawnMailwarden(dir, { postfix: describe(target) }, env);
   await waitForListen(proc, 'mailwarden', log, [target, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock, target };
 }

@@ -9,9 +9,12 @@
  * benchmark started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import type { Target } from './policy-client.js';
+import { freePort } from '../test/helpers/daemon.js';
+import { REPO } from './requests.js';
 
 export interface Proc {
   name: string;
@@ -25,6 +28,39 @@ export interface Proc {
 
 const children = new Set<Proc>();
 const daemonPids = new Set<number>();
+
+/**
+ * `mailwarden serve` from dist/ on its own data dir, logging to `dir/daemon.log`: the default policy and the
+ * embedded store whatever the caller's environment says (`env` sets others), the admin and Dovecot
+ * listeners on free ports unless given (never the default ones: a real mailwarden may run here).
+ */
+export async function spawnMailwarden(
+  dir: string,
+  listen: { postfix: string; dovecot?: number; admin?: number },
+  env: NodeJS.ProcessEnv = {},
+  nodeArgs: string[] = [],
+): Promise<{ proc: Proc; sock: string; log: string }> {
+  mkdirSync(dir, { recursive: true });
+  const all: NodeJS.ProcessEnv = {
+    ...process.env,
+    MAILWARDEN_DATA: dir,
+    MAILWARDEN_POSTFIX_LISTEN: listen.postfix,
+    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${listen.admin ?? (await freePort())}`,
+    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${listen.dovecot ?? (await freePort())}`,
+  };
+  delete all.MAILWARDEN_CONFIG;
+  delete all.MAILWARDEN_STORE;
+  Object.assign(all, env);
+  const log = join(dir, 'daemon.log');
+  const proc = spawnLogged(
+    'mailwarden',
+    process.execPath,
+    [...nodeArgs, join(REPO, 'dist', 'main.js'), 'serve'],
+    all,
+    log,
+  );
+  return { proc, sock: join(dir, 'admin.sock'), log };
+}
 
 export function spawnLogged(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): Proc {
   const fd = openSync(logFile, 'a');
@@ -208,7 +244,7 @@ export function readPidFile(file: string): number | undefined {
 }
 
 // One way to find a free loopback port, shared with the tests.
-export { freePort } from '../test/helpers/daemon.js';
+export { freePort };
 
 /** Last resort on any exit: SIGKILL every process this benchmark started that is still running. */
 export function killEverything(): void {

@@ -19,9 +19,9 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { call } from '../src/admin/client.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
-import { cpuSeconds, freePort, spawnLogged, stopProc, waitForListen, type Proc } from './procs.js';
+import { cpuSeconds, freePort, spawnLogged, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
 import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
-import { REPO, type Workload } from './requests.js';
+import type { Workload } from './requests.js';
 import { banAll, bannedWorkload } from './attack.js';
 
 export interface RedisPhaseContext {
@@ -63,24 +63,14 @@ async function startDaemon(
   target: Target,
   store: string | undefined,
 ): Promise<{ proc: Proc; sock: string }> {
-  mkdirSync(dir, { recursive: true });
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    MAILWARDEN_DATA: dir,
-    MAILWARDEN_POSTFIX_LISTEN: describe(target),
-    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_NODE: 'bench',
-  };
-  delete env.MAILWARDEN_CONFIG;
-  if (store) env.MAILWARDEN_STORE = store;
-  else delete env.MAILWARDEN_STORE;
-  const log = join(dir, 'daemon.log');
   // MAILWARDEN_BENCH_CPU_PROF=dir: V8 CPU profiles of both daemons, for finding where the time goes.
   const prof = process.env.MAILWARDEN_BENCH_CPU_PROF;
-  const args = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), join(REPO, 'dist', 'main.js'), 'serve'];
-  const proc = spawnLogged('mailwarden', process.execPath, args, env, log);
-  const sock = join(dir, 'admin.sock');
+  const { proc, sock, log } = await spawnMailwarden(
+    dir,
+    { postfix: describe(target) },
+    { MAILWARDEN_NODE: 'bench', ...(store ? { MAILWARDEN_STORE: store } : {}) },
+    prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [],
+  );
   await waitForListen(proc, 'mailwarden', log, [target, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock };
 }

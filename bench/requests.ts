@@ -109,7 +109,6 @@ export function ipv4(i: number): string {
   return `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
 }
 
-
 export interface Workload {
   /** Per connection: its requests in session order, cycled. */
   perConn: Array<{ reqs: Buffer[]; portOffsets: Int32Array; sessions: Int32Array }>;

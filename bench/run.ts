@@ -59,6 +59,7 @@ import {
   killEverything,
   rssOf,
   spawnLogged,
+  spawnMailwarden,
   stopProc,
   waitForListen,
   type Proc,
@@ -80,7 +81,11 @@ const FILL_CONNECTIONS = 50;
 const FILL_DEPTH = 20;
 const FILL_BUDGET_MS = 90_000;
 const PEERS = process.env.MAILWARDEN_BENCH_PEERS !== '0';
-const PHASES = new Set((process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs').split(','));
+const PHASES = new Set(
+  (process.env.MAILWARDEN_BENCH_PHASES ?? 'throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs').split(
+    ',',
+  ),
+);
 const KEEP = process.env.MAILWARDEN_BENCH_KEEP === '1';
 const MB = 1024 * 1024;
 
@@ -115,21 +120,9 @@ const fmt = (n: number, d = 0): string =>
   n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
 
 async function startMailwarden(dir: string, listen: Target[]): Promise<{ proc: Proc; sock: string }> {
-  mkdirSync(dir, { recursive: true });
-  const adminPort = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    MAILWARDEN_DATA: dir,
-    MAILWARDEN_POSTFIX_LISTEN: listen.map((t) => describe(t)).join(','),
-    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
-    // Never the default port: a real mailwarden may be running on this machine.
-    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${await freePort()}`,
-  };
-  delete env.MAILWARDEN_CONFIG; // the default policy, whatever the caller's environment says
-  const log = join(dir, 'daemon.log');
-  const proc = spawnLogged('mailwarden', process.execPath, [join(REPO, 'dist', 'main.js'), 'serve'], env, log);
+  const { proc, sock, log } = await spawnMailwarden(dir, { postfix: listen.map((t) => describe(t)).join(',') });
   await waitForListen(proc, 'mailwarden', log, listen, 20_000);
-  return { proc, sock: join(dir, 'admin.sock') };
+  return { proc, sock };
 }
 
 async function startTrivial(
@@ -332,22 +325,10 @@ async function phaseDovecot(root: string): Promise<void> {
   const mwPort = await freePort();
   const trPort = await freePort();
   progress('starting mailwarden (default policy) and a bare node:http server for the Dovecot endpoint');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    MAILWARDEN_DATA: join(dir, 'mailwarden'),
-    MAILWARDEN_POSTFIX_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
-    MAILWARDEN_DOVECOT_LISTEN: `127.0.0.1:${mwPort}`,
-  };
-  delete env.MAILWARDEN_CONFIG;
-  mkdirSync(join(dir, 'mailwarden'), { recursive: true });
-  const mw = spawnLogged(
-    'mailwarden',
-    process.execPath,
-    [join(REPO, 'dist', 'main.js'), 'serve'],
-    env,
-    join(dir, 'daemon.log'),
-  );
+  const { proc: mw, log: mwLog } = await spawnMailwarden(join(dir, 'mailwarden'), {
+    postfix: `127.0.0.1:${await freePort()}`,
+    dovecot: mwPort,
+  });
   const tr = spawnLogged(
     'bare http',
     process.execPath,
@@ -356,13 +337,7 @@ async function phaseDovecot(root: string): Promise<void> {
     join(dir, 'http.log'),
   );
   try {
-    await waitForListen(
-      mw,
-      'mailwarden',
-      join(dir, 'daemon.log'),
-      [{ kind: 'tcp', host: '127.0.0.1', port: mwPort }],
-      20_000,
-    );
+    await waitForListen(mw, 'mailwarden', mwLog, [{ kind: 'tcp', host: '127.0.0.1', port: mwPort }], 20_000);
     await waitForListen(
       tr,
       'bare http',
