@@ -5,7 +5,9 @@
  * per-IP counters then stay apart). Every read has a deadline (default 20 s)
  * and every socket is destroyed when the client is done, on success or error.
  */
+import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
+import type { MailStack, MailUser } from './stack.js';
 
 export const DEFAULT_TIMEOUT_MS = 20_000;
 
@@ -444,4 +446,28 @@ export async function sendMail(opts: SendMailOptions): Promise<SendMailResult> {
   } finally {
     await s.quit().catch(() => undefined);
   }
+}
+
+/**
+ * A user sends a message through submission (SMTP AUTH) from `localAddress`, and it is accepted and lands in
+ * the recipient's mailbox: what a user who must not be affected does.
+ */
+export async function mailArrives(
+  stack: Pick<MailStack, 'ports' | 'waitForMail'>,
+  localAddress: string,
+  from: MailUser,
+  to: MailUser,
+  subject: string,
+): Promise<void> {
+  const sent = await sendMail({
+    port: stack.ports.submission,
+    localAddress,
+    auth: { user: from.user, pass: from.password },
+    from: from.user,
+    to: [to.user],
+    subject,
+  });
+  assert.equal(sent.ok, true, sent.transcript.join('\n'));
+  const box = await stack.waitForMail(to.user.split('@')[0] as string, 1);
+  assert.ok(box.some((m) => m.includes(`Subject: ${subject}`)));
 }

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
-import { imapLogin, pop3Login, sendMail, smtpSession } from './clients.js';
+import { imapLogin, mailArrives, pop3Login, sendMail, smtpSession } from './clients.js';
 import { GUESSING_CONFIG } from './config.js';
 import { MAIL_USERS, startMailStackFor, stopMailStackFor, type MailStack } from './stack.js';
 
@@ -143,17 +143,7 @@ describe('e2e: password guessing against real Dovecot and Postfix', { timeout: 3
     assert.equal(attacker.ok, false, 'even with the right password, an unknown source is refused');
     assert.match(attacker.line, /NO \[ALERT\] Login temporarily refused from this network/);
     assert.equal((await imap(home, carol.user, carol.password)).ok, true, 'carol still logs in');
-    const mail = await sendMail({
-      port: stack.ports.submission,
-      localAddress: home,
-      auth: { user: carol.user, pass: carol.password },
-      from: carol.user,
-      to: [alice.user],
-      subject: 'still here',
-    });
-    assert.equal(mail.ok, true, mail.transcript.join('\n'));
-    const box = await stack.waitForMail('alice', 1);
-    assert.ok(box.some((m) => m.includes('Subject: still here')));
+    await mailArrives(stack, home, carol, alice, 'still here');
   });
 
   test('5. mailwarden stopped: Postfix and Dovecot still serve users; after a restart the bans still hold', async () => {
