@@ -13,10 +13,17 @@ export interface Waiting {
   late: () => void;
 }
 
-/** Settles a wait: true for whichever of its answer and its deadline comes first, false for the other. */
+const SETTLED = (): void => undefined;
+
+/**
+ * Settles a wait: true for whichever of its answer and its deadline comes first, false for the other.
+ * A settled wait stays queued until its deadline passes, so it lets go of `late` (which holds the whole
+ * request): kept for the timeout, each request would outlive a young-generation GC or two and be copied.
+ */
 export function settle(w: Waiting): boolean {
   if (w.settled) return false;
   w.settled = true;
+  w.late = SETTLED;
   return true;
 }
 
@@ -48,7 +55,8 @@ export class Deadlines {
       const w = q[this.first] as Waiting;
       if (!w.settled && w.due > now) break;
       this.first++;
-      if (settle(w)) w.late();
+      const late = w.late;
+      if (settle(w)) late();
     }
     if (this.first === q.length) {
       this.queue = [];
