@@ -13,7 +13,7 @@
  * script (HGET, SET, ZADD…) also appear in commandstats; they cost no round
  * trip and are reported separately.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
@@ -23,6 +23,7 @@ import { cpuSeconds, freePort, spawnLogged, spawnMailwarden, stopProc, waitForLi
 import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
 import type { Workload } from './requests.js';
 import { banAll, bannedWorkload } from './attack.js';
+import { wakeRoundTrip } from './wakeups.js';
 
 export interface RedisPhaseContext {
   root: string;
@@ -179,6 +180,9 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
     const redisDaemon = await startOne('Redis', join(dir, 'shared'), url);
     daemons.push(redisDaemon);
     const version = /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? '?';
+    ctx.progress('what a wake-up costs here: two node processes passing a byte, across CPUs and on one');
+    const wakeAcross = await wakeRoundTrip();
+    const wakeOne = existsSync('/usr/bin/taskset') ? await wakeRoundTrip(0) : undefined;
     // Commands counted from the start of each Redis run to its end (warm-up included: the script is loaded by its
     // first call, an EVAL); start-up and status reads of the daemon fall outside.
     const stats = new Map<string, number>();
@@ -278,6 +282,11 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       `   ratio all banned/normal on Redis req/s: ${fmt(median(attackRatios), 2)} (rounds ${attackRatios.map((x) => fmt(x, 2)).join(', ')}), p99 ${fmt(median(attackP99), 2)}× normal;` +
         ` decided from the mirror with no round trip: ${attack.map(([n, x]) => `${fmt(mirroredShare(x))} % banned, ${fmt(mirroredShare(n))} % normal`).join('; ')}`,
       `   (µs CPU/req: the daemon's CPU over the run, warm-up included, per answered request; Redis µs/req: redis-server's, the same way)`,
+      `   waking a process on this machine: a round trip between two node processes, each asleep while the other works, takes ${fmt(wakeAcross, 1)} µs across CPUs` +
+        (wakeOne === undefined
+          ? ' (taskset missing: not measured on one CPU)'
+          : `, ${fmt(wakeOne, 1)} µs on one CPU: ${fmt(wakeAcross - wakeOne, 1)} µs more per round trip when the scheduler spreads them.`) +
+        ' Cluster mode adds one such round trip per batch (daemon to Redis and back), and client, daemon and redis-server share the CPUs',
       '',
     ];
   } finally {
