@@ -45,6 +45,7 @@ import type { AuditRow } from './store/types.js';
 import { exposureWarnings } from './listen.js';
 import { runDoctor, type DoctorOptions } from './doctor/index.js';
 import { createLogger } from './log.js';
+import { tuneHeap } from './heap.js';
 
 interface GlobalOpts {
   config?: string;
@@ -292,6 +293,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--dovecot-listen <addrs>', 'Dovecot auth policy listen address (or MAILWARDEN_DOVECOT_LISTEN)')
     .option('--admin-listen <addrs>', 'admin API listen address(es) (or MAILWARDEN_ADMIN_LISTEN)')
     .action(async (cmdOpts: GlobalOpts) => {
+      tuneHeap();
       const o = { ...program.opts<GlobalOpts>(), ...cmdOpts };
       const file = configFile(o);
       const ov = overrides(o);
