@@ -149,7 +149,6 @@ export class MemoryStore implements Store {
     return this.applySync(plan, now);
   }
 
-  /** The synchronous core of apply(), exposed for the benchmark and tests. */
   /** The ban and the suspension in force on a plan's client and user, if any (counts nothing). */
   standing(plan: Plan, now: number): Pick<ApplyResult, 'ban' | 'suspension'> {
     return {
@@ -158,6 +157,7 @@ export class MemoryStore implements Store {
     };
   }
 
+  /** The synchronous core of apply(), exposed for the benchmark and tests. */
   applySync(plan: Plan, now: number): ApplyResult {
     const { ban, suspension } = this.standing(plan, now);
     const counters: CounterResult[] = new Array<CounterResult>(plan.counters.length);

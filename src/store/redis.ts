@@ -873,7 +873,6 @@ export class RedisStore implements Store {
     await Promise.race([subscribed, new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 
-  /** The subscription to the cluster's ban events is up (subscribe()). */
   /**
    * What the subscription delivered is all there is: it is up, it has brought every ban event up to the latest
    * an APPLY reported, and an APPLY reported within MIRROR_CHECK_MS (a connection that died silently
@@ -895,8 +894,7 @@ export class RedisStore implements Store {
 
   /** The number of the latest ban event, read before the lists are (store/resilient.ts resync()). */
   async eventSeq(): Promise<number> {
-    const v = Number(await this.client.get(`${this.P}evseq`));
-    return Number.isSafeInteger(v) && v > 0 ? v : 0;
+    return seqOf(await this.client.get(`${this.P}evseq`));
   }
 
   /** Samples key and record counts (stats() is synchronous and reports the last sample). */
@@ -957,8 +955,13 @@ function parseEvent(text: string): { e: StoreEvent; seq: number } | undefined {
   }
   const e = eventOf(a);
   if (e === undefined) return undefined;
-  const seq = Number(a[EVENT_FIELDS[e.t]]);
-  return { e, seq: Number.isSafeInteger(seq) && seq > 0 ? seq : 0 };
+  return { e, seq: seqOf(a[EVENT_FIELDS[e.t]]) };
+}
+
+/** A ban event's number as Redis gave it (`P evseq`); 0 for none or anything that is not one. */
+function seqOf(v: unknown): number {
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
 /** Fields of each published event before its number (RECORDS publish() in store/redis-lua.ts). */
