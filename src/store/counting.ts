@@ -69,28 +69,6 @@ export function isPending(time: number): boolean {
   return time !== Math.floor(time);
 }
 
-/** Members confirmed (not in flight) within the window: what a detector reads. */
-export function confirmedCount(set: Map<string, number>, now: number, windowMs: number): number {
-  let n = pruneDistinct(set, now, windowMs);
-  for (const t of set.values()) if (isPending(t)) n--;
-  return n;
-}
-
-/**
- * Drops members not seen within the window; returns the live count. A set is kept in the
- * order its members were last seen (a member seen again is moved to the back), so the walk
- * stops at the first live one: O(expired), not O(size) on every check of a big set (an
- * account attacked from a thousand networks is checked on every login attempt).
- */
-export function pruneDistinct(set: Map<string, number>, now: number, windowMs: number): number {
-  const horizon = now - windowMs;
-  for (const [m, seen] of set) {
-    if (seen > horizon) break;
-    set.delete(m);
-  }
-  return set.size;
-}
-
 /** An exponentially weighted rate: `r` events per ms as of time `t`. */
 export interface Usual {
   r: number;

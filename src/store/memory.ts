@@ -19,22 +19,12 @@ import { escalatedDuration, type ApplyResult, type CounterResult } from '../engi
 import { banCoverFor, type CounterOp, type Plan } from '../engine/plan.js';
 import type { BanEffect, BanRecord, Effect, MailEvent, RuleHit, SuspensionRecord } from '../engine/types.js';
 import { gateContext, holds, passes } from '../engine/gate.js';
-import {
-  confirmedCount,
-  DISTINCT_CAP,
-  gcra,
-  gcraCount,
-  isPending,
-  memberTime,
-  pruneDistinct,
-  usualAdd,
-  usualRate,
-  type Usual,
-} from './counting.js';
+import { DISTINCT_CAP, gcra, gcraCount, isPending, memberTime, usualAdd, usualRate, type Usual } from './counting.js';
 import { BanTable } from './ban-table.js';
 import { checkBan, checkCounter, checkSuspension, type Checked, type CounterValue } from './records.js';
 import { CounterTable } from './counter-table.js';
 import { DiskWrites, type DiskHealth } from './disk-writes.js';
+import { DistinctSet } from './distinct-set.js';
 import { SqlitePersistence } from './sqlite.js';
 import {
   AUDIT_THROTTLE_MS,
@@ -175,7 +165,7 @@ export class MemoryStore implements Store {
         let seen = false;
         let count = 1; // with this member
         if (set) {
-          pruneDistinct(set, now, op.windowMs);
+          set.prune(now, op.windowMs);
           seen = set.has(op.member);
           count = seen ? set.size : set.size + 1;
         }
@@ -205,7 +195,7 @@ export class MemoryStore implements Store {
       if ((op.type === 'rate' || op.type === 'distinct') && !holds(op.flags, ctx.shared)) continue;
       const r = counters[i] as CounterResult;
       if (op.type === 'distinct' && (op.charge === 'settle' || op.charge === 'forget')) {
-        const set = held[i] as Map<string, number> | undefined;
+        const set = held[i] as DistinctSet | undefined;
         const t = set?.get(op.member);
         if (set === undefined || t === undefined || (op.charge === 'settle' && !isPending(t))) continue;
         set.delete(op.member);
@@ -227,12 +217,12 @@ export class MemoryStore implements Store {
       if (op.type === 'rate') {
         this.counters.set(op.key, held[i] as number);
       } else if (op.type === 'distinct') {
-        const set = held[i] as Map<string, number> | undefined;
+        const set = held[i] as DistinctSet | undefined;
         // A pending charge keeps a confirmed member confirmed; any other charge confirms.
         const was = set?.get(op.member);
         const time = memberTime(now, op.charge === 'pending' && (was === undefined || isPending(was)));
-        // A member seen again moves to the back: sets are kept in last-seen order (pruneDistinct).
-        if (set === undefined) this.counters.set(op.key, new Map([[op.member, time]]));
+        // A member seen again moves to the back: sets are kept in last-seen order (DistinctSet.prune).
+        if (set === undefined) this.counters.set(op.key, DistinctSet.of(op.member, time));
         else {
           if (r.seen === true) set.delete(op.member);
           if (set.size < DISTINCT_CAP) set.set(op.member, time);
@@ -251,21 +241,21 @@ export class MemoryStore implements Store {
     return typeof v === 'number' ? v : undefined;
   }
 
-  private setOf(key: string): Map<string, number> | undefined {
+  private setOf(key: string): DistinctSet | undefined {
     const v = this.counters.get(key);
-    return v instanceof Map ? v : undefined;
+    return v instanceof DistinctSet ? v : undefined;
   }
 
   private usualOf(key: string): Usual | undefined {
     const v = this.counters.get(key);
-    return typeof v === 'object' && !(v instanceof Map) ? v : undefined;
+    return typeof v === 'object' && !(v instanceof DistinctSet) ? v : undefined;
   }
 
   /** Another rule's count, read without charging (detector rules). */
   private readCount(op: Extract<CounterOp, { type: 'read' }>, now: number): number {
     if (op.of === 'rate') return gcraCount(this.rateOf(op.key), now, op.rateLimit, op.windowMs);
     const set = this.setOf(op.key);
-    return set ? confirmedCount(set, now, op.windowMs) : 0;
+    return set ? set.confirmed(now, op.windowMs) : 0;
   }
 
   private activeSuspension(user: string, now: number): SuspensionRecord | undefined {
@@ -498,7 +488,7 @@ export class MemoryStore implements Store {
         if (op.type === 'read') return this.readCount(op, now);
         if (op.type === 'ewma') return usualRate(this.usualOf(op.key), now, op.tauMs) * op.windowMs;
         const set = this.setOf(op.key);
-        return set ? pruneDistinct(set, now, op.windowMs) : 0;
+        return set ? set.prune(now, op.windowMs) : 0;
       }),
     );
   }
@@ -524,8 +514,8 @@ export class MemoryStore implements Store {
     for (const [k, v] of this.counters.entries()) {
       if (typeof v === 'number') {
         if (v > now) rows.push([k, v, null]);
-      } else if (v instanceof Map) {
-        if (v.size > 0) rows.push([k, null, JSON.stringify([...v])]);
+      } else if (v instanceof DistinctSet) {
+        if (v.size > 0) rows.push([k, null, JSON.stringify([...v.entries()])]);
       } else rows.push([k, null, JSON.stringify({ usual: [v.r, v.t] })]);
     }
     await this.db.saveCounters(rows);

@@ -16,6 +16,7 @@
 import { parseSubject } from '../engine/address.js';
 import { MAX_DURATION_MS, MAX_DURATION_TEXT, type BanRecord, type SuspensionRecord } from '../engine/types.js';
 import type { Usual } from './counting.js';
+import { DistinctSet } from './distinct-set.js';
 
 const MAX_OFFENCE = 1_000_000;
 
@@ -92,7 +93,7 @@ export function checkSuspension(raw: RawRecord | SuspensionRecord, now: number):
 }
 
 /** A counter snapshot row's value: a rate's TAT, a distinct set, or a usual rate. */
-export type CounterValue = number | Map<string, number> | Usual;
+export type CounterValue = number | DistinctSet | Usual;
 
 /**
  * A snapshot row as the counter table holds it, or undefined when it cannot be read (it then
@@ -123,7 +124,10 @@ export function checkCounter(
       const t = Number(m[1]);
       if (Number.isFinite(t) && t <= latest) set.set(m[0], t);
     }
-    return set.size === v.length ? { value: set } : { value: set, problem: 'members with unreadable times dropped' };
+    const members = DistinctSet.adopt(set);
+    return set.size === v.length
+      ? { value: members }
+      : { value: members, problem: 'members with unreadable times dropped' };
   }
   const usual = (v as { usual?: unknown } | null)?.usual;
   if (Array.isArray(usual) && Number.isFinite(usual[0]) && Number.isFinite(usual[1]) && Number(usual[1]) <= latest)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DISTINCT_CAP, gcra, gcraCount, pruneDistinct } from '../../src/store/counting.js';
+import { DISTINCT_CAP, gcra, gcraCount } from '../../src/store/counting.js';
 import { prng } from '../helpers/prng.js';
 
 /** Feeds events through gcra like a store does: charge only when not exceeded. */
@@ -185,40 +185,6 @@ void describe('gcraCount', () => {
 });
 
 void describe('distinct sets', () => {
-  void test('pruneDistinct drops members seen at or before now - window and returns the live count', () => {
-    const set = new Map([
-      ['a', 0],
-      ['b', 500],
-      ['c', 1000],
-      ['d', 1500],
-    ]);
-    assert.equal(pruneDistinct(set, 1500, 1000), 2);
-    assert.deepEqual([...set.keys()], ['c', 'd']);
-    assert.equal(pruneDistinct(set, 1500, 1000), 2, 'pruning is idempotent');
-    assert.equal(pruneDistinct(set, 10_000, 1000), 0);
-    assert.equal(set.size, 0);
-  });
-
-  void test('pruning stops at the first live member: a big live set costs one step, not its size', () => {
-    /** A Map that counts the members its iterator hands out. */
-    class CountingMap extends Map<string, number> {
-      steps = 0;
-      override *[Symbol.iterator](): MapIterator<[string, number]> {
-        for (const e of super.entries()) {
-          this.steps++;
-          yield e;
-        }
-      }
-    }
-    const counting = new CountingMap();
-    for (let i = 0; i < 1000; i++) counting.set(`m${i}`, 10_000 + i);
-    assert.equal(pruneDistinct(counting, 10_500, 3_600_000), 1000);
-    assert.equal(counting.steps, 1);
-    // members seen before the horizon are at the front (a member seen again moves to the back)
-    assert.equal(pruneDistinct(counting, 10_000 + 3_600_000 + 9, 3_600_000), 990);
-    assert.equal(counting.steps, 12);
-  });
-
   void test('the cap is a sane bound', () => {
     assert.ok(Number.isInteger(DISTINCT_CAP) && DISTINCT_CAP >= 100);
   });

@@ -12,6 +12,7 @@ import { decide } from '../../src/engine/decide.js';
 import { plan } from '../../src/engine/plan.js';
 import { MAX_DURATION_MS } from '../../src/engine/types.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { DistinctSet } from '../../src/store/distinct-set.js';
 import { checkBan, checkCounter, checkSuspension } from '../../src/store/records.js';
 import { SqlitePersistence } from '../../src/store/sqlite.js';
 import { makeEvent, rulesPolicy, T0 } from '../helpers/policy.js';
@@ -74,7 +75,7 @@ describe('checkBan, checkSuspension, checkCounter', () => {
       },
       NOW,
     );
-    assert.deepEqual([...(set.value as Map<string, number>)], [['a', NOW]]);
+    assert.deepEqual([...(set.value as DistinctSet).entries()], [['a', NOW]]);
   });
 });
 
