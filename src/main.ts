@@ -105,6 +105,8 @@ function withIsoTimes(v: unknown): unknown {
 const json = (v: unknown): void => console.log(JSON.stringify(withIsoTimes(v), null, 2));
 
 const count = (n: number): string => n.toLocaleString('en-US');
+/** `1 line`, `2 lines`: a count and its noun. */
+const counted = (n: number, one: string, many = `${one}s`): string => `${count(n)} ${n === 1 ? one : many}`;
 
 /** "showing 1–100 of 1,106; --offset 100 for more": a list never stops without saying so. */
 function pageLine(total: number, offset: number, shown: number, what: string): string {
@@ -177,6 +179,32 @@ interface StatusView {
   dovecot: { listen: string[]; requests?: number; budgetMisses?: number; errors?: number };
   alerts?: { channels?: unknown };
   firewall?: FirewallStatus;
+  logs?: { sources: LogSourceView[] };
+}
+
+/** A followed log source as /v1/status shows it (logs/followers.ts SourceStatus); files have an `offset`. */
+interface LogSourceView {
+  source: string;
+  state: string;
+  lines: number;
+  events: number;
+  offset?: number;
+  [detail: string]: unknown;
+}
+
+/** A source's troubles worth a look, the counters that are not zero. */
+const LOG_TROUBLES: Array<[string, string, string?]> = [
+  ['readErrors', 'read error'],
+  ['badEntries', 'unreadable journal entry', 'unreadable journal entries'],
+  ['restarts', 'journalctl restart'],
+  ['tooLong', 'overlong line'],
+];
+
+function logLine(s: LogSourceView): string {
+  const troubles = LOG_TROUBLES.filter(([k]) => Number(s[k] ?? 0) > 0).map(([k, one, many]) =>
+    counted(Number(s[k]), one, many),
+  );
+  return `${s.source}: ${s.state}, ${counted(s.lines, 'line')}, ${counted(s.events, 'event')}${troubles.length ? ` (${troubles.join(', ')})` : ''}`;
 }
 
 /** What is wrong right now, one line each; empty when the daemon is healthy. */
@@ -193,6 +221,12 @@ function degraded(st: StatusView): string[] {
   if (st.store.redis && !st.store.redis.connected)
     out.push(`store.redis: not connected${st.store.redis.lastError ? ` (${st.store.redis.lastError})` : ''}`);
   if (st.store.pending) out.push(`store.pending: ${st.store.pending} change(s) not yet pushed to Redis`);
+  for (const l of st.logs?.sources ?? []) {
+    if (l.state !== 'waiting') continue;
+    out.push(
+      `logs: ${l.source} is not read: ${l.offset === undefined ? 'journalctl is not running (it is started again)' : 'the file does not exist (it is looked for again)'}`,
+    );
+  }
   const f = st.firewall;
   if (f?.state === 'degraded')
     out.push(
@@ -218,6 +252,9 @@ function printStatus(st: StatusView, socket: string): void {
     `allowlist  ${count(st.allowlist.config)} from the config file, ${count(st.allowlist.runtime)} added at run time`,
     `firewall   ${st.firewall && st.firewall.backend !== 'none' ? `${st.firewall.backend} table inet ${st.firewall.table}: ${st.firewall.state}, ${count(st.firewall.elements)} elements` : 'off'}`,
   ];
+  const logs = st.logs?.sources ?? [];
+  if (logs.length === 0) lines.push('logs       none followed');
+  else logs.forEach((l, i) => lines.push(`${i === 0 ? 'logs      ' : '          '} ${logLine(l)}`));
   for (const l of lines) console.log(l);
   const bad = degraded(st);
   console.log(bad.length ? `DEGRADED:\n${bad.map((b) => `  ${b}`).join('\n')}` : 'state      ok');
@@ -384,7 +421,8 @@ async function main(argv: string[]): Promise<void> {
       if (o.json) return json(o.query && parseSubject(o.query) ? { ...r, coveredBy: cover } : r);
       for (const b of r.items) console.log(banLine(b));
       console.log(pageLine(r.total, r.offset, r.items.length, o.query ? 'matching bans' : 'active bans'));
-      for (const b of cover) console.log(`${o.query ?? ''} is covered by ${b.subject} (rule ${b.rule}, until ${iso(b.until)})`);
+      for (const b of cover)
+        console.log(`${o.query ?? ''} is covered by ${b.subject} (rule ${b.rule}, until ${iso(b.until)})`);
     });
   bans
     .command('check <address>')
@@ -414,7 +452,10 @@ async function main(argv: string[]): Promise<void> {
       if (o.json) return json(b);
       // A wide network is allowed, but the operator should see how much it holds.
       const s = parseSubject(b.subject);
-      const size = s && s.prefix < (s.v6 ? 48 : 16) ? ` (${s.v6 ? `2^${128 - s.prefix}` : count(2 ** (32 - s.prefix))} addresses)` : '';
+      const size =
+        s && s.prefix < (s.v6 ? 48 : 16)
+          ? ` (${s.v6 ? `2^${128 - s.prefix}` : count(2 ** (32 - s.prefix))} addresses)`
+          : '';
       console.log(`banned ${b.subject}${size} until ${iso(b.until)}`);
     });
   bans
@@ -571,7 +612,7 @@ async function main(argv: string[]): Promise<void> {
         if (o.all) {
           // Newest first; rows written while paging shift the pages, so the ids already printed are skipped.
           const seen = new Set<number>();
-          for (let offset = 0; ; ) {
+          for (let offset = 0; ;) {
             const r = await admin<Page<AuditRow>>('GET', q(PAGE_MAX, offset));
             for (const a of r.items) if (!seen.has(a.id) && seen.add(a.id)) print(a);
             offset += r.items.length;
@@ -597,7 +638,13 @@ async function main(argv: string[]): Promise<void> {
     .action(async (file: string, o: { json?: boolean }) => {
       const g = program.opts<GlobalOpts>();
       const dir = await findDataDir(
-        { flag: g.data, env: process.env, configFile: configFile(g), cwd: process.cwd(), installDataDir: INSTALL_DATA_DIR },
+        {
+          flag: g.data,
+          env: process.env,
+          configFile: configFile(g),
+          cwd: process.cwd(),
+          installDataDir: INSTALL_DATA_DIR,
+        },
         DATABASE_FILE,
       );
       let r: BackupReport;
@@ -663,7 +710,14 @@ async function main(argv: string[]): Promise<void> {
       if (!st.firewall) throw new AdminError('this daemon has no firewall (an older version?)', 1);
       const allowed = (await allPages<AllowEntry>('/v1/allowlist')).filter((e) => e.kind === 'network');
       const bans = await allBans();
-      process.stdout.write(await loadScript(st.firewall, bans, allowed.map((e) => e.subject), Date.now()));
+      process.stdout.write(
+        await loadScript(
+          st.firewall,
+          bans,
+          allowed.map((e) => e.subject),
+          Date.now(),
+        ),
+      );
     });
 
   await program.parseAsync(argv);

@@ -2,8 +2,8 @@
  * The log follower in the real daemon (`mailwarden serve` as a child
  * process): a source of the config followed from the start, its failures
  * banning through the same store the Postfix hook asks at CONNECT, a source
- * added by a reload, `logs` in /v1/status, and a login the Dovecot hook
- * reported over HTTP not counted again from the log.
+ * added by a reload, `logs` in /v1/status and in `mailwarden status`, and a
+ * login the Dovecot hook reported over HTTP not counted again from the log.
  */
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { call } from '../../src/admin/client.js';
 import type { BanRecord } from '../../src/engine/types.js';
 import type { SourceStatus } from '../../src/logs/followers.js';
-import { startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
+import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon.js';
 import { ask, connectRequest } from '../helpers/postfix.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -121,4 +121,38 @@ describe('logs: in the daemon', { timeout: 60_000 }, () => {
     await until('matched', async () => (await status()).logs.hookMatched === 1);
     assert.equal((await status()).logs.sources[0]?.events, before + 1, 'read and made into an event, then dropped');
   });
+
+  test('mailwarden status: a line per source; a file that does not exist is a degraded state until it does', async () => {
+    const env = { MAILWARDEN_DATA: join(dir, 'data'), MAILWARDEN_CONFIG: join(dir, 'mailwarden.yaml') };
+    const ok = await runCli(['status'], env);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(
+      ok.stdout,
+      new RegExp(`^logs +${escape(mailLog())} \\(mail\\): following, \\d+ lines, \\d+ events$`, 'm'),
+    );
+    assert.match(
+      ok.stdout,
+      new RegExp(`^ +${escape(join(dir, 'dovecot.log'))} \\(mail\\): following, 1 line, 2 events$`, 'm'),
+    );
+    assert.match(ok.stdout, /^state +ok$/m);
+
+    const missing = join(dir, 'later.log');
+    writeConfig([mailLog(), join(dir, 'dovecot.log'), missing]);
+    mw.proc.kill('SIGHUP');
+    await until('three sources', async () => (await status()).logs.sources.length === 3);
+    const down = await runCli(['status'], env);
+    assert.match(down.stdout, new RegExp(`^ +${escape(missing)} \\(mail\\): waiting, 0 lines, 0 events$`, 'm'));
+    assert.match(
+      down.stdout,
+      new RegExp(`DEGRADED:\\n(?:.*\\n)*\\s+logs: ${escape(missing)} \\(mail\\) is not read: the file does not exist`),
+    );
+
+    writeFileSync(missing, '');
+    await until('following it', async () => (await status()).logs.sources[2]?.state === 'following');
+    assert.match((await runCli(['status'], env)).stdout, /^state +ok$/m);
+  });
 });
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
