@@ -18,6 +18,7 @@ import { decide } from '../src/engine/decide.js';
 import { plan } from '../src/engine/plan.js';
 import type { MailEvent } from '../src/engine/types.js';
 import { MemoryStore } from '../src/store/memory.js';
+import { loginEvent, loginSucceeds } from './login-events.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc');
@@ -26,23 +27,6 @@ const sources = Number(process.argv[3] ?? 100_000);
 const policy = loadSettings(undefined, {}).policy;
 const newStore = (): MemoryStore =>
   new MemoryStore({ file: ':memory:', maxKeys: 4_000_000, lookbackMs: policy.escalation.lookbackMs, now: Date.now });
-
-const addr = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-
-function event(i: number, kind: MailEvent['kind'], now: number, success?: boolean): MailEvent {
-  return {
-    kind,
-    time: now,
-    ip: addr(i),
-    protocol: i % 3 === 0 ? 'pop3' : 'imap',
-    context: '',
-    user: `${i % 10 === 0 ? 'typo' : 'user'}${i}@example.org`,
-    recipients: 0,
-    size: 0,
-    pwhash: (i % 4096).toString(16).padStart(4, '0'),
-    success,
-  };
-}
 
 function run(store: MemoryStore, e: MailEvent): void {
   const p = plan(e, policy);
@@ -54,9 +38,8 @@ function usPerLogin(): number {
   const now = Date.now();
   const start = process.cpuUsage();
   for (let i = 0; i < logins; i++) {
-    const ok = i % 10 !== 0;
-    run(store, event(i, 'auth-attempt', now));
-    run(store, event(i, 'auth-result', now, ok));
+    run(store, loginEvent(i, 'auth-attempt', now));
+    run(store, loginEvent(i, 'auth-result', now, loginSucceeds(i)));
   }
   const used = process.cpuUsage(start);
   void store.close();
@@ -68,7 +51,7 @@ function bytesPerSource(): number {
   const now = Date.now();
   gc?.();
   const before = process.memoryUsage().heapUsed;
-  for (let i = 0; i < sources; i++) run(store, event(i, 'auth-attempt', now));
+  for (let i = 0; i < sources; i++) run(store, loginEvent(i, 'auth-attempt', now));
   gc?.();
   const after = process.memoryUsage().heapUsed;
   void store.close();

@@ -24,6 +24,7 @@ import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
 import type { Workload } from './requests.js';
 import { banAll, bannedWorkload } from './attack.js';
 import { wakeRoundTrip } from './wakeups.js';
+import { CLIENT_LEVEL, commandStats, loginsOnRedis } from './redis-logins.js';
 
 export interface RedisPhaseContext {
   root: string;
@@ -74,15 +75,6 @@ async function startDaemon(
   );
   await waitForListen(proc, 'mailwarden', log, [target, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock };
-}
-
-function commandStats(info: string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const line of info.split('\n')) {
-    const x = /^cmdstat_([\w|]+):calls=(\d+)/.exec(line.trim());
-    if (x) m.set(x[1] as string, Number(x[2]));
-  }
-  return m;
 }
 
 interface Hooks {
@@ -193,7 +185,8 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       const redis = await measureOne(ctx, redisDaemon, round, server.pid, {
         start: async () => void (await admin.config('RESETSTAT')),
         end: async () => {
-          for (const [k, n] of commandStats(await admin.info('commandstats'))) stats.set(k, (stats.get(k) ?? 0) + n);
+          for (const [k, n] of commandStats(await admin.info('commandstats')))
+            stats.set(k, (stats.get(k) ?? 0) + n.calls);
         },
       });
       runs.push([memory, redis]);
@@ -215,19 +208,7 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       0,
     );
     const roundTrips = (stats.get('evalsha') ?? 0) + (stats.get('eval') ?? 0);
-    const clientLevel = new Set([
-      'evalsha',
-      'eval',
-      'ping',
-      'info',
-      'subscribe',
-      'client|setname',
-      'client|setinfo',
-      'select',
-      'quit',
-      'config|resetstat',
-    ]);
-    const other = [...stats].filter(([k]) => !clientLevel.has(k));
+    const other = [...stats].filter(([k]) => !CLIENT_LEVEL.has(k));
     const inside = other.reduce((n, [, c]) => n + c, 0);
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
     const ratios = runs.map(([m, x]) => (m.r.rps > 0 ? x.r.rps / m.r.rps : 0));
@@ -251,6 +232,8 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       const normal = await measureOne(ctx, redisDaemon, round, server.pid, {}, ctx.w, 'Redis, normal');
       attack.push([normal, await measureOne(ctx, redisDaemon, round, server.pid, {}, banned, 'Redis, all banned')]);
     }
+    ctx.progress('Dovecot logins on Redis, in-process (bench/redis-logins.ts)');
+    const logins = await loginsOnRedis(port);
     const attackRatios = attack.map(([n, x]) => (n.r.rps > 0 ? x.r.rps / n.r.rps : 0));
     const attackP99 = attack.map(([n, x]) => (n.r.p99Ms > 0 ? x.r.p99Ms / n.r.p99Ms : 0));
     const mirroredShare = (x: Run): number => {
@@ -282,6 +265,12 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       `   ratio all banned/normal on Redis req/s: ${fmt(median(attackRatios), 2)} (rounds ${attackRatios.map((x) => fmt(x, 2)).join(', ')}), p99 ${fmt(median(attackP99), 2)}× normal;` +
         ` decided from the mirror with no round trip: ${attack.map(([n, x]) => `${fmt(mirroredShare(x))} % banned, ${fmt(mirroredShare(n))} % normal`).join('; ')}`,
       `   (µs CPU/req: the daemon's CPU over the run, warm-up included, per answered request; Redis µs/req: redis-server's, the same way)`,
+      `   Dovecot logins on Redis (bench/redis-logins.ts: ${fmt(logins.logins)} logins of phase 4's workload through RedisStore, 50 at a time):` +
+        ` APPLY runs ${fmt(logins.commandsPerLogin, 1)} commands and Redis spends ${fmt(logins.scriptUsPerLogin, 1)} µs in it per login (allow + report;` +
+        ` ${logins.byCommand
+          .slice(0, 6)
+          .map(([k, c]) => `${k} ${fmt(c / logins.logins, 1)}`)
+          .join(', ')})`,
       `   waking a process on this machine: a round trip between two node processes, each asleep while the other works, takes ${fmt(wakeAcross, 1)} µs across CPUs` +
         (wakeOne === undefined
           ? ' (taskset missing: not measured on one CPU)'
