@@ -364,14 +364,15 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
     elseif t == 'd' then
       local member, limit, window = ARGV[a + 3], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
       flags[i] = tonumber(ARGV[a + 6]) or 0
-      local pruned = redis.pcall('ZREMRANGEBYSCORE', k, '-inf', num(now - window))
-      if type(pruned) == 'table' then
+      -- ZCARD first: a set that is not there yet (a new source's) costs one call, not three
+      local size = redis.pcall('ZCARD', k)
+      if type(size) == 'table' then
         -- another kind of counter under this key: the set reads as new
         other[i] = true
         count, seen = 1, '0'
       else
-        local size = redis.call('ZCARD', k)
-        local has = redis.call('ZSCORE', k, member)
+        if size > 0 then size = size - redis.call('ZREMRANGEBYSCORE', k, '-inf', num(now - window)) end
+        local has = size > 0 and redis.call('ZSCORE', k, member)
         if has then
           count, seen = size, '1'
           was[i] = tonumber(has)
@@ -430,8 +431,8 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
           local time = floor(now)
           if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
           if other[i] then redis.call('DEL', k) end
-          redis.call('ZREM', k, member)
-          if redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
+          -- a member seen again gets its new time (and so its place) without changing the count
+          if was[i] ~= nil or redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
           redis.call('PEXPIRE', k, max(1, ceil(window)))
         else
           local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
