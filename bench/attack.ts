@@ -30,7 +30,7 @@ import { performance } from 'node:perf_hooks';
 import { call } from '../src/admin/client.js';
 import { buildLogins, openHttp, policyRequest, type HttpConn } from './dovecot.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
-import { cpuSeconds, freePort, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
+import { cpuSeconds, freePort, profileArgs, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
 import { buildWorkload, loadTemplates, type Workload } from './requests.js';
 
 export interface AttackPhaseContext {
@@ -197,7 +197,12 @@ async function httpLoad(
 // ---- the phase ----
 
 async function startDaemon(dir: string, pf: Target, dovecotPort: number): Promise<{ proc: Proc; sock: string }> {
-  const { proc, sock, log } = await spawnMailwarden(dir, { postfix: describe(pf), dovecot: dovecotPort });
+  const { proc, sock, log } = await spawnMailwarden(
+    dir,
+    { postfix: describe(pf), dovecot: dovecotPort },
+    {},
+    profileArgs(),
+  );
   const dovecot: Target = { kind: 'tcp', host: '127.0.0.1', port: dovecotPort };
   await waitForListen(proc, 'mailwarden', log, [pf, dovecot, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock };

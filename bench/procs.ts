@@ -29,6 +29,12 @@ export interface Proc {
 const children = new Set<Proc>();
 const daemonPids = new Set<number>();
 
+/** Node flags for a V8 CPU profile of a daemon, into MAILWARDEN_BENCH_CPU_PROF (a directory) when it is set. */
+export function profileArgs(): string[] {
+  const dir = process.env.MAILWARDEN_BENCH_CPU_PROF;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /**
  * `mailwarden serve` from dist/ on its own data dir, logging to `dir/daemon.log`: the default policy and the
  * embedded store whatever the caller's environment says (`env` sets others), the admin and Dovecot

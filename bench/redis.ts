@@ -19,7 +19,16 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { call } from '../src/admin/client.js';
 import { closedLoop, describe, type LoadResult, type Target } from './policy-client.js';
-import { cpuSeconds, freePort, spawnLogged, spawnMailwarden, stopProc, waitForListen, type Proc } from './procs.js';
+import {
+  cpuSeconds,
+  freePort,
+  profileArgs,
+  spawnLogged,
+  spawnMailwarden,
+  stopProc,
+  waitForListen,
+  type Proc,
+} from './procs.js';
 import { REDIS_SERVER, redisServerArgs } from '../test/helpers/redis.js';
 import type { Workload } from './requests.js';
 import { banAll, bannedWorkload } from './attack.js';
@@ -65,13 +74,11 @@ async function startDaemon(
   target: Target,
   store: string | undefined,
 ): Promise<{ proc: Proc; sock: string }> {
-  // MAILWARDEN_BENCH_CPU_PROF=dir: V8 CPU profiles of both daemons, for finding where the time goes.
-  const prof = process.env.MAILWARDEN_BENCH_CPU_PROF;
   const { proc, sock, log } = await spawnMailwarden(
     dir,
     { postfix: describe(target) },
     { MAILWARDEN_NODE: 'bench', ...(store ? { MAILWARDEN_STORE: store } : {}) },
-    prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [],
+    profileArgs(),
   );
   await waitForListen(proc, 'mailwarden', log, [target, { kind: 'unix', path: sock }], 20_000);
   return { proc, sock };

@@ -42,7 +42,7 @@
  * MAILWARDEN_BENCH_KEEP=1 to keep the temp dir (logs), MAILWARDEN_BENCH_PHASES
  * (comma-separated subset of throughput,memory,peers,dovecot,redis,firewall,attack,dnsbl,logs);
  * MAILWARDEN_BENCH_LOG_LINES (lines of the log phase, 500000); MAILWARDEN_BENCH_CPU_PROF=dir (CPU profiles
- * of the daemons of the dovecot and redis phases).
+ * of the daemons of the dovecot, redis and attack phases).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -57,6 +57,7 @@ import {
   freePort,
   machineCpu,
   killEverything,
+  profileArgs,
   rssOf,
   spawnLogged,
   spawnMailwarden,
@@ -325,12 +326,11 @@ async function phaseDovecot(root: string): Promise<void> {
   const mwPort = await freePort();
   const trPort = await freePort();
   progress('starting mailwarden (default policy) and a bare node:http server for the Dovecot endpoint');
-  const prof = process.env.MAILWARDEN_BENCH_CPU_PROF;
   const { proc: mw, log: mwLog } = await spawnMailwarden(
     join(dir, 'mailwarden'),
     { postfix: `127.0.0.1:${await freePort()}`, dovecot: mwPort },
     {},
-    prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [],
+    profileArgs(),
   );
   const tr = spawnLogged(
     'bare http',

@@ -53,7 +53,9 @@ export async function wakeRoundTrip(cpu?: number): Promise<number> {
       let us = NaN;
       start(PING, [path, String(ROUND_TRIPS)], cpu, (l) => (us = Number(l)))
         .on('error', reject)
-        .on('exit', (code) => (code === 0 && Number.isFinite(us) ? resolve(us) : reject(new Error(`ping: exit ${code}`))));
+        .on('exit', (code) =>
+          code === 0 && Number.isFinite(us) ? resolve(us) : reject(new Error(`ping: exit ${code}`)),
+        );
     });
   } finally {
     echo?.kill();
