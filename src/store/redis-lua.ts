@@ -80,7 +80,7 @@ local function usualOf(k)
 end
 -- counting.ts isPending(): an in-flight member sits half a ms past a whole one
 local function isPending(t) return t % 1 ~= 0 end
--- MemoryStore.readCount(): another rule's count, without charging (confirmed members only, as confirmedCount()).
+-- MemoryStore.readCount(): another rule's count, without charging (confirmed members only, as DistinctSet.confirmed()).
 local function readCount(k, of, now, rateLimit, window)
   if of == 'rate' then return gcraCount(rateOf(k), now, rateLimit, window) end
   local live = redis.pcall('ZRANGEBYSCORE', k, '(' .. num(now - window), '+inf', 'WITHSCORES')
@@ -431,8 +431,10 @@ local function applyOne(now, kb, G, nb, ns, KG, SH, SHMIN, nops)
           local time = floor(now)
           if charge == 'P' and (was[i] == nil or isPending(was[i])) then time = time + 0.5 end
           if other[i] then redis.call('DEL', k) end
-          -- a member seen again gets its new time (and so its place) without changing the count
-          if was[i] ~= nil or redis.call('ZCARD', k) < CAP then redis.call('ZADD', k, num(time), member) end
+          -- A member seen again gets its new time (and so its place); a new one fits while the set, as read
+          -- above with it, holds at most CAP. Read above is still current: a plan charges a key once (one op
+          -- per rule, and rule ids are unique).
+          if was[i] ~= nil or counts[i] <= CAP then redis.call('ZADD', k, num(time), member) end
           redis.call('PEXPIRE', k, max(1, ceil(window)))
         else
           local cost, tau = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
