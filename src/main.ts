@@ -421,8 +421,7 @@ async function main(argv: string[]): Promise<void> {
       if (o.json) return json(o.query && parseSubject(o.query) ? { ...r, coveredBy: cover } : r);
       for (const b of r.items) console.log(banLine(b));
       console.log(pageLine(r.total, r.offset, r.items.length, o.query ? 'matching bans' : 'active bans'));
-      for (const b of cover)
-        console.log(`${o.query ?? ''} is covered by ${b.subject} (rule ${b.rule}, until ${iso(b.until)})`);
+      for (const b of cover) console.log(`${o.query ?? ''} is covered by ${b.subject} (rule ${b.rule}, until ${iso(b.until)})`);
     });
   bans
     .command('check <address>')
@@ -452,10 +451,7 @@ async function main(argv: string[]): Promise<void> {
       if (o.json) return json(b);
       // A wide network is allowed, but the operator should see how much it holds.
       const s = parseSubject(b.subject);
-      const size =
-        s && s.prefix < (s.v6 ? 48 : 16)
-          ? ` (${s.v6 ? `2^${128 - s.prefix}` : count(2 ** (32 - s.prefix))} addresses)`
-          : '';
+      const size = s && s.prefix < (s.v6 ? 48 : 16) ? ` (${s.v6 ? `2^${128 - s.prefix}` : count(2 ** (32 - s.prefix))} addresses)` : '';
       console.log(`banned ${b.subject}${size} until ${iso(b.until)}`);
     });
   bans
@@ -612,7 +608,7 @@ async function main(argv: string[]): Promise<void> {
         if (o.all) {
           // Newest first; rows written while paging shift the pages, so the ids already printed are skipped.
           const seen = new Set<number>();
-          for (let offset = 0; ;) {
+          for (let offset = 0; ; ) {
             const r = await admin<Page<AuditRow>>('GET', q(PAGE_MAX, offset));
             for (const a of r.items) if (!seen.has(a.id) && seen.add(a.id)) print(a);
             offset += r.items.length;
@@ -638,13 +634,7 @@ async function main(argv: string[]): Promise<void> {
     .action(async (file: string, o: { json?: boolean }) => {
       const g = program.opts<GlobalOpts>();
       const dir = await findDataDir(
-        {
-          flag: g.data,
-          env: process.env,
-          configFile: configFile(g),
-          cwd: process.cwd(),
-          installDataDir: INSTALL_DATA_DIR,
-        },
+        { flag: g.data, env: process.env, configFile: configFile(g), cwd: process.cwd(), installDataDir: INSTALL_DATA_DIR },
         DATABASE_FILE,
       );
       let r: BackupReport;
@@ -710,14 +700,7 @@ async function main(argv: string[]): Promise<void> {
       if (!st.firewall) throw new AdminError('this daemon has no firewall (an older version?)', 1);
       const allowed = (await allPages<AllowEntry>('/v1/allowlist')).filter((e) => e.kind === 'network');
       const bans = await allBans();
-      process.stdout.write(
-        await loadScript(
-          st.firewall,
-          bans,
-          allowed.map((e) => e.subject),
-          Date.now(),
-        ),
-      );
+      process.stdout.write(await loadScript(st.firewall, bans, allowed.map((e) => e.subject), Date.now()));
     });
 
   await program.parseAsync(argv);
