@@ -51,10 +51,10 @@ export interface LoginsOnRedis {
   byCommand: Array<[string, number]>;
 }
 
-export async function loginsOnRedis(port: number, logins = 20_000): Promise<LoginsOnRedis> {
+/** `admin`: the phase's own connection, for RESETSTAT and INFO; the store gets a connection of its own. */
+export async function loginsOnRedis(port: number, admin: Redis, logins = 20_000): Promise<LoginsOnRedis> {
   const policy = loadSettings(undefined, {}).policy;
   const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
-  const admin = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
   const store = new RedisStore({ client, prefix: 'bench-logins', node: 'bench', lookbackMs: 86_400_000 });
   try {
     const now = Date.now();
@@ -79,6 +79,5 @@ export async function loginsOnRedis(port: number, logins = 20_000): Promise<Logi
     };
   } finally {
     client.disconnect();
-    admin.disconnect();
   }
 }

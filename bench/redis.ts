@@ -240,7 +240,7 @@ export async function phaseRedis(ctx: RedisPhaseContext): Promise<string[]> {
       attack.push([normal, await measureOne(ctx, redisDaemon, round, server.pid, {}, banned, 'Redis, all banned')]);
     }
     ctx.progress('Dovecot logins on Redis, in-process (bench/redis-logins.ts)');
-    const logins = await loginsOnRedis(port);
+    const logins = await loginsOnRedis(port, admin);
     const attackRatios = attack.map(([n, x]) => (n.r.rps > 0 ? x.r.rps / n.r.rps : 0));
     const attackP99 = attack.map(([n, x]) => (n.r.p99Ms > 0 ? x.r.p99Ms / n.r.p99Ms : 0));
     const mirroredShare = (x: Run): number => {
