@@ -145,7 +145,8 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
     const n = new Notifier(settings(), captureLogger(logs), 'mx1');
     const a = n.notify(effect(), Date.parse('2026-11-28T10:00:00Z'), made);
     assert.ok(a);
-    await waitFor(() => mails.length === 1 && hooks.length === 1);
+    // The receivers have the alert before the notifier has read their answers: wait for both.
+    await waitFor(() => mails.length === 1 && hooks.length === 1 && n.stats.sent.email + n.stats.sent.webhook === 2);
     const mail = mails[0] && { ...mails[0], data: decodeQuotedPrintable(mails[0].data) };
     assert.deepEqual(mail?.to, ['admin@example.org', 'oncall@example.org']);
     assert.match(mail?.data ?? '', /Subject: \[mailwarden\] compromise-burst: alice@example\.org \(hold, suspended\)/);
@@ -205,7 +206,8 @@ describe('alerts to a real SMTP sink and a real webhook receiver', () => {
       'mx1',
     );
     n.notify(effect('dan@example.org'), Date.now(), made);
-    await waitFor(() => hooks.length === 1, 8000);
+    // As above: the receiver has it before the notifier has read the answer.
+    await waitFor(() => hooks.length === 1 && n.stats.sent.webhook === 1, 8000);
     assert.equal(n.stats.retried, 1);
     assert.equal(n.stats.sent.webhook, 1);
     // The failure names the receiver by its origin only (a webhook's path may hold its token), then the recovery.
